@@ -1,0 +1,141 @@
+"""The rebalancing interface every method implements (SPEC §5–6; STYLE.md).
+
+A balancer owns "forward + loss"; the training loop owns backward, gradient edits' position, the
+optimizer step and everything after. The loop calls, in this order:
+
+    model = balancer.prepare_model(model)           # once, before the optimizer is built (IPRM adds heads)
+    for epoch ...:
+        balancer.on_epoch_start(model, data, epoch)  # PMR: prototypes without gradients
+        for batch ...:
+            result = balancer.training_loss(model, batch)  # forward + loss (OPM drops, IPRM probes)
+            backward(result.loss); unscale
+            balancer.before_optimizer_step(model, result)      # OGM-GE: gradient modulation
+            optimizer.step()
+        logs = balancer.epoch_logs()                 # per-epoch extras (the loop averages result.logs itself)
+
+Logged values are detached device tensors; nothing here calls ``.item()`` or synchronises per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avel.models.base import AVModel, ModelOutput
+
+if TYPE_CHECKING:
+    from avel.data import Batch, DataSplits
+
+
+@dataclass
+class StepResult:
+    loss: Tensor  # scalar to backpropagate
+    output: ModelOutput
+    logs: dict[str, Tensor] = field(default_factory=dict)  # detached scalars, averaged over the epoch
+
+
+class Balancer(Protocol):
+    name: str
+
+    def prepare_model(self, model: AVModel) -> AVModel: ...
+    def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None: ...
+    def training_loss(self, model: AVModel, batch: Batch) -> StepResult: ...
+    def before_optimizer_step(self, model: AVModel, result: StepResult) -> None: ...
+    def epoch_logs(self) -> dict[str, float]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def task_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Cross-entropy on logits over all samples / segments (background included on AVEL)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
+
+
+def flatten_samples(z: Tensor) -> Tensor:
+    """(B, D) or (B, T, D) -> (N, D): per-segment models become N = B·T samples."""
+    return z.reshape(-1, z.shape[-1])
+
+
+def event_weights(labels: Tensor, background: int | None) -> Tensor:
+    """1.0 for samples that take part in rebalancing, 0.0 for background segments, shape (N,).
+
+    A weight mask (not boolean indexing) keeps shapes static: no host synchronisation, and a batch
+    without any event segment gives zero weight everywhere instead of a division by zero.
+    """
+    y = labels.reshape(-1)
+    if background is None:
+        return torch.ones_like(y, dtype=torch.float32)
+    return (y != background).float()
+
+
+def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
+    """sum(w·v) / max(sum(w), 1): zero, not NaN, when every weight is zero."""
+    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+class EpochMeter:
+    """Sums detached device scalars over an epoch; ``.item()`` happens once, in ``result()``."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def update(self, logs: dict[str, Tensor]) -> None:
+        for k, v in logs.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def result(self) -> dict[str, float]:
+        if not self.sums:
+            return {}
+        keys = list(self.sums)
+        values = torch.stack([self.sums[k] / self.counts[k] for k in keys]).tolist()  # one transfer
+        self.sums, self.counts = {}, {}
+        return dict(zip(keys, values, strict=True))
+
+
+class NoBalance:
+    """Plain joint training: the task loss only."""
+
+    name = "none"
+
+    def prepare_model(self, model: AVModel) -> AVModel:
+        return model
+
+    def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:
+        self.epoch = epoch
+
+    def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
+        out = model(batch.audio, batch.visual)
+        loss = task_loss(out.logits, batch.labels)
+        return StepResult(loss, out, {"loss_ce": loss.detach()})
+
+    def before_optimizer_step(self, model: AVModel, result: StepResult) -> None:
+        pass
+
+    def epoch_logs(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+__all__ = [
+    "Balancer",
+    "EpochMeter",
+    "NoBalance",
+    "StepResult",
+    "event_weights",
+    "flatten_samples",
+    "nn",
+    "task_loss",
+    "weighted_mean",
+]

@@ -1,0 +1,68 @@
+"""The one output record and the one structure every model in avel shares.
+
+Both model families (the AVEL temporal localizer and the ResNet18 clip classifiers) split into
+``encode`` (each modality on its own, up to the representation before fusion) and ``fuse``. Balancers
+only use this contract: PMR reads the representations, OGM-GE the split logits and the branch
+parameters, OPM calls ``encode`` then ``fuse`` with dropped features, IPRM replaces ``fuse``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class ModelOutput:
+    """What every model returns.
+
+    Shapes: clip classifiers (B, ·); the AVEL localizer is per segment (B, T, ·).
+    """
+
+    logits: Tensor  # fused logits, (B, C) or (B, T, C)
+    z_audio: Tensor  # audio representation before fusion, (B, D) or (B, T, D): h^a_t on AVEL
+    z_visual: Tensor  # visual representation before fusion: h^v_t on AVEL
+    logits_audio: Tensor | None = None  # each modality's share of the logits where the fusion splits
+    logits_visual: Tensor | None = None  # (concat, sum; AVEL concat by its halves), else None
+
+
+class AVModel(nn.Module):
+    """Base class: ``forward = fuse(*encode(audio, visual))``.
+
+    Subclasses set ``num_classes`` (logit width), ``background`` (index of the background label for
+    per-segment models, ``None`` for clip classifiers), ``audio_branch`` / ``visual_branch`` (the modules
+    that only see one modality: OGM-GE edits their gradients) and implement ``encode`` / ``fuse``.
+    """
+
+    num_classes: int
+    background: int | None = None
+    per_segment: bool = False
+
+    def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def fuse(self, z_audio: Tensor, z_visual: Tensor) -> ModelOutput:
+        raise NotImplementedError
+
+    def forward(self, audio: Tensor, visual: Tensor) -> ModelOutput:
+        return self.fuse(*self.encode(audio, visual))
+
+    def branch_parameters(self, modality: str) -> list[tuple[str, nn.Parameter]]:
+        """Named parameters that belong to one modality's branch ('audio' or 'visual')."""
+        branch = {"audio": "audio_branch", "visual": "visual_branch"}[modality]
+        module = getattr(self, branch)
+        return [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+
+    @property
+    def prototype_classes(self) -> int:
+        """Number of classes that get prototypes: the event classes (background excluded)."""
+        return self.num_classes - (1 if self.background is not None else 0)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["AVModel", "ModelOutput", "count_parameters", "torch"]
