@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import h5py
+import numpy as np
 import torch
 from torch import Tensor
+
+from avel.augment import frames_to_input
 
 
 @dataclass
@@ -37,7 +43,11 @@ class SplitData:
     """
 
     def __init__(
-        self, audio: Tensor, visual: Tensor, labels: Tensor, transform: Transform | None = None,
+        self,
+        audio: Tensor,
+        visual: Tensor,
+        labels: Tensor,
+        transform: Transform | None = None,
         rows: Tensor | None = None,
     ) -> None:
         if not (len(audio) == len(visual) == len(labels)):
@@ -61,8 +71,14 @@ class SplitData:
         return Batch(audio, visual, self.labels[idx], idx)
 
     def batches(
-        self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
-        indices: Tensor | None = None, train: bool = False, drop_last: bool = False,
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        indices: Tensor | None = None,
+        train: bool = False,
+        drop_last: bool = False,
     ) -> Iterator[Batch]:
         """Mini-batches over ``indices`` (default: every row), shuffled with ``generator`` if asked."""
         order = indices if indices is not None else torch.arange(len(self))
@@ -79,3 +95,189 @@ class DataSplits:
     val: SplitData
     test: SplitData
     meta: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------- HDF5 -> splits
+
+PREPROCESS_KIND = "avel-preprocess"
+FEATURES_KIND = "avel-features"
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def file_kind(path: str | Path) -> str:
+    """The ``kind`` attribute of an avel HDF5 file; a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with h5py.File(path, "r") as f:
+            kind = f.attrs.get("kind")
+    except OSError as e:
+        raise ValueError(f"{path}: not an HDF5 file ({e})") from None
+    if kind not in (PREPROCESS_KIND, FEATURES_KIND):
+        raise ValueError(
+            f"{path}: not an avel file (attribute kind={kind!r}; expected {PREPROCESS_KIND!r} from "
+            f"`avel preprocess` or {FEATURES_KIND!r} from `avel import-features` / `avel extract`)"
+        )
+    return str(kind)
+
+
+def read_meta(f: h5py.File) -> dict:
+    """Attributes of the file as plain Python values (classes decoded from JSON)."""
+    meta = {}
+    for k, v in f.attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, np.ndarray):
+            v = v.tolist()
+        meta[k] = v
+    if isinstance(meta.get("classes"), str):
+        meta["classes"] = json.loads(meta["classes"])
+    return meta
+
+
+def _split_rows(f: h5py.File, name: str) -> np.ndarray:
+    if f"splits/{name}" not in f:
+        raise ValueError(
+            f"{f.filename}: has no split {name!r} (datasets under splits/: {list(f.get('splits', {}))})"
+        )
+    return np.sort(f[f"splits/{name}"][()].astype(np.int64))
+
+
+def _rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """Read rows of a dataset; h5py wants increasing indices, and whole reads are fastest for most rows."""
+    if len(rows) > 0.5 * ds.shape[0]:
+        return ds[()][rows]
+    return ds[rows] if len(rows) else np.zeros((0, *ds.shape[1:]), ds.dtype)
+
+
+def load_splits(
+    path: str | Path,
+    *,
+    family: str = "avel",
+    device: str | torch.device = "cpu",
+    frames: int = 4,
+    augment: bool = True,
+    splits: tuple[str, ...] = SPLIT_NAMES,
+) -> DataSplits:
+    """Load every split of an avel file onto ``device`` in the layout the model family needs.
+
+    family "avel": per-segment samples (labels (N, 10)); a features file gives features mode, a preprocess
+    file end-to-end mode (frames + one second of spectrogram per segment).
+    family "resnet18": clip samples built from each video's event span (SPEC §4): label = the event class,
+    audio = the span's spectrogram tiled to the clip length, ``frames`` frames sampled across the span.
+    """
+    kind = file_kind(path)
+    device = torch.device(device)
+    with h5py.File(path, "r") as f:
+        meta = read_meta(f)
+        meta["kind"] = kind
+        meta["path"] = str(path)
+        classes = meta["classes"]
+        if family == "avel":
+            loader = _features_split if kind == FEATURES_KIND else _e2e_segments_split
+        elif family == "resnet18":
+            if kind != PREPROCESS_KIND:
+                raise ValueError(
+                    f"{path}: resnet18 classifiers train end to end on frames and spectrograms; this is a "
+                    f"{kind} file. Use the output of `avel preprocess`."
+                )
+            loader = _clip_split
+        else:
+            raise ValueError(f"unknown model family {family!r}; valid: ['avel', 'resnet18']")
+        out = {}
+        for name in SPLIT_NAMES:
+            if name in splits:
+                out[name] = loader(f, _split_rows(f, name), device, meta, frames=frames, augment=augment)
+            else:
+                out[name] = None
+    meta["num_classes"] = len(classes) if family == "avel" else len(classes) - 1
+    meta["family"] = family
+    meta["input_mode"] = "features" if kind == FEATURES_KIND else "e2e"
+    return DataSplits(out["train"], out["val"], out["test"], meta)
+
+
+def _features_split(f: h5py.File, rows: np.ndarray, device, meta: dict, **_) -> SplitData:
+    audio = torch.from_numpy(_rows(f["audio"], rows).astype(np.float32)).to(device)  # (N, T, Da)
+    visual = torch.from_numpy(_rows(f["visual"], rows).astype(np.float32)).to(device)  # (N, T, H, W, C)
+    labels = torch.from_numpy(_rows(f["segment_labels"], rows).astype(np.int64)).to(device)  # (N, T)
+    return SplitData(audio, visual, labels, rows=torch.from_numpy(rows))
+
+
+def segment_window(segment_columns: np.ndarray) -> int:
+    """Columns of spectrogram given to each one-second segment: the shortest second's width."""
+    return int(np.diff(np.asarray(segment_columns)).min())
+
+
+def _e2e_segments_split(f: h5py.File, rows: np.ndarray, device, meta: dict, augment: bool, **_) -> SplitData:
+    frames = torch.from_numpy(_rows(f["frames"], rows)).to(device)  # (N, T, K, S, S, 3) uint8
+    spec = torch.from_numpy(_rows(f["spectrogram"], rows).astype(np.float32)).to(device)  # (N, F, L)
+    labels = torch.from_numpy(_rows(f["segment_labels"], rows).astype(np.int64)).to(device)
+    starts = torch.as_tensor(np.asarray(f["segment_columns"][()])[:-1], device=device)  # (T,)
+    width = segment_window(f["segment_columns"][()])
+    cols = starts[:, None] + torch.arange(width, device=device)  # (T, W) column indices per segment
+
+    def transform(audio: Tensor, visual: Tensor, idx: Tensor, train: bool, gen) -> tuple[Tensor, Tensor]:
+        a = audio[:, :, cols]  # (B, F, T, W)
+        a = a.permute(0, 2, 1, 3).unsqueeze(2)  # (B, T, 1, F, W)
+        v = frames_to_input(visual, train, augment, gen)  # (B, T, K, 3, S, S)
+        return a, v
+
+    return SplitData(spec, frames, labels, transform, rows=torch.from_numpy(rows))
+
+
+def tile_span(spec: np.ndarray, lo: int, hi: int, length: int) -> np.ndarray:
+    """Columns [lo, hi) of a (F, L) spectrogram tiled along time to ``length`` columns (PMR reference)."""
+    span = spec[:, lo:hi]
+    reps = -(-length // span.shape[1])
+    return np.tile(span, (1, reps))[:, :length]
+
+
+def _clip_split(f: h5py.File, rows: np.ndarray, device, meta: dict, frames: int, augment: bool) -> SplitData:
+    seg = _rows(f["segment_labels"], rows)  # (N, T)
+    background = len(meta["classes"]) - 1
+    has_event = (seg != background).any(axis=1)
+    skipped = int((~has_event).sum())
+    if skipped:
+        meta.setdefault("skipped_no_event", {})[f"{len(rows)}-rows"] = skipped
+    rows = rows[has_event]
+    seg = seg[has_event]
+    t_idx = np.arange(seg.shape[1])
+    is_event = seg != background
+    start = np.where(is_event, t_idx, seg.shape[1]).min(axis=1)  # first event segment
+    end = np.where(is_event, t_idx + 1, 0).max(axis=1)  # one past the last event segment
+    labels = seg[np.arange(len(seg)), start]
+    spec = _rows(f["spectrogram"], rows).astype(np.float32)  # (N, F, L)
+    bounds = np.asarray(f["segment_columns"][()])
+    length = spec.shape[-1]
+    audio = np.stack(
+        [tile_span(s, bounds[a], bounds[b], length) for s, a, b in zip(spec, start, end, strict=True)]
+    )
+    stored = torch.from_numpy(_rows(f["frames"], rows)).to(device)  # (N, T, K, S, S, 3)
+    k = stored.shape[2]
+    span_start = torch.as_tensor(start * k, device=device)
+    span_len = torch.as_tensor((end - start) * k, device=device)
+
+    def transform(audio: Tensor, visual: Tensor, idx: Tensor, train: bool, gen) -> tuple[Tensor, Tensor]:
+        # `frames` positions stratified across the event span: random within each stratum when training,
+        # the stratum centre otherwise; a span shorter than `frames` repeats frames.
+        b = idx.shape[0]
+        if train:
+            u = torch.rand(b, frames, generator=gen).to(idx.device)
+        else:
+            u = torch.full((b, frames), 0.5, device=idx.device)
+        pos = ((torch.arange(frames, device=idx.device) + u) / frames * span_len[idx, None]).long()
+        pos = span_start[idx, None] + pos.clamp_max(span_len[idx, None] - 1)  # (B, frames) in T*K
+        flat = visual.reshape(b, -1, *visual.shape[3:])  # (B, T*K, S, S, 3)
+        picked = flat[torch.arange(b, device=idx.device)[:, None], pos]  # (B, frames, S, S, 3)
+        return audio.unsqueeze(1), frames_to_input(picked, train, augment, gen)
+
+    return SplitData(
+        torch.from_numpy(audio).to(device),
+        stored,
+        torch.from_numpy(labels.astype(np.int64)).to(device),
+        transform,
+        rows=torch.from_numpy(rows),
+    )

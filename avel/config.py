@@ -1,0 +1,162 @@
+"""Training configuration: one dataclass, loaded from ``configs/*.toml`` and overridden on the command line.
+
+Precedence: dataclass defaults < config file < command-line options. Unknown keys are errors that list the
+valid keys, so a typo in a config file never silently trains the wrong model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainConfig:
+    # data and model
+    data: str = ""  # an avel HDF5 file: preprocess output (end-to-end) or a features file
+    model: str = "avel"  # avel (temporal localizer) | resnet18 (clip classifier)
+    fusion: str = "concat"  # avel: concat | dmrn; resnet18: concat | sum | film | gated
+    modality: str = "both"  # both | audio | visual (uni-modal baselines)
+    width: int = 64  # ResNet18 base width (64 = standard; 8-16 for CPU runs)
+    pretrained: bool = False  # torchvision ImageNet weights for the visual ResNet18
+    frames: int = 4  # resnet18 family: frames per clip sample (4 for AVE)
+    augment: bool = True  # train-time augmentation of frames (on the device)
+    # optimisation
+    optimizer: str = "adam"  # sgd | adam | adagrad
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam
+    schedule: str = "none"  # none | step | multistep | cosine (stepped once per epoch)
+    step_size: int = 15  # step: epochs between decays
+    milestones: list[int] = field(default_factory=lambda: [70])  # multistep: epochs of decay
+    lr_gamma: float = 0.1
+    batch_size: int = 64
+    epochs: int = 30
+    grad_clip: float = 0.0  # 0 = off
+    # run
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = False  # bf16 autocast on CUDA
+    out: str = ""  # run directory (default: runs/<model>-<fusion>-<balance>-s<seed>-<time>)
+    eval_every: int = 1
+    progress: bool = True
+    # rebalancing: none | pmr | ogm-ge | ogm | opm | iprm | dropout
+    balance: str = "none"
+    pmr_alpha: float = 2.0  # Eq. 10
+    pmr_mu: float = 1e-3  # Eq. 13
+    pmr_reg_epochs: int = 10  # E_r: PER in the first E_r epochs
+    pmr_window: list[int] = field(default_factory=lambda: [0, 70])  # PMR active in [start, end)
+    pmr_subset: str = "0.1"  # fraction of train for prototypes, or "val"
+    pmr_momentum: float = 0.0  # ε of Eq. 12
+    pmr_coef: str = "paper"  # paper (Eq. 11) | step (released code)
+    ogm_alpha: float = 0.1
+    ogm_window: list[int] = field(default_factory=lambda: [0, 50])
+    ogm_warmup: int = 5  # ogm (TPAMI'24) only
+    opm_q_base: float = 0.5
+    opm_lam: float = 0.5
+    opm_p_exe: float = 0.7
+    opm_warmup: int = 5
+    iprm_alpha: float = 0.8
+    dropout_p: float = 0.3
+
+
+BALANCER_PREFIX = {
+    "pmr": "pmr_",
+    "ogm-ge": "ogm_",
+    "ogm": "ogm_",
+    "opm": "opm_",
+    "iprm": "iprm_",
+    "dropout": "dropout_",
+}
+# options a balancer does not take although they share its prefix
+_NOT_FOR = {"ogm-ge": {"warmup"}}
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a value (possibly a CLI string) to the type of the field's default."""
+    default = getattr(TrainConfig(), name)
+    if isinstance(value, str) and not isinstance(default, str):
+        if isinstance(default, bool):
+            if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
+                raise ValueError(f"config key {name!r}: expected true/false, got {value!r}")
+            return value.lower() in {"true", "1", "yes"}
+        if isinstance(default, list):
+            return [type(default[0])(v) for v in value.replace(" ", "").strip("[]").split(",") if v]
+        return type(default)(value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        return str(value)
+    return value
+
+
+def apply(cfg: TrainConfig, values: dict[str, Any], source: str) -> TrainConfig:
+    """Return ``cfg`` with ``values`` applied; unknown keys raise ValueError naming ``source``."""
+    names = set(field_names())
+    unknown = sorted(k for k in values if k.replace("-", "_") not in names)
+    if unknown:
+        raise ValueError(f"{source}: unknown config key(s) {unknown}; valid keys: {sorted(names)}")
+    values = {k.replace("-", "_"): v for k, v in values.items() if v is not None}
+    changes = {k: _coerce(k, v) for k, v in values.items()}
+    return dataclasses.replace(cfg, **changes)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults < TOML file < overrides (None values in overrides mean "not given")."""
+    cfg = TrainConfig()
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        with path.open("rb") as f:
+            table = tomllib.load(f)
+        flat = {**{k: v for k, v in table.items() if not isinstance(v, dict)}}
+        for section, sub in table.items():  # [pmr] alpha = 2  ->  pmr_alpha
+            if isinstance(sub, dict):
+                flat.update({f"{section}_{k}".replace("-", "_"): v for k, v in sub.items()})
+        cfg = apply(cfg, flat, str(path))
+    if overrides:
+        cfg = apply(cfg, overrides, "command line")
+    return cfg
+
+
+def balancer_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The options of the chosen balancer, prefix stripped: pmr_alpha -> alpha."""
+    prefix = BALANCER_PREFIX.get(cfg.balance)
+    if prefix is None:
+        return {}
+    skip = _NOT_FOR.get(cfg.balance, set())
+    opts = {n[len(prefix) :]: getattr(cfg, n) for n in field_names() if n.startswith(prefix)}
+    opts = {k: v for k, v in opts.items() if k not in skip}
+    if cfg.balance == "pmr":
+        opts["subset"] = "val" if opts["subset"] == "val" else float(opts["subset"])
+    for k in ("window",):
+        if k in opts:
+            opts[k] = tuple(opts[k])
+    return opts
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: TrainConfig, path: Path) -> None:
+    """The resolved config, as TOML-like JSON for machines and a TOML file for people."""
+    path.write_text(to_toml(cfg))
+    path.with_suffix(".json").write_text(json.dumps(to_dict(cfg), indent=2))
+
+
+def to_toml(cfg: TrainConfig) -> str:
+    lines = []
+    for k, v in to_dict(cfg).items():
+        lines.append(f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}")
+    return "\n".join(lines) + "\n"
