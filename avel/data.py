@@ -217,6 +217,7 @@ def _e2e_segments_split(f: h5py.File, rows: np.ndarray, device, meta: dict, augm
     labels = torch.from_numpy(_rows(f["segment_labels"], rows).astype(np.int64)).to(device)
     starts = torch.as_tensor(np.asarray(f["segment_columns"][()])[:-1], device=device)  # (T,)
     width = segment_window(f["segment_columns"][()])
+    meta["segment_width"] = width
     cols = starts[:, None] + torch.arange(width, device=device)  # (T, W) column indices per segment
 
     def transform(audio: Tensor, visual: Tensor, idx: Tensor, train: bool, gen) -> tuple[Tensor, Tensor]:

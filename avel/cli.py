@@ -1,0 +1,255 @@
+"""The ``avel`` command line: a thin typer layer, each command a few lines over a library function."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="avel: audio-visual event localization with modality rebalancing (PMR, OGM-GE, OPM, IPRM).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def synth(
+    out_dir: Path = typer.Argument(
+        ..., help="folder to write (OUT_DIR/AVE/<id>.mp4, Annotations.txt, splits)"
+    ),
+    videos: int = typer.Option(280, help="number of videos"),
+    seed: int = typer.Option(0, help="random seed (same seed, bit-identical files)"),
+    classes: int = typer.Option(28, help="use the first K AVE classes"),
+    fps: float = typer.Option(8.0, help="video frame rate"),
+    frame_size: int = typer.Option(64, help="frame width and height in pixels"),
+    sample_rate: int = typer.Option(16000, help="audio sample rate"),
+    channels: int = typer.Option(1, help="audio channels (1 mono, 2 stereo)"),
+    duration_jitter: float = typer.Option(0.0, help="± seconds of random clip-length jitter"),
+    audio_snr_db: float = typer.Option(None, help="audio signal-to-noise ratio (dB); lower = weaker audio"),
+    visual_snr: float = typer.Option(None, help="visual signal-to-clutter ratio; lower = weaker vision"),
+) -> None:
+    """Make an embedded AVE-format dataset of real mp4 files (H.264 + AAC)."""
+    from avel.synth import SynthConfig, synth_dataset
+
+    opts = dict(
+        videos=videos,
+        seed=seed,
+        classes=classes,
+        fps=fps,
+        frame_size=frame_size,
+        sample_rate=sample_rate,
+        channels=channels,
+        duration_jitter=duration_jitter,
+        audio_snr_db=audio_snr_db,
+        visual_snr=visual_snr,
+    )
+    summary = synth_dataset(out_dir, SynthConfig(**{k: v for k, v in opts.items() if v is not None}))
+    typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+@app.command()
+def preprocess(
+    dataset_dir: Path = typer.Argument(
+        ..., help="AVE-layout folder: AVE/<id>.mp4, Annotations.txt, *Set.txt"
+    ),
+    out: Path = typer.Argument(..., help="HDF5 file to write"),
+    workers: int = typer.Option(1, help="parallel decoding processes"),
+    frame_size: int = typer.Option(224, help="frames are resized and center-cropped to this size"),
+    frames_per_segment: int = typer.Option(1, help="frames per one-second segment (1 = the middle frame)"),
+    audio_pad: str = typer.Option("zero", help="clips shorter than 10 s: zero (pad) or tile (PMR reference)"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Decode every video (decord), take frames and log-spectrograms per second, write one HDF5 file."""
+    from preprocessing.pipeline import preprocess as run
+
+    report = run(
+        dataset_dir,
+        out,
+        workers=workers,
+        frame_size=frame_size,
+        frames_per_segment=frames_per_segment,
+        audio_pad=audio_pad,
+        progress=progress,
+    )
+    typer.echo(report.summary())
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command("import-features")
+def import_features(
+    release_dir: Path = typer.Argument(..., help="folder of the AVE-ECCV18 release (audio_feature.h5, ...)"),
+    out: Path = typer.Argument(..., help="features HDF5 file to write"),
+    annotations: Path = typer.Option(None, help="Annotations.txt (default: RELEASE_DIR/Annotations.txt)"),
+) -> None:
+    """Convert the official AVE-ECCV18 feature release into an avel features file."""
+    from preprocessing.features import import_features as run
+
+    run(release_dir, out, annotations=annotations)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def info(path: Path = typer.Argument(..., help="an avel HDF5 file")) -> None:
+    """Show what is in an avel HDF5 file: videos, splits, class counts, parameters."""
+    from preprocessing.h5 import describe
+
+    try:
+        typer.echo(describe(path))
+    except (OSError, ValueError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(None, help="preprocess output or features file (or `data` in --config)"),
+    config: Path = typer.Option(None, "--config", "-c", help="TOML config file (configs/*.toml)"),
+    model: str = typer.Option(None, help="avel | resnet18"),
+    fusion: str = typer.Option(None, help="avel: concat | dmrn; resnet18: concat | sum | film | gated"),
+    modality: str = typer.Option(None, help="both | audio | visual (uni-modal baselines)"),
+    balance: str = typer.Option(None, help="none | pmr | ogm-ge | ogm | opm | iprm | dropout"),
+    pmr: bool = typer.Option(False, "--pmr", help="short for --balance pmr"),
+    optimizer: str = typer.Option(None, help="sgd | adam | adagrad"),
+    lr: float = typer.Option(None),
+    momentum: float = typer.Option(None),
+    weight_decay: float = typer.Option(None),
+    schedule: str = typer.Option(None, help="none | step | multistep | cosine"),
+    step_size: int = typer.Option(None, help="step schedule: epochs between decays"),
+    milestones: str = typer.Option(None, help="multistep schedule: comma-separated epochs"),
+    batch_size: int = typer.Option(None),
+    epochs: int = typer.Option(None),
+    seed: int = typer.Option(None),
+    device: str = typer.Option(None, help="auto | cpu | cuda"),
+    amp: bool = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA"),
+    width: int = typer.Option(None, help="ResNet18 base width (64 standard; 8-16 for CPU runs)"),
+    frames: int = typer.Option(None, help="resnet18: frames per clip sample"),
+    pretrained: bool = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights (visual)"),
+    out: Path = typer.Option(None, help="run directory (re-use it to resume)"),
+    pmr_alpha: float = typer.Option(None, help="PMR α (Eq. 10)"),
+    pmr_mu: float = typer.Option(None, help="PMR μ (Eq. 13, PER)"),
+    pmr_reg_epochs: int = typer.Option(None, help="PMR E_r: PER in the first E_r epochs"),
+    pmr_window: str = typer.Option(None, help="PMR active epochs START,END"),
+    pmr_subset: str = typer.Option(None, help="prototype subset: fraction of train (0.1) or 'val'"),
+    pmr_momentum: float = typer.Option(None, help="prototype momentum ε (Eq. 12)"),
+    pmr_coef: str = typer.Option(None, help="paper (Eq. 11) | step (released code)"),
+    set_: list[str] = typer.Option(None, "--set", help="any config key: --set ogm_alpha=0.3"),
+    progress: bool = typer.Option(None, "--progress/--no-progress"),
+) -> None:
+    """Train an AVEL localizer or a ResNet18 classifier, with a rebalancing method."""
+    from avel.config import load_config
+    from avel.train import run_training
+
+    overrides = {
+        k: v for k, v in locals().items() if k not in {"config", "pmr", "set_", "data"} and v is not None
+    }
+    if data is not None:
+        overrides["data"] = str(data)
+    if out is not None:
+        overrides["out"] = str(out)
+    if pmr:
+        if balance not in (None, "pmr"):
+            _fail(f"--pmr and --balance {balance} cannot be combined: choose one rebalancing method")
+        overrides["balance"] = "pmr"
+    for item in set_ or []:
+        key, _, value = item.partition("=")
+        overrides[key] = value
+    try:
+        cfg = load_config(config, overrides)
+        run_training(cfg)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="best.pt / last.pt of a run"),
+    data: Path = typer.Argument(..., help="the HDF5 file to evaluate on"),
+    split: str = typer.Option("test", help="train | val | test"),
+    out: Path = typer.Option(None, help="folder for eval.json and confusion.png (default: the run dir)"),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Segment-level accuracy (AVE protocol), per class, background/event, detection F1, each modality."""
+    from avel.evaluate import evaluate_checkpoint
+
+    try:
+        text = evaluate_checkpoint(checkpoint, data, split=split, out_dir=out, device=device)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(text)
+
+
+@app.command()
+def predict(
+    checkpoint: Path = typer.Argument(..., help="an end-to-end AVEL checkpoint"),
+    video: Path = typer.Argument(..., help="a video file (any length >= 1 s)"),
+    json_out: Path = typer.Option(None, "--json", help="also write the predictions as JSON here"),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Per-second event labels for your own video, printed as time ranges."""
+    from avel.predict import format_ranges, predict_video
+
+    try:
+        result = predict_video(checkpoint, video, device=device)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e))
+    typer.echo(format_ranges(result["ranges"]))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=2))
+
+
+@app.command()
+def extract(
+    checkpoint: Path = typer.Argument(..., help="an end-to-end AVEL checkpoint"),
+    data: Path = typer.Argument(..., help="the preprocess HDF5 file"),
+    out: Path = typer.Argument(..., help="features HDF5 file to write"),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Write a features file (per-segment audio vectors, visual maps) from a trained end-to-end model."""
+    from avel.extract import extract_features
+
+    try:
+        extract_features(checkpoint, data, out, device=device)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def plot(
+    run_dirs: list[Path] = typer.Argument(
+        ..., help="one or more run directories (e.g. with and without PMR)"
+    ),
+    out: Path = typer.Option("plot.png", help="PNG file to write"),
+) -> None:
+    """PMR's Fig. 4: per-modality accuracy and the imbalance ratio ρ over epochs, runs overlaid."""
+    from avel.plot import plot_runs
+
+    try:
+        keys = plot_runs(run_dirs, out)
+    except FileNotFoundError as e:
+        _fail(str(e))
+    typer.echo(f"wrote {out} ({', '.join(keys)})")
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("data/demo"), help="where the demo writes its data and run"),
+    videos: int = typer.Option(280, help="videos in the embedded set"),
+    epochs: int = typer.Option(12, help="training epochs"),
+) -> None:
+    """Embedded set -> preprocess -> summary -> train AVEL (concat) -> evaluate, in a few minutes on a CPU."""
+    from avel.demo import run_demo
+
+    run_demo(workdir, videos=videos, epochs=epochs)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

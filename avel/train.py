@@ -1,0 +1,329 @@
+"""The training loop: ``run_training(cfg)`` and ``train_one_epoch``, the only code that steps the optimizer.
+
+One path per step (STYLE.md): balancer forward + loss -> zero_grad -> backward -> balancer gradient edit ->
+clip -> step. Mixed precision is bf16 autocast (CUDA), which needs no loss scaling. Logged values stay on
+the device until the epoch ends. A run directory holds the resolved config, ``last.pt`` / ``best.pt``,
+``metrics.jsonl`` (one line per epoch) and ``results.json``; re-running on the same directory resumes
+from ``last.pt`` and produces the same final metrics as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from avel import config as config_mod
+from avel.balance import build_balancer
+from avel.balance.base import Balancer, EpochMeter
+from avel.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from avel.config import TrainConfig
+from avel.data import DataSplits, SplitData, load_splits
+from avel.evaluate import evaluate, train_prototypes
+from avel.models import build_model
+from avel.models.base import AVModel
+
+# config keys that may change when a run is resumed (they do not change what is computed)
+RESUMABLE_CHANGES = {"epochs", "progress", "out", "device", "eval_every"}
+# what a checkpoint keeps of its data file to rebuild inputs later (predict, extract)
+DATA_META_KEYS = ("classes", "kind", "num_classes", "input_mode", "family", "segment_width")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return device
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return the generator that orders batches and draws augmentations."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = False
+    return torch.Generator().manual_seed(seed)
+
+
+def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    """SGD (momentum, weight decay), Adam (betas) or AdaGrad, all at ``cfg.lr`` (SPEC §4)."""
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: ['sgd', 'adam', 'adagrad']")
+
+
+def build_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Learning-rate schedule stepped once per epoch."""
+    sched = torch.optim.lr_scheduler
+    if cfg.schedule == "none":
+        return sched.LambdaLR(optimizer, lambda epoch: 1.0)
+    if cfg.schedule == "step":
+        return sched.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.lr_gamma)
+    if cfg.schedule == "multistep":
+        return sched.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.lr_gamma)
+    if cfg.schedule == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: ['none', 'step', 'multistep', 'cosine']")
+
+
+def model_kwargs(cfg: TrainConfig, data: DataSplits) -> dict[str, Any]:
+    """Constructor arguments of the model; stored in every checkpoint to rebuild it."""
+    kwargs: dict[str, Any] = {
+        "family": cfg.model,
+        "fusion": cfg.fusion,
+        "input_mode": data.meta["input_mode"],
+        "num_classes": data.meta["num_classes"],
+        "modality": cfg.modality,
+        "width": cfg.width,
+        "pretrained": cfg.pretrained,
+    }
+    if data.meta["input_mode"] == "features":
+        kwargs["audio_dim"] = int(data.train.audio.shape[-1])
+        kwargs["visual_dim"] = int(data.train.visual.shape[-1])
+    return kwargs
+
+
+def make_balancer(cfg: TrainConfig, model: AVModel) -> Balancer:
+    if cfg.modality != "both" and cfg.balance != "none":
+        raise ValueError(f"--balance {cfg.balance} needs both modalities; uni-modal runs use --balance none")
+    balancer = build_balancer(cfg.balance, **config_mod.balancer_options(cfg))
+    reason = getattr(balancer, "applies_to", lambda m: None)(model)
+    if reason:
+        raise ValueError(f"--balance {cfg.balance} does not apply to this model: {reason}")
+    return balancer
+
+
+def train_one_epoch(
+    model: AVModel,
+    balancer: Balancer,
+    train: SplitData,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, float]:
+    """One pass over the shuffled train split; returns the epoch means of the balancer's logs."""
+    model.train()
+    meter = EpochMeter()
+    amp = cfg.amp and train.device.type == "cuda"
+    for batch in train.batches(cfg.batch_size, shuffle=True, generator=generator, train=True):
+        with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=amp):
+            result = balancer.training_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        balancer.before_optimizer_step(model, result)
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        meter.update({"loss": result.loss.detach(), **result.logs})
+        if progress is not None:
+            progress(len(batch.index))
+    return meter.result()
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.model}-{cfg.fusion}-{cfg.balance}-s{cfg.seed}-{stamp}"
+
+
+def _check_resumable(stored: dict[str, Any], cfg: TrainConfig, run_dir: Path) -> None:
+    now = config_mod.to_dict(cfg)
+    diff = sorted(k for k in now if k not in RESUMABLE_CHANGES and stored.get(k) != now[k])
+    if diff:
+        changes = ", ".join(f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in diff)
+        raise ValueError(
+            f"{run_dir} holds a run with a different configuration ({changes}); "
+            "use another --out directory, or the same options to resume it"
+        )
+
+
+def _trim_metrics(path: Path, next_epoch: int) -> None:
+    """Drop metric lines of epochs the checkpoint does not contain (written after it, before a crash)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] < next_epoch]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+class _Progress:
+    """A rich progress bar per epoch (samples/s); silent when disabled."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+
+    def start(self, epoch: int, total: int) -> Callable[[int], None] | None:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn(f"epoch {epoch:3d}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=True,
+        )
+        self.bar.start()
+        task = self.bar.add_task("train", total=total)
+        return lambda n: self.bar.advance(task, n)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train, select on val, test the selected checkpoint once; returns (and writes) results.json."""
+    if not cfg.data:
+        raise ValueError("no data file given (avel train DATA.h5 or `data = ...` in the config)")
+    device = resolve_device(cfg.device)
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    generator = seed_everything(cfg.seed)
+    data = load_splits(cfg.data, family=cfg.model, device=device, frames=cfg.frames, augment=cfg.augment)
+    kwargs = model_kwargs(cfg, data)
+    model = build_model(**kwargs).to(device)
+    balancer = make_balancer(cfg, model)
+    model = balancer.prepare_model(model).to(device)
+    optimizer = build_optimizer(cfg, model.parameters())
+    scheduler = build_scheduler(cfg, optimizer)
+    metrics_path = run_dir / "metrics.jsonl"
+    start_epoch, best = 0, {"val_accuracy": -1.0, "epoch": -1}
+    last = run_dir / "last.pt"
+    if last.exists():
+        ckpt = load_checkpoint(last, map_location=device)
+        _check_resumable(ckpt["config"], cfg, run_dir)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        balancer.load_state_dict(ckpt["balancer"])
+        set_rng_state(ckpt["rng"], generator)
+        start_epoch, best = ckpt["epoch"] + 1, ckpt["best"]
+        _trim_metrics(metrics_path, start_epoch)
+        log(f"resuming {run_dir} at epoch {start_epoch}")
+    else:
+        metrics_path.write_text("")
+    config_mod.save_config(cfg, run_dir / "config.toml")
+    bar = _Progress(cfg.progress)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        balancer.on_epoch_start(model, data, epoch)
+        t_proto = time.perf_counter() - t0
+        try:
+            logs = train_one_epoch(
+                model, balancer, data.train, optimizer, cfg, generator, bar.start(epoch, len(data.train))
+            )
+        finally:
+            bar.stop()
+        logs.update(balancer.epoch_logs())
+        scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t_train = time.perf_counter() - t0
+        line: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **logs}
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            protos = train_prototypes(model, data.train) if cfg.modality == "both" else None
+            val = evaluate(model, data.val, prototypes=protos, amp=cfg.amp and device.type == "cuda")
+            line.update({f"val_{k}": v for k, v in val.items()})
+        line.update(
+            {
+                "time_s": time.perf_counter() - t0,
+                "train_time_s": t_train,
+                "prototype_time_s": t_proto,
+                "samples_per_s": len(data.train) / max(t_train, 1e-9),
+            }
+        )
+        improved = line.get("val_accuracy", -1.0) > best["val_accuracy"]
+        if improved:
+            best = {"val_accuracy": line["val_accuracy"], "epoch": epoch}
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        state = {
+            "model": model.state_dict(),
+            "model_kwargs": kwargs,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "balancer": balancer.state_dict(),
+            "config": config_mod.to_dict(cfg),
+            "epoch": epoch,
+            "best": best,
+            "rng": rng_state(generator),
+            "data_meta": {
+                k: data.meta[k] for k in ("classes", "kind", "num_classes", "input_mode", "family")
+            },
+            "data_params": _data_params(data.meta),
+        }
+        if improved:
+            save_checkpoint(run_dir / "best.pt", state)
+        save_checkpoint(last, state)
+        log(_summary(line, best))
+    return _finish(run_dir, cfg, data, device, best, log)
+
+
+def _data_params(meta: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "frame_size",
+        "frames_per_segment",
+        "sample_rate",
+        "n_fft",
+        "win_length",
+        "hop_length",
+        "segments",
+    )
+    return {k: meta[k] for k in keys if k in meta}
+
+
+def _summary(line: dict[str, Any], best: dict[str, Any]) -> str:
+    parts = [f"epoch {line['epoch']:3d}", f"loss {line.get('loss', float('nan')):.4f}"]
+    if "val_accuracy" in line:
+        parts.append(f"val {100 * line['val_accuracy']:.2f}%")
+    for k, name in (("val_audio_accuracy", "audio"), ("val_visual_accuracy", "visual")):
+        if k in line:
+            parts.append(f"{name} {100 * line[k]:.1f}%")
+    if "rho" in line:
+        parts.append(f"rho {line['rho']:.2f}")
+    parts.append(f"{line['time_s']:.2f}s ({line['samples_per_s']:.0f} samples/s)")
+    parts.append(f"best {100 * best['val_accuracy']:.2f}% @ {best['epoch']}")
+    return " | ".join(parts)
+
+
+def _finish(run_dir: Path, cfg: TrainConfig, data: DataSplits, device, best, log) -> dict[str, Any]:
+    """Test the checkpoint selected on val, once."""
+    from avel.checkpoint import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(run_dir / "best.pt", device)
+    protos = train_prototypes(model, data.train) if cfg.modality == "both" else None
+    test = evaluate(model, data.test, prototypes=protos)
+    results = {
+        "run_dir": str(run_dir),
+        "best_epoch": best["epoch"],
+        "val_accuracy": best["val_accuracy"],
+        "test_accuracy": test["accuracy"],
+        **{f"test_{k}": v for k, v in test.items() if k != "accuracy"},
+        "config": config_mod.to_dict(cfg),
+    }
+    if model.background is not None:
+        results["test_always_background"] = float((data.test.labels == model.background).float().mean())
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    log(
+        f"test accuracy {100 * test['accuracy']:.2f}% (selected on val at epoch {best['epoch']}) -> {run_dir}"
+    )
+    return results
