@@ -56,7 +56,7 @@ class TrainConfig:
     pmr_coef: str = "paper"  # paper (Eq. 11) | step (released code)
     ogm_alpha: float = 0.1
     ogm_window: list[int] = field(default_factory=lambda: [0, 50])
-    ogm_warmup: int = 5  # ogm (TPAMI'24) only
+    ogm_warmup: int | None = None  # epochs without modulation (default: 0 for ogm-ge, 5 for ogm)
     opm_q_base: float = 0.5
     opm_lam: float = 0.5
     opm_p_exe: float = 0.7
@@ -73,8 +73,6 @@ BALANCER_PREFIX = {
     "iprm": "iprm_",
     "dropout": "dropout_",
 }
-# options a balancer does not take although they share its prefix
-_NOT_FOR = {"ogm-ge": {"warmup"}}
 
 
 def field_names() -> list[str]:
@@ -84,6 +82,8 @@ def field_names() -> list[str]:
 def _coerce(name: str, value: Any) -> Any:
     """Convert a value (possibly a CLI string) to the type of the field's default."""
     default = getattr(TrainConfig(), name)
+    if default is None and isinstance(value, str):
+        return int(value) if value.lstrip("-").isdigit() else value
     if isinstance(value, str) and not isinstance(default, str):
         if isinstance(default, bool):
             if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
@@ -130,18 +130,23 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def balancer_options(cfg: TrainConfig) -> dict[str, Any]:
-    """The options of the chosen balancer, prefix stripped: pmr_alpha -> alpha."""
+    """The options the chosen balancer takes, from the config keys with its prefix (pmr_alpha -> alpha);
+    a balancer that takes a ``seed`` gets the run's seed."""
+    from avel.balance import balancer_option_names
+
     prefix = BALANCER_PREFIX.get(cfg.balance)
     if prefix is None:
         return {}
-    skip = _NOT_FOR.get(cfg.balance, set())
-    opts = {n[len(prefix) :]: getattr(cfg, n) for n in field_names() if n.startswith(prefix)}
-    opts = {k: v for k, v in opts.items() if k not in skip}
-    if cfg.balance == "pmr":
+    opts: dict[str, Any] = {}
+    for name in balancer_option_names(cfg.balance):
+        if getattr(cfg, prefix + name, None) is not None:
+            opts[name] = getattr(cfg, prefix + name)
+        elif name == "seed":
+            opts[name] = cfg.seed
+    if "subset" in opts:
         opts["subset"] = "val" if opts["subset"] == "val" else float(opts["subset"])
-    for k in ("window",):
-        if k in opts:
-            opts[k] = tuple(opts[k])
+    if "window" in opts:
+        opts["window"] = tuple(opts["window"])
     return opts
 
 

@@ -1,0 +1,62 @@
+"""Modality rebalancing methods behind one interface (``avel.balance.base.Balancer``; SPEC §5–6).
+
+``BALANCERS`` maps each name to its class; ``build_balancer(name, **options)`` checks the name and the
+options (every class takes keyword options with SPEC defaults). Each class has ``applies_to(model)``:
+None when it can train that model, else the reason it cannot.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from avel.balance.base import Balancer, NoBalance, StepResult
+from avel.balance.dropout import ModalityDropout
+from avel.balance.iprm import IPRM, IPRMModel
+from avel.balance.ogm import OGM, OGMGE
+from avel.balance.opm import OPM
+from avel.balance.pmr import PMR
+
+BALANCERS: dict[str, type] = {
+    "none": NoBalance,
+    "pmr": PMR,
+    "ogm-ge": OGMGE,
+    "ogm": OGM,
+    "opm": OPM,
+    "iprm": IPRM,
+    "dropout": ModalityDropout,
+}
+
+
+def balancer_option_names(name: str) -> list[str]:
+    """The keyword options the balancer ``name`` accepts."""
+    params = inspect.signature(BALANCERS[name].__init__).parameters.values()
+    return sorted(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def build_balancer(name: str, **options: Any) -> Balancer:
+    """A balancer by name; unknown names and options raise ValueError listing the valid ones."""
+    if name not in BALANCERS:
+        raise ValueError(f"unknown balancer {name!r}; valid: {list(BALANCERS)}")
+    valid = balancer_option_names(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"balancer {name!r} does not take option(s) {unknown}; valid options: {valid}")
+    return BALANCERS[name](**options)
+
+
+__all__ = [
+    "BALANCERS",
+    "IPRM",
+    "OGM",
+    "OGMGE",
+    "OPM",
+    "PMR",
+    "Balancer",
+    "IPRMModel",
+    "ModalityDropout",
+    "NoBalance",
+    "StepResult",
+    "balancer_option_names",
+    "build_balancer",
+]

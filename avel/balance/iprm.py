@@ -1,0 +1,168 @@
+"""IPRM: instantaneous probe-and-rebalance (Yang, Wu, Jiang, 2025; papers/iprm-slides.txt; SPEC §6).
+
+``prepare_model`` wraps the model in ``IPRMModel``: the base model's encoders, unimodal heads h_a, h_v and a
+fusion head h on the geodesic multimodal mixup (GMM) of the L2-normalised representations,
+f(z̄^a, z̄^v, λ) = sin(λθ)/sin θ · z̄^a + sin((1−λ)θ)/sin θ · z̄^v, θ = arccos⟨z̄^a, z̄^v⟩. Its forward (eval,
+checkpoints, predict) sums the three heads' logits at the last probing weight λ, a buffer of the model.
+
+Each step: the encoders run once; a probe pass without gradients on the detached features gives
+P̄ = softmax(h(f(·, λ_t))), P^a, P^v, D^o = mean KL(P^o ‖ P̄), ω^a = D^v/(D^a + D^v), ω^v = 1 − ω^a; the
+learning pass trains CE(h(f(·, ω^a))) + CE(h_a(z^a)) + CE(h_v(z^v)); then λ_{t+1} = α λ_t + (1 − α) ω^a_t
+(λ_1 = ω^a_0, λ_0 = 0.5).
+
+Notes: the authors' code is not public; this follows the slides. On AVEL the KL probe averages over event
+segments only, the cross-entropies over all segments (the heads also predict background). The base
+model's own fusion layers stay in the model, unused. ``logits_audio`` / ``logits_visual`` of the output
+are the unimodal heads' logits (they are not a split of the summed logits).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avel.balance.base import StepResult, event_weights, flatten_samples, task_loss, weighted_mean
+from avel.models.base import AVModel, ModelOutput
+
+if TYPE_CHECKING:
+    from avel.data import Batch, DataSplits
+
+EPS = 1e-8
+
+
+def geodesic_mixup(za_bar: Tensor, zv_bar: Tensor, lam: Tensor | float) -> Tensor:
+    """Spherical interpolation of unit vectors: λ=1 gives z̄^a, λ=0 gives z̄^v (GMM of the slides).
+
+    Computed in float32 (the 1e-7 clamp vanishes in bfloat16, which would give θ = 0 and a zero vector).
+    """
+    za_bar, zv_bar = za_bar.float(), zv_bar.float()
+    cos = (za_bar * zv_bar).sum(-1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7)
+    theta = torch.arccos(cos)  # θ = arccos⟨z̄^a, z̄^v⟩
+    sin_theta = torch.sin(theta) + EPS
+    lam = torch.as_tensor(lam, dtype=za_bar.dtype, device=za_bar.device)
+    return torch.sin(lam * theta) / sin_theta * za_bar + torch.sin((1 - lam) * theta) / sin_theta * zv_bar
+
+
+def head(dim: int | None, num_classes: int) -> nn.Module:
+    return nn.Linear(dim, num_classes) if dim else nn.LazyLinear(num_classes)
+
+
+class IPRMModel(AVModel):
+    """A base model with IPRM's heads; ``fuse`` sums h(f(z̄^a, z̄^v, λ)) + h_a(z^a) + h_v(z^v)."""
+
+    def __init__(self, base: AVModel, dim: int | None = None) -> None:
+        super().__init__()
+        self.base = base
+        self.num_classes = base.num_classes
+        self.background = base.background
+        self.per_segment = base.per_segment
+        dim = dim or getattr(base, "z_dim", None)  # None: lazy heads take D from the first batch
+        self.head_audio = head(dim, self.num_classes)  # h_a
+        self.head_visual = head(dim, self.num_classes)  # h_v
+        self.head_fusion = head(dim, self.num_classes)  # h
+        self.register_buffer("lam", torch.tensor(0.5))  # λ_t, probing weight of audio
+        self.register_buffer("steps", torch.tensor(0))  # t
+
+    @property
+    def audio_branch(self) -> nn.Module:
+        return self.base.audio_branch
+
+    @property
+    def visual_branch(self) -> nn.Module:
+        return self.base.visual_branch
+
+    def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
+        return self.base.encode(audio, visual)
+
+    def heads(self, z_audio: Tensor, z_visual: Tensor, lam: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
+        """(h(f(z̄^a, z̄^v, λ)), h_a(z^a), h_v(z^v)) logits."""
+        za_bar, zv_bar = F.normalize(z_audio, dim=-1), F.normalize(z_visual, dim=-1)
+        fused = self.head_fusion(geodesic_mixup(za_bar, zv_bar, lam))
+        return fused, self.head_audio(z_audio), self.head_visual(z_visual)
+
+    def fuse(self, z_audio: Tensor, z_visual: Tensor) -> ModelOutput:
+        fused, logits_a, logits_v = self.heads(z_audio, z_visual, self.lam)
+        return ModelOutput(fused + logits_a + logits_v, z_audio, z_visual, logits_a, logits_v)
+
+    @torch.no_grad()
+    def update_lambda(self, omega_a: Tensor, alpha: float) -> None:
+        """λ_{t+1} = α λ_t + (1 − α) ω^a_t; the first update sets λ_1 = ω^a_0."""
+        omega_a = omega_a.to(self.lam.dtype)
+        ema = alpha * self.lam + (1 - alpha) * omega_a  # EMA of the slides
+        self.lam.copy_(torch.where(self.steps == 0, omega_a, ema))
+        self.steps.add_(1)
+
+
+def kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """KL(P ‖ Q) per row from log-probabilities: Σ_k P_k (log P_k − log Q_k)."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+@torch.no_grad()
+def probe(model: IPRMModel, z_audio: Tensor, z_visual: Tensor, weights: Tensor) -> dict[str, Tensor]:
+    """Probing pass at λ_t without gradients: D^a, D^v and ω^a = D^v / (D^a + D^v)."""
+    fused, logits_a, logits_v = model.heads(z_audio.detach(), z_visual.detach(), model.lam)
+    log_bar, log_a, log_v = (
+        F.log_softmax(flatten_samples(x).float(), dim=-1) for x in (fused, logits_a, logits_v)
+    )
+    kl_a = weighted_mean(kl_rows(log_a, log_bar), weights)  # D^a
+    kl_v = weighted_mean(kl_rows(log_v, log_bar), weights)  # D^v
+    total = kl_a + kl_v
+    omega_a = torch.where(total > EPS, kl_v / total.clamp_min(EPS), torch.full_like(total, 0.5))
+    return {"kl_audio": kl_a, "kl_visual": kl_v, "omega_audio": omega_a}
+
+
+class IPRM:
+    """Instantaneous probe-and-rebalance with geodesic multimodal mixup."""
+
+    name = "iprm"
+
+    def __init__(self, *, alpha: float = 0.8, dim: int | None = None) -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"IPRM alpha must be in [0, 1], got {alpha!r}")
+        self.alpha = float(alpha)
+        self.dim = dim
+        self.epoch = 0
+
+    def applies_to(self, model: AVModel) -> str | None:
+        return None  # IPRM brings its own fusion heads
+
+    def prepare_model(self, model: AVModel) -> AVModel:
+        return model if isinstance(model, IPRMModel) else IPRMModel(model, self.dim)
+
+    def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:
+        self.epoch = epoch
+
+    def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
+        if not isinstance(model, IPRMModel):
+            raise ValueError("IPRM trains the model returned by IPRM.prepare_model (it adds the heads)")
+        z_a, z_v = model.encode(batch.audio, batch.visual)  # encoders run once
+        weights = event_weights(batch.labels, model.background)
+        probed = probe(model, z_a, z_v, weights)
+        omega_a = probed["omega_audio"]
+        fused, logits_a, logits_v = model.heads(z_a, z_v, omega_a)  # learn under balanced status
+        loss_fused = task_loss(fused, batch.labels)
+        loss = loss_fused + task_loss(logits_a, batch.labels) + task_loss(logits_v, batch.labels)
+        lam = model.lam.detach().clone()  # λ_t used by the probe
+        model.update_lambda(omega_a, self.alpha)
+        out = ModelOutput((fused + logits_a + logits_v).detach(), z_a, z_v, logits_a, logits_v)
+        logs = {"loss_ce": loss_fused.detach(), "lambda": lam, **probed}
+        return StepResult(loss, out, logs)
+
+    def before_optimizer_step(self, model: AVModel, result: StepResult) -> None:
+        pass
+
+    def epoch_logs(self) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}  # λ and t are buffers of IPRMModel: they live in the model's state_dict
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state.get("epoch", 0))
+
+
+__all__ = ["IPRM", "IPRMModel", "geodesic_mixup", "kl_rows", "probe"]

@@ -1,0 +1,285 @@
+"""PMR: prototypical modal rebalance (Fan et al., CVPR 2023, §4; SPEC §5).
+
+Each modality gets class prototypes (Eq. 6/12), computed without gradients at the start of every epoch on
+a fixed subset of the training data. The prototype classifier (Eq. 7) measures how well each modality
+alone separates the classes; their ratio ρ (Eq. 8) sets coefficients (Eq. 11) that add the prototypical
+cross-entropy of the slower modality to the loss (Eqs. 9–10) and, in the first E_r epochs, push up the
+entropy of the dominant modality's prototype distribution (PER, Eq. 13).
+
+On per-segment models (AVEL, paper §5.3) only event segments take part: prototypes of the event classes
+(``model.prototype_classes``), ρ, PCE and PER are weighted by ``event_weights``; background segments and
+videos without an event segment contribute nothing.
+
+Deviations from the released code (github.com/fanyunfeng-bit/Modal-Imbalance-PMR):
+- coefficients follow Eq. 11 by default; the code's step rule (weight α on the weaker modality's PCE, 0 on
+  the other) is ``coef="step"``;
+- PER (Eq. 13) is implemented from the paper; the code has none (``mu=0`` removes it);
+- ρ, β, γ and the logs stay device tensors (no ``.item()`` per step); the code branches on Python floats;
+- outside the PMR window the loss is the plain task loss, but prototypes, ρ and the prototype accuracies
+  are still computed and logged so that ρ can be plotted over the whole run (PMR Fig. 4).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from avel.balance.base import StepResult, event_weights, flatten_samples, task_loss, weighted_mean
+from avel.models.base import AVModel
+
+if TYPE_CHECKING:
+    from avel.data import Batch, DataSplits, SplitData
+
+EPS = 1e-8
+
+
+@torch.no_grad()
+def compute_prototypes(
+    model: AVModel,
+    split: SplitData,
+    num_classes: int,
+    background: int | None,
+    indices: Tensor | None = None,
+    batch_size: int = 256,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Class means of each modality's representation over ``indices`` of ``split`` (Eq. 6).
+
+    Returns (c_audio (K, D), c_visual (K, D), counts (K,)). Eval mode, no gradients, sums with
+    ``index_add_`` on the device; background segments (per-segment models) have weight 0. A class with no
+    sample gets a zero row and count 0. The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    sums_a = sums_v = counts = None
+    try:
+        for batch in split.batches(batch_size, indices=indices, train=False):
+            out = model(batch.audio, batch.visual)
+            z_a, z_v = flatten_samples(out.z_audio).float(), flatten_samples(out.z_visual).float()  # (N, D)
+            y = batch.labels.reshape(-1)
+            w = event_weights(y, background)  # (N,)
+            y = torch.where(w > 0, y, 0)  # background rows add zero to class 0
+            if sums_a is None:
+                sums_a = z_a.new_zeros(num_classes, z_a.shape[-1])
+                sums_v = z_v.new_zeros(num_classes, z_v.shape[-1])
+                counts = z_a.new_zeros(num_classes)
+            sums_a.index_add_(0, y, z_a * w[:, None])
+            sums_v.index_add_(0, y, z_v * w[:, None])
+            counts.index_add_(0, y, w)
+    finally:
+        model.train(was_training)
+    if sums_a is None:
+        raise ValueError("compute_prototypes: no samples (empty split or empty indices)")
+    denom = counts.clamp_min(1.0)[:, None]
+    return sums_a / denom, sums_v / denom, counts  # Eq. 6
+
+
+def update_prototypes(old: Tensor | None, new: Tensor, counts: Tensor, momentum: float) -> Tensor:
+    """c ← ε c_old + (1 − ε) c_new for classes seen in the subset; an absent class keeps c_old (Eq. 12)."""
+    if old is None:  # first epoch: an unseen class stays at the zero row of ``new``
+        return new.clone()
+    old = old.to(new.device, new.dtype)
+    blended = momentum * old + (1.0 - momentum) * new  # Eq. 12
+    return torch.where((counts > 0)[:, None], blended, old)
+
+
+def prototype_logits(z: Tensor, prototypes: Tensor) -> Tensor:
+    """−d(z, c_k) with the Euclidean (not squared) distance: (N, D), (K, D) -> (N, K) (Eq. 7)."""
+    return -torch.cdist(z.float(), prototypes.float().to(z.device))  # Eq. 7
+
+
+def entropy(p: Tensor) -> Tensor:
+    """Entropy of each row of a probability matrix (N, K) -> (N,); finite gradients where p underflows."""
+    return -(p * torch.log(p.clamp_min(1e-12))).sum(-1)
+
+
+def true_class_score(p: Tensor, labels: Tensor) -> Tensor:
+    """p_i[y_i] for each row; labels outside [0, K) (background) are read at class 0 (their weight is 0)."""
+    y = labels.reshape(-1)
+    y = torch.where((y >= 0) & (y < p.shape[-1]), y, 0)
+    return p.gather(1, y[:, None]).squeeze(1)
+
+
+def imbalance_ratio(p_a: Tensor, p_v: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
+    """ρ = Σ_i w_i p^a_i[y_i] / Σ_i w_i p^v_i[y_i] (Eq. 8); 1 when no sample takes part."""
+    s_a = (true_class_score(p_a, labels) * weights).sum()
+    s_v = (true_class_score(p_v, labels) * weights).sum()
+    rho = s_a / s_v.clamp_min(EPS)  # Eq. 8
+    return torch.where(weights.sum() > 0, rho, torch.ones_like(rho))
+
+
+def pmr_coefficients(rho: Tensor, coef: str = "paper") -> tuple[Tensor, Tensor]:
+    """(β, γ): the weights of the audio and visual PCE (Eq. 11), without branching on tensor values.
+
+    "paper": ρ<1: β = clip(1/ρ − 1, 0, 1), γ = 0; ρ≥1: β = 0, γ = clip(ρ − 1, 0, 1).
+    "step" (released code): β = 1 if ρ<1, γ = 1 if ρ>1, else 0.
+    """
+    rho = torch.as_tensor(rho, dtype=torch.float32)
+    zero = torch.zeros_like(rho)
+    if coef == "paper":
+        beta = torch.where(rho < 1, (1.0 / rho.clamp_min(EPS) - 1.0).clamp(0.0, 1.0), zero)  # Eq. 11
+        gamma = torch.where(rho >= 1, (rho - 1.0).clamp(0.0, 1.0), zero)  # Eq. 11
+        return beta, gamma
+    if coef == "step":
+        return (rho < 1).float(), (rho > 1).float()
+    raise ValueError(f"unknown PMR coef {coef!r}; valid: ['paper', 'step']")
+
+
+def prototype_terms(z: Tensor, prototypes: Tensor, labels: Tensor, weights: Tensor) -> dict[str, Tensor]:
+    """One modality's prototype classifier on a batch: probabilities, PCE (Eq. 9), entropy, accuracy.
+
+    ``z`` (N, D) keeps its graph (PCE trains the encoder); ``prototypes`` are constants.
+    """
+    logits = prototype_logits(z, prototypes.detach())  # (N, K), Eq. 7
+    log_p = F.log_softmax(logits, dim=-1)
+    y = labels.reshape(-1)
+    y_safe = torch.where(weights > 0, y, 0)
+    pce = weighted_mean(F.nll_loss(log_p, y_safe, reduction="none"), weights)  # Eq. 9
+    p = log_p.exp()
+    correct = (logits.argmax(-1) == y).float()
+    return {
+        "p": p,
+        "pce": pce,
+        "entropy": weighted_mean(entropy(p), weights),
+        "acc": weighted_mean(correct, weights),
+    }
+
+
+class PMR:
+    """Prototypical modal rebalance: L = L_CE + αβ PCE^a + αγ PCE^v − μγ H(p^a) − μβ H(p^v) (Eqs. 10, 13)."""
+
+    name = "pmr"
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 2.0,
+        mu: float = 1e-3,
+        reg_epochs: int = 10,
+        window: tuple[int, int] = (0, 70),
+        subset: float | str = 0.1,
+        momentum: float = 0.0,
+        coef: str = "paper",
+        batch_size: int = 256,
+        seed: int = 0,
+    ) -> None:
+        if coef not in ("paper", "step"):
+            raise ValueError(f"unknown PMR coef {coef!r}; valid: ['paper', 'step']")
+        if subset != "val" and not (isinstance(subset, int | float) and 0 < subset <= 1):
+            raise ValueError(f"PMR subset must be a fraction in (0, 1] or 'val', got {subset!r}")
+        if len(window) != 2:
+            raise ValueError(f"PMR window must be (start, end), got {window!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"PMR momentum must be in [0, 1), got {momentum!r}")
+        self.alpha, self.mu, self.reg_epochs = float(alpha), float(mu), int(reg_epochs)
+        self.window = (int(window[0]), int(window[1]))
+        self.subset, self.momentum, self.coef = subset, float(momentum), coef
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.epoch = 0
+        self.indices: Tensor | None = None  # the fixed train subset D_s
+        self.prototypes: tuple[Tensor, Tensor] | None = None  # (c_audio (K, D), c_visual (K, D))
+        self.counts: Tensor | None = None
+
+    def applies_to(self, model: AVModel) -> str | None:
+        return None  # prototypes need only the representations: any fusion
+
+    def prepare_model(self, model: AVModel) -> AVModel:
+        return model
+
+    @property
+    def active(self) -> bool:
+        return self.window[0] <= self.epoch < self.window[1]
+
+    def subset_indices(self, n: int, device: torch.device) -> Tensor:
+        """A fixed random subset of ``n`` train rows, drawn once from ``seed``."""
+        if self.indices is None:
+            k = max(1, round(float(self.subset) * n))
+            g = torch.Generator().manual_seed(self.seed)
+            self.indices = torch.randperm(n, generator=g)[:k].sort().values
+        self.indices = self.indices.to(device)
+        return self.indices
+
+    def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:
+        self.epoch = epoch
+        if self.subset == "val":
+            split, indices = data.val, None
+        else:
+            split = data.train
+            indices = self.subset_indices(len(split), split.device)
+        c_a, c_v, counts = compute_prototypes(
+            model, split, model.prototype_classes, model.background, indices, self.batch_size
+        )
+        old_a, old_v = self.prototypes if self.prototypes is not None else (None, None)
+        self.prototypes = (
+            update_prototypes(old_a, c_a, counts, self.momentum),  # Eq. 12
+            update_prototypes(old_v, c_v, counts, self.momentum),
+        )
+        self.counts = counts
+
+    def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
+        out = model(batch.audio, batch.visual)
+        loss_ce = task_loss(out.logits, batch.labels)
+        logs = {"loss_ce": loss_ce.detach()}
+        if self.prototypes is None:  # on_epoch_start not called: plain joint training
+            return StepResult(loss_ce, out, logs)
+        labels = batch.labels.reshape(-1)
+        w = event_weights(labels, model.background)
+        audio = prototype_terms(flatten_samples(out.z_audio), self.prototypes[0], labels, w)
+        visual = prototype_terms(flatten_samples(out.z_visual), self.prototypes[1], labels, w)
+        rho = imbalance_ratio(audio["p"].detach(), visual["p"].detach(), labels, w)  # Eq. 8
+        beta, gamma = pmr_coefficients(rho, self.coef)  # Eq. 11, constants
+        loss = loss_ce
+        if self.active:
+            loss = loss + self.alpha * beta * audio["pce"] + self.alpha * gamma * visual["pce"]  # Eq. 10
+            if self.epoch < self.reg_epochs and self.mu > 0:
+                per = gamma * audio["entropy"] + beta * visual["entropy"]
+                loss = loss - self.mu * per  # Eq. 13
+        logs.update(
+            rho=rho,
+            beta=beta,
+            gamma=gamma,
+            pce_audio=audio["pce"].detach(),
+            pce_visual=visual["pce"].detach(),
+            per_audio=audio["entropy"].detach(),
+            per_visual=visual["entropy"].detach(),
+            proto_acc_audio=audio["acc"],
+            proto_acc_visual=visual["acc"],
+        )
+        return StepResult(loss, out, logs)
+
+    def before_optimizer_step(self, model: AVModel, result: StepResult) -> None:
+        pass
+
+    def epoch_logs(self) -> dict[str, float]:
+        if self.counts is None:
+            return {}
+        return {"prototypes_missing": float((self.counts == 0).sum().item())}  # once per epoch
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "indices": None if self.indices is None else self.indices.cpu(),
+            "prototypes": None if self.prototypes is None else tuple(c.cpu() for c in self.prototypes),
+            "counts": None if self.counts is None else self.counts.cpu(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state.get("epoch", 0))
+        self.indices = state.get("indices")
+        protos = state.get("prototypes")
+        self.prototypes = None if protos is None else (protos[0], protos[1])
+        self.counts = state.get("counts")
+
+
+__all__ = [
+    "PMR",
+    "compute_prototypes",
+    "entropy",
+    "imbalance_ratio",
+    "pmr_coefficients",
+    "prototype_logits",
+    "prototype_terms",
+    "update_prototypes",
+]
