@@ -39,6 +39,9 @@ class AVModel(nn.Module):
     num_classes: int
     background: int | None = None
     per_segment: bool = False
+    fusion_name: str = ""  # concat | sum | film | gated | dmrn | audio | visual
+    splits_logits: bool = False  # ModelOutput.logits_audio / logits_visual are set (OGM-GE needs them)
+    z_dim: int | None = None  # width D of z_audio / z_visual (IPRM's heads)
 
     def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
