@@ -23,6 +23,9 @@ from avel.models.base import AVModel, ModelOutput
 class ConcatModel(AVModel):
     """Linear encoders (or small conv encoders), concat fusion with split logits (bias / 2 each)."""
 
+    splits_logits = True
+    fusion_name = "concat"
+
     def __init__(self, d: int = 4, c: int = 3, background: int | None = None, conv: bool = False):
         super().__init__()
         self.num_classes, self.background, self.d = c, background, d

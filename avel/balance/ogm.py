@@ -36,7 +36,7 @@ EPS = 1e-8
 def fusion_name(model: AVModel) -> str:
     """A readable name of the model's fusion for error messages."""
     name = getattr(model, "fusion_name", None)
-    if isinstance(name, str):
+    if isinstance(name, str) and name:
         return name
     fusion = getattr(model, "fusion", None)
     if isinstance(fusion, str):
