@@ -1,0 +1,308 @@
+"""``avel preprocess``: decode every AVE video once into frames + log-spectrogram, write one HDF5 file.
+
+Crash-safe and resumable: each decoded video becomes a shard ``OUT.h5.parts/<id>.npz`` (written to a
+temporary name, then ``os.replace``d), a re-run skips finished shards, and the final file is assembled in
+``OUT.h5.tmp`` and renamed onto ``OUT.h5`` only when complete. Bad videos (missing, no audio stream,
+undecodable, zero length) go to ``OUT.h5.report.json`` while the rest go on.
+
+Policy for clips that are not exactly 10 s (the AVE file always has 10 segments): longer clips keep
+their first 10 s; shorter clips repeat their last decoded frame for the missing seconds and their audio
+is zero-padded to 10 s (``audio_pad="tile"`` repeats it instead, like the PMR reference); any fps works
+(frame index = floor(time · fps)); stereo and 44.1/48 kHz audio are mixed to mono and resampled to 16 kHz.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from preprocessing.annotations import SEGMENTS, load_ave
+from preprocessing.audio import SpecParams, fit_length, load_audio, log_spectrogram, segment_columns
+from preprocessing.audio import source_sample_rate as read_source_rate
+from preprocessing.h5 import PREPROCESS_KIND, RowsMeta, atomic_h5, commit, row_chunked, set_attrs
+from preprocessing.video import open_video, read_frames, video_info
+
+AUDIO_PADS = ("zero", "tile")
+
+
+def decode_clip(
+    path: str | Path,
+    frame_size: int = 224,
+    frames_per_segment: int = 1,
+    segments: int | None = None,
+    audio_pad: str = "zero",
+    spec: SpecParams = SpecParams(),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Frames (T,K,S,S,3) uint8, spectrogram (257,L) float32, segment_columns (T+1,) int64, info.
+
+    ``segments=None`` takes floor(duration) one-second segments (any video of at least 1 s).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: zero length (empty file)")
+    try:
+        reader = open_video(path)
+    except Exception as e:  # decord raises its own error type for unreadable containers
+        why = "truncated or not a video" if "Error reading" in str(e) else _first_line(e)
+        raise ValueError(f"{path}: undecodable video ({why})") from None
+    num_frames, fps = video_info(reader)
+    if num_frames == 0 or not fps > 0:
+        raise ValueError(f"{path}: zero length (no video frames)")
+    duration = num_frames / fps
+    if segments is None:
+        segments = math.floor(duration + 1e-6)
+        if segments < 1:
+            raise ValueError(f"{path}: {duration:.2f} s long; at least 1 s is needed")
+    try:
+        frames = read_frames(reader, segments, frames_per_segment, frame_size)
+    except Exception as e:
+        raise ValueError(f"{path}: undecodable frames ({_first_line(e)})") from None
+    wave = load_audio(path, spec.sample_rate)
+    if len(wave) == 0:
+        raise ValueError(f"{path}: zero length (no audio samples)")
+    audio_seconds = len(wave) / spec.sample_rate
+    spectrogram = log_spectrogram(fit_length(wave, segments * spec.sample_rate, audio_pad), spec)
+    info = {
+        "duration": duration,
+        "fps": fps,
+        "num_frames": num_frames,
+        "audio_seconds": audio_seconds,
+        "source_sample_rate": read_source_rate(path),
+        "segments": segments,
+    }
+    return frames, spectrogram, segment_columns(segments, spec), info
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [s for s in str(e).splitlines() if s.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:300]
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+@dataclass
+class PreprocessReport:
+    out: str
+    rows: int = 0  # rows in the written file
+    videos: int = 0  # distinct videos in the annotations
+    decoded: int = 0  # decoded in this run
+    resumed: int = 0  # found finished from an earlier run
+    failed: list[dict[str, str]] = field(default_factory=list)  # {id, path, reason}
+    seconds: float = 0.0
+
+    @property
+    def videos_per_s(self) -> float:
+        return self.decoded / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        s = (
+            f"{self.out}: {self.rows} rows from {self.videos - len(self.failed)}/{self.videos} videos "
+            f"({self.decoded} decoded, {self.resumed} resumed, {self.videos_per_s:.1f} videos/s)"
+        )
+        if self.failed:
+            s += f"; {len(self.failed)} failed, see {self.out}.report.json"
+        return s
+
+    def save(self) -> None:
+        Path(f"{self.out}.report.json").write_text(
+            json.dumps({**asdict(self), "videos_per_s": self.videos_per_s}, indent=2)
+        )
+
+
+# ----------------------------------------------------------------------------------------- workers
+
+
+def _video_path(dataset_dir: Path, video_id: str) -> Path:
+    p = dataset_dir / "AVE" / f"{video_id}.mp4"
+    if not p.exists():
+        others = sorted((dataset_dir / "AVE").glob(f"{video_id}.*"))
+        if others:
+            return others[0]
+    return p
+
+
+def _decode_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Decode one video into its shard; returns {id, ok} or {id, ok, path, reason}. Never raises."""
+    path, shard = Path(job["path"]), Path(job["shard"])
+    try:
+        frames, spec, _, info = decode_clip(
+            path, job["frame_size"], job["frames_per_segment"], SEGMENTS, job["audio_pad"]
+        )
+        tmp = shard.with_name(shard.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                frames=frames,
+                spectrogram=spec,
+                duration=info["duration"],
+                fps=info["fps"],
+                source_sample_rate=info["source_sample_rate"],
+            )
+        os.replace(tmp, shard)  # a shard exists only when complete
+        return {"id": job["id"], "ok": True}
+    except Exception as e:
+        reason = _first_line(e).removeprefix(f"{path}: ")
+        return {"id": job["id"], "ok": False, "path": str(path), "reason": reason}
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _run_jobs(jobs: list[dict], workers: int, progress: bool):
+    """Yield job results as they finish, with a rich progress bar (videos/s) when asked."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed or 0:.1f} videos/s")
+
+    bar = Progress(
+        "preprocess", BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn(), disable=not progress
+    )
+    with bar:
+        task = bar.add_task("decode", total=len(jobs))
+        if workers <= 1 or len(jobs) <= 1:
+            results = map(_decode_job, jobs)
+            pool = None
+        else:
+            pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker)
+            results = pool.imap_unordered(_decode_job, jobs, chunksize=1)
+        try:
+            for r in results:
+                bar.advance(task)
+                yield r
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+
+
+# ---------------------------------------------------------------------------------------- pipeline
+
+
+def preprocess(
+    dataset_dir: str | Path,
+    out_h5: str | Path,
+    *,
+    workers: int = 1,
+    frame_size: int = 224,
+    frames_per_segment: int = 1,
+    audio_pad: str = "zero",
+    progress: bool = True,
+    classes: list[str] | None = None,
+) -> PreprocessReport:
+    """Decode every video of an AVE-layout folder (AVE/<id>.mp4, Annotations.txt, *Set.txt) into OUT.h5."""
+    if audio_pad not in AUDIO_PADS:
+        raise ValueError(f"unknown audio_pad {audio_pad!r}; valid: {list(AUDIO_PADS)}")
+    if frame_size < 1 or frames_per_segment < 1:
+        raise ValueError(
+            f"frame_size and frames_per_segment must be >= 1, got {frame_size}, {frames_per_segment}"
+        )
+    dataset_dir, out_h5 = Path(dataset_dir), Path(out_h5)
+    ann = load_ave(dataset_dir, classes=classes)
+    spec = SpecParams()
+    params = {
+        "frame_size": frame_size,
+        "frames_per_segment": frames_per_segment,
+        "segments": SEGMENTS,
+        "audio_pad": audio_pad,
+        **asdict(spec),
+    }
+    parts = _parts_dir(out_h5, params)
+    ids = list(dict.fromkeys(r.video_id for r in ann.rows))
+    report = PreprocessReport(str(out_h5), videos=len(ids))
+    jobs = []
+    for vid in ids:
+        shard = parts / f"{vid}.npz"
+        if shard.is_file():
+            report.resumed += 1
+        else:
+            jobs.append(
+                {"id": vid, "path": str(_video_path(dataset_dir, vid)), "shard": str(shard), **params}
+            )
+    t0 = time.perf_counter()
+    for r in _run_jobs(jobs, workers, progress):
+        if r["ok"]:
+            report.decoded += 1
+        else:
+            report.failed.append({k: r[k] for k in ("id", "path", "reason")})
+    report.seconds = time.perf_counter() - t0
+    failed = {f["id"] for f in report.failed}
+    keep = np.array([i for i, r in enumerate(ann.rows) if r.video_id not in failed], dtype=np.int64)
+    attrs = {
+        **params,
+        "window": "hann",
+        "power": 1,
+        "center": False,
+        "normalisation": "per-clip mean/std of the log-spectrogram",
+        "source_dir": str(dataset_dir.resolve()),
+        "annotations": str(ann.source),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    report.rows = _assemble(out_h5, parts, RowsMeta.from_annotations(ann, keep), attrs, spec)
+    shutil.rmtree(parts)
+    report.failed.sort(key=lambda f: f["id"])
+    report.save()
+    return report
+
+
+def _parts_dir(out_h5: Path, params: dict[str, Any]) -> Path:
+    """OUT.h5.parts/, created with params.json; shards from other parameters are an error."""
+    parts = Path(f"{out_h5}.parts")
+    stamp = parts / "params.json"
+    if stamp.is_file():
+        old = json.loads(stamp.read_text())
+        if old != params:
+            diff = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
+            raise ValueError(
+                f"{parts}: unfinished shards from another run with different parameters "
+                f"(found vs needed: {diff}); delete that folder to start over"
+            )
+    else:
+        parts.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps(params))
+    return parts
+
+
+def _assemble(out_h5: Path, parts: Path, meta: RowsMeta, attrs: dict[str, Any], spec: SpecParams) -> int:
+    """Write the final file into OUT.h5.tmp from the shards, then rename it onto OUT.h5."""
+    n = len(meta)
+    k, s = attrs["frames_per_segment"], attrs["frame_size"]
+    columns = segment_columns(SEGMENTS, spec)
+    with atomic_h5(out_h5) as f:
+        set_attrs(f, PREPROCESS_KIND, attrs)
+        meta.write(f)
+        f.create_dataset("segment_columns", data=columns)
+        frames = row_chunked(f, "frames", (n, SEGMENTS, k, s, s, 3), np.uint8)
+        spectrogram = row_chunked(f, "spectrogram", (n, spec.n_fft // 2 + 1, int(columns[-1])), np.float32)
+        scalars = {"duration": np.float32, "fps": np.float32, "source_sample_rate": np.int32}
+        values = {name: np.zeros(n, dt) for name, dt in scalars.items()}
+        cached: tuple[str, Any] = ("", None)
+        for i, vid in enumerate(meta.video_id):
+            if cached[0] != vid:
+                cached = (vid, dict(np.load(parts / f"{vid}.npz")))
+            shard = cached[1]
+            frames[i] = shard["frames"]
+            spectrogram[i] = shard["spectrogram"]
+            for name in scalars:
+                values[name][i] = shard[name]
+        for name, v in values.items():
+            f.create_dataset(name, data=v)
+    commit(out_h5)
+    return n

@@ -1,0 +1,118 @@
+"""Benchmark: videos/s of ``preprocess`` beside the decode-only floor on the same files (not a test).
+
+The floor is decord alone reading what preprocess reads (the same frame indices with ``get_batch`` and
+the 16 kHz mono audio), nothing else. The set is written with PyAV here: 10 s clips of a moving
+texture, H.264 at the given size and fps, 44.1 kHz stereo AAC noise.
+
+    python scripts/bench_preprocess.py --videos 24 --frame-size 224 --width 320 --height 240 --fps 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import decord
+import numpy as np
+
+from preprocessing.annotations import SEGMENTS
+from preprocessing.audio import decoded_samples
+from preprocessing.pipeline import preprocess
+from preprocessing.video import frame_indices, frame_times
+
+
+def write_mp4(
+    path: Path, rng: np.random.Generator, fps: int, hw: tuple[int, int], seconds=10, sr=44100
+) -> None:
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=Fraction(fps))
+        v.height, v.width = hw
+        v.pix_fmt = "yuv420p"
+        a = c.add_stream("aac", rate=sr)
+        a.layout = "stereo"
+        base = rng.integers(0, 255, (hw[0] // 8, hw[1] // 8, 3), dtype=np.uint8)
+        for i in range(seconds * fps):
+            img = np.roll(np.kron(base, np.ones((8, 8, 1), np.uint8)), i, axis=1)  # moving texture
+            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        wave = (0.1 * rng.standard_normal((2, seconds * sr))).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout="stereo")
+        frame.sample_rate = sr
+        for p in [*a.encode(frame), *a.encode()]:
+            c.mux(p)
+
+
+def make_set(root: Path, videos: int, seed: int, hw: tuple[int, int], fps: int) -> None:
+    rng = np.random.default_rng(seed)
+    (root / "AVE").mkdir(parents=True)
+    lines = []
+    for i in range(videos):
+        write_mp4(root / "AVE" / f"vid{i:04d}.mp4", rng, fps=fps, hw=hw)
+        lines.append(f"Class {i % 4}&vid{i:04d}&good&0&10")
+    (root / "Annotations.txt").write_text("\n".join(lines) + "\n")
+    for name in ("trainSet.txt", "valSet.txt", "testSet.txt"):
+        (root / name).write_text("\n".join(lines) + "\n")
+
+
+def decode_floor(root: Path, frames_per_segment: int) -> float:
+    """Seconds for decord alone to read every video's frames and audio."""
+    paths = sorted((root / "AVE").glob("*.mp4"))
+    t0 = time.perf_counter()
+    for p in paths:
+        vr = decord.VideoReader(str(p), num_threads=1)
+        idx = frame_indices(frame_times(SEGMENTS, frames_per_segment), vr.get_avg_fps(), len(vr))
+        vr.get_batch(np.unique(idx).tolist()).asnumpy()
+        decoded_samples(decord.AudioReader(str(p), sample_rate=16000, mono=True))
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--videos", type=int, default=24)
+    ap.add_argument("--frame-size", type=int, default=224)
+    ap.add_argument("--frames-per-segment", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--width", type=int, default=320)
+    ap.add_argument("--height", type=int, default=240)
+    ap.add_argument("--fps", type=int, default=25)
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
+    try:
+        make_set(root / "set", args.videos, args.seed, (args.height, args.width), args.fps)
+        n = len(list((root / "set" / "AVE").glob("*.mp4")))
+        decode_floor(root / "set", args.frames_per_segment)  # warm the page cache and decord
+        floor_s = decode_floor(root / "set", args.frames_per_segment)
+        t0 = time.perf_counter()
+        report = preprocess(
+            root / "set",
+            root / "out.h5",
+            workers=args.workers,
+            frame_size=args.frame_size,
+            frames_per_segment=args.frames_per_segment,
+            progress=False,
+        )
+        total_s = time.perf_counter() - t0
+        assert not report.failed, report.failed
+        floor_vps, pre_vps = n / floor_s, n / total_s
+        print(
+            f"videos: {n}, frame_size {args.frame_size}, K {args.frames_per_segment}, workers {args.workers}",
+            "(floor: 1 process)",
+        )
+        print(f"source: {args.width}x{args.height} at {args.fps} fps, 10 s, 44.1 kHz stereo")
+        print(f"decode-only floor (decord, 1 process): {floor_vps:.2f} videos/s")
+        print(f"preprocess (end to end, incl. HDF5 assembly): {pre_vps:.2f} videos/s")
+        print(f"ratio preprocess / floor: {pre_vps / floor_vps:.2f}x (goal >= 0.8x)")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
