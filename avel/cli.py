@@ -239,6 +239,72 @@ def plot(
     typer.echo(f"wrote {out} ({', '.join(keys)})")
 
 
+ablate_app = typer.Typer(
+    help="The PMR paper's experiment grids (Tables 1, 2, 5, 6) as tables; resumable.", no_args_is_help=True
+)
+app.add_typer(ablate_app, name="ablate")
+
+
+def _ablate(kind: str):
+    def command(
+        out_dir: Path = typer.Argument(..., help="grid directory (re-use it to resume)"),
+        data: Path = typer.Option(None, help="preprocess output or features file (or `data` in --config)"),
+        config: Path = typer.Option(None, "--config", "-c", help="TOML config file (configs/table*.toml)"),
+        model: str = typer.Option(None, help="resnet18 | avel (default: the config's model)"),
+        seeds: int = typer.Option(3, help="seeds 0..N-1 per cell"),
+        set_: list[str] = typer.Option(None, "--set", help="any config key for every run: --set epochs=20"),
+        rows: list[str] = typer.Option(None, "--row", help="train only this row (repeatable)"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="print the grid, train nothing"),
+    ) -> None:
+        from avel.ablate import run_grid
+
+        overrides = dict(item.partition("=")[::2] for item in set_ or [])
+        if data is not None:
+            overrides["data"] = str(data)
+        try:
+            table = run_grid(
+                kind, out_dir, config=config, seeds=seeds, model=model, overrides=overrides,
+                dry_run=dry_run, rows=rows or None, log=typer.echo,
+            )  # fmt: skip
+        except (ValueError, FileNotFoundError, RuntimeError) as e:
+            _fail(str(e))
+        typer.echo(table.markdown())
+
+    command.__doc__ = {
+        "optimizers": "SGD / AdaGrad / Adam, without and with PMR (PMR Table 6).",
+        "fusions": "concat / sum / FiLM / gated (or AVEL concat / DMRN) ± PMR, and uni-modal rows (Table 1).",
+        "subset": "PMR with prototypes from 1/5/10/50/100% of train (Table 5).",
+        "balancers": "naive / dropout / OGM-GE / OPM / IPRM / PMR w/o PER / PMR (Table 2).",
+    }[kind]
+    return command
+
+
+for _kind in ("optimizers", "fusions", "subset", "balancers"):
+    ablate_app.command(_kind)(_ablate(_kind))
+
+
+@ablate_app.command("table")
+def ablate_table(out_dir: Path = typer.Argument(..., help="a grid directory")) -> None:
+    """Re-tabulate a grid directory (table.md, table.csv) from its finished runs."""
+    from avel.ablate import write_tables
+
+    try:
+        typer.echo(write_tables(out_dir).markdown())
+    except FileNotFoundError as e:
+        _fail(str(e))
+
+
+@ablate_app.command("list")
+def ablate_list(out_dir: Path = typer.Argument(..., help="a grid directory")) -> None:
+    """Each cell and seed of a grid and its state: done / partial / not started / n/a."""
+    from avel.ablate import list_grid
+
+    try:
+        typer.echo(list_grid(out_dir))
+    except FileNotFoundError as e:
+        _fail(str(e))
+
+
 @app.command()
 def demo(
     workdir: Path = typer.Option(Path("data/demo"), help="where the demo writes its data and run"),

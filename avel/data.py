@@ -190,7 +190,9 @@ def load_splits(
         out = {}
         for name in SPLIT_NAMES:
             if name in splits:
-                out[name] = loader(f, _split_rows(f, name), device, meta, frames=frames, augment=augment)
+                out[name] = loader(
+                    f, _split_rows(f, name), device, meta, frames=frames, augment=augment, split=name
+                )
             else:
                 out[name] = None
     meta["num_classes"] = len(classes) if family == "avel" else len(classes) - 1
@@ -236,13 +238,15 @@ def tile_span(spec: np.ndarray, lo: int, hi: int, length: int) -> np.ndarray:
     return np.tile(span, (1, reps))[:, :length]
 
 
-def _clip_split(f: h5py.File, rows: np.ndarray, device, meta: dict, frames: int, augment: bool) -> SplitData:
+def _clip_split(
+    f: h5py.File, rows: np.ndarray, device, meta: dict, frames: int, augment: bool, split: str
+) -> SplitData:
     seg = _rows(f["segment_labels"], rows)  # (N, T)
     background = len(meta["classes"]) - 1
     has_event = (seg != background).any(axis=1)
     skipped = int((~has_event).sum())
     if skipped:
-        meta.setdefault("skipped_no_event", {})[f"{len(rows)}-rows"] = skipped
+        meta.setdefault("skipped_no_event", {})[split] = skipped
     rows = rows[has_event]
     seg = seg[has_event]
     t_idx = np.arange(seg.shape[1])
@@ -253,9 +257,8 @@ def _clip_split(f: h5py.File, rows: np.ndarray, device, meta: dict, frames: int,
     spec = _rows(f["spectrogram"], rows).astype(np.float32)  # (N, F, L)
     bounds = np.asarray(f["segment_columns"][()])
     length = spec.shape[-1]
-    audio = np.stack(
-        [tile_span(s, bounds[a], bounds[b], length) for s, a, b in zip(spec, start, end, strict=True)]
-    )
+    tiled = [tile_span(s, bounds[a], bounds[b], length) for s, a, b in zip(spec, start, end, strict=True)]
+    audio = np.stack(tiled) if tiled else spec  # a split with no event video is empty, not an error
     stored = torch.from_numpy(_rows(f["frames"], rows)).to(device)  # (N, T, K, S, S, 3)
     k = stored.shape[2]
     span_start = torch.as_tensor(start * k, device=device)

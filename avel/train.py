@@ -29,6 +29,7 @@ from avel.data import DataSplits, SplitData, load_splits
 from avel.evaluate import evaluate, train_prototypes
 from avel.models import build_model
 from avel.models.base import AVModel
+from avel.models.encoders import resnet_grid
 
 # config keys that may change when a run is resumed (they do not change what is computed)
 RESUMABLE_CHANGES = {"epochs", "progress", "out", "device", "eval_every"}
@@ -93,9 +94,15 @@ def model_kwargs(cfg: TrainConfig, data: DataSplits) -> dict[str, Any]:
         "width": cfg.width,
         "pretrained": cfg.pretrained,
     }
-    if data.meta["input_mode"] == "features":
+    if cfg.model != "avel":
+        return kwargs
+    visual = data.train.visual
+    if data.meta["input_mode"] == "features":  # visual (N, T, h, w, C)
         kwargs["audio_dim"] = int(data.train.audio.shape[-1])
-        kwargs["visual_dim"] = int(data.train.visual.shape[-1])
+        kwargs["visual_dim"] = int(visual.shape[-1])
+        kwargs["regions"] = int(visual.shape[2] * visual.shape[3])
+    else:  # stored frames (N, T, K, S, S, 3): the ResNet18 layer4 grid
+        kwargs["regions"] = resnet_grid(int(visual.shape[3])) ** 2
     return kwargs
 
 
@@ -199,6 +206,8 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[s
     run_dir.mkdir(parents=True, exist_ok=True)
     generator = seed_everything(cfg.seed)
     data = load_splits(cfg.data, family=cfg.model, device=device, frames=cfg.frames, augment=cfg.augment)
+    for split, n in data.meta.get("skipped_no_event", {}).items():
+        log(f"{cfg.data}: skipped {n} {split} video(s) without an event segment (no clip sample)")
     kwargs = model_kwargs(cfg, data)
     model = build_model(**kwargs).to(device)
     balancer = make_balancer(cfg, model)

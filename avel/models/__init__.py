@@ -1,0 +1,73 @@
+"""Models: the AVEL localizer (attention + bi-LSTM, concat / DMRN) and ResNet18 clip classifiers.
+
+``build_model(**kwargs)`` is the one constructor; checkpoints store its kwargs to rebuild a model.
+"""
+
+from __future__ import annotations
+
+from avel.models.base import AVModel, ModelOutput, count_parameters
+from avel.models.classifier import AVClassifier
+from avel.models.localizer import AVELocalizer
+
+MODEL_FAMILIES: dict[str, type[AVModel]] = {"avel": AVELocalizer, "resnet18": AVClassifier}
+FUSIONS: dict[str, tuple[str, ...]] = {
+    "avel": ("concat", "dmrn"),
+    "resnet18": ("concat", "sum", "film", "gated"),
+}
+MODALITIES = ("both", "audio", "visual")
+INPUT_MODES = ("features", "e2e")
+
+
+def build_model(
+    family: str,
+    fusion: str,
+    *,
+    input_mode: str = "features",
+    num_classes: int = 29,
+    audio_dim: int = 128,
+    visual_dim: int = 512,
+    regions: int = 49,
+    modality: str = "both",
+    width: int = 64,
+    pretrained: bool = False,
+    hidden: int = 128,
+) -> AVModel:
+    """An AVEL localizer (``family="avel"``, per segment, background = the last class) or a ResNet18 clip
+    classifier (``family="resnet18"``). ``regions`` is the attention's grid size h·w (49 on 7×7)."""
+    _check("model family", family, MODEL_FAMILIES)
+    _check(f"fusion for {family}", fusion, FUSIONS[family])
+    _check("modality", modality, MODALITIES)
+    _check("input mode", input_mode, INPUT_MODES)
+    if family == "resnet18":
+        if input_mode != "e2e":
+            raise ValueError("resnet18 classifiers train end to end (input_mode 'e2e'), not on features")
+        return AVClassifier(
+            fusion, num_classes=num_classes, modality=modality, width=width, pretrained=pretrained
+        )
+    return AVELocalizer(
+        fusion,
+        input_mode=input_mode,
+        num_classes=num_classes,
+        audio_dim=audio_dim,
+        visual_dim=visual_dim,
+        regions=regions,
+        modality=modality,
+        width=width,
+        pretrained=pretrained,
+        hidden=hidden,
+    )
+
+
+def _check(what: str, value: str, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {what} {value!r}; valid: {list(valid)}")
+
+
+def describe(model: AVModel) -> str:
+    """One line: family, fusion, input mode, parameter count."""
+    family = "avel" if isinstance(model, AVELocalizer) else "resnet18"
+    mode = f", {model.input_mode}" if isinstance(model, AVELocalizer) else ""
+    return f"{family} {model.fusion_name}{mode}: {count_parameters(model):,} parameters"
+
+
+__all__ = ["FUSIONS", "MODEL_FAMILIES", "AVModel", "ModelOutput", "build_model", "describe"]

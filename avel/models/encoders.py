@@ -1,0 +1,84 @@
+"""ResNet18 encoders (SPEC §4): torchvision's architecture and parameter names, with a base ``width``.
+
+At ``width=64`` the module tree is torchvision's ``resnet18`` without ``avgpool``/``fc``, so its
+``state_dict`` (ImageNet weights included) loads strictly. Narrower widths (8, 16) keep the same layout for
+fast CPU runs. The audio encoder is the same network with a 1-channel stem on the log-spectrogram.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convs with a residual connection (torchvision's ``BasicBlock``)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_planes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet18(nn.Module):
+    """ResNet18 up to layer4: ``forward`` returns the (B, 8·width, h, w) map (h = w = ⌈S/32⌉)."""
+
+    def __init__(self, in_channels: int = 3, width: int = 64):
+        super().__init__()
+        self.width, self.out_channels = width, 8 * width
+        self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        planes = [width, 2 * width, 4 * width, 8 * width]
+        self.layer1 = nn.Sequential(BasicBlock(width, planes[0]), BasicBlock(planes[0], planes[0]))
+        for k in range(1, 4):
+            layer = nn.Sequential(BasicBlock(planes[k - 1], planes[k], 2), BasicBlock(planes[k], planes[k]))
+            setattr(self, f"layer{k + 1}", layer)
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def resnet_grid(size: int) -> int:
+    """Side of the layer4 map for an input side ``size``: five stride-2 stages, each ⌈n/2⌉."""
+    for _ in range(5):
+        size = math.ceil(size / 2)
+    return size
+
+
+def load_imagenet(encoder: ResNet18) -> None:
+    """Copy torchvision's ImageNet ResNet18 weights into a width-64 RGB encoder (cache or download)."""
+    if encoder.width != 64:
+        raise ValueError(f"--pretrained needs the standard ResNet18 (width 64), not width {encoder.width}")
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    try:
+        state = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1).state_dict()
+    except Exception as e:  # offline, no cache
+        raise RuntimeError(
+            "could not load the ImageNet ResNet18 weights (torchvision ResNet18_Weights.IMAGENET1K_V1): "
+            f"{e}. Download them once on a machine with network access into the torch hub cache "
+            "($TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth) and copy it here, or train with "
+            "--no-pretrained"
+        ) from e
+    encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
