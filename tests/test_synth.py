@@ -1,0 +1,113 @@
+"""`avel synth`: the AVE layout, decodable mp4 files, determinism, and class content in the right seconds."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import decord
+import numpy as np
+import pytest
+
+from avel.classes import AVE_CLASSES
+from avel.synth import HEADER, SynthConfig, class_traits, hue_rgb, synth_dataset, write_video
+from preprocessing.annotations import read_annotations
+
+
+def _sha(folder: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    synth_dataset(out, SynthConfig(videos=6, classes=3, frame_size=32, fps=4.0, seed=3, workers=1))
+    return out
+
+
+def test_layout_and_annotations(small):
+    lines = (small / "Annotations.txt").read_text().splitlines()
+    assert lines[0] == HEADER and len(lines) == 7
+    rows = [ln.split("&") for ln in lines[1:]]
+    assert [r[0] for r in rows] == sorted((r[0] for r in rows), key=AVE_CLASSES.index)  # grouped, AVE order
+    assert {r[0] for r in rows} == set(AVE_CLASSES[:3])
+    for _cat, vid, quality, start, end in rows:
+        assert len(vid) == 11 and quality == "good" and 0 <= int(start) < int(end) <= 10
+        assert (small / "AVE" / f"{vid}.mp4").is_file()
+    split_rows = sum(len((small / f"{s}Set.txt").read_text().splitlines()) for s in ("train", "val", "test"))
+    assert split_rows == 6
+    train = {ln.split("&")[0] for ln in (small / "trainSet.txt").read_text().splitlines()}
+    assert train == set(AVE_CLASSES[:3])  # every class in train
+    assert len(read_annotations(small / "Annotations.txt")) == 6  # the preprocessing parser reads it
+
+
+def test_decodes_with_decord(small):
+    path = next((small / "AVE").glob("*.mp4"))
+    vr = decord.VideoReader(str(path))
+    assert len(vr) == 40 and vr.get_avg_fps() == pytest.approx(4.0)
+    assert vr[0].shape == (32, 32, 3)
+    audio = decord.AudioReader(str(path), sample_rate=16000, mono=True)
+    assert abs(audio.shape[1] - 160000) < 2048  # AAC frames round the tail up
+
+
+def test_same_seed_same_bytes(small, tmp_path):
+    synth_dataset(tmp_path, SynthConfig(videos=6, classes=3, frame_size=32, fps=4.0, seed=3, workers=1))
+    assert _sha(tmp_path) == _sha(small)
+    other = tmp_path / "other"
+    synth_dataset(other, SynthConfig(videos=6, classes=3, frame_size=32, fps=4.0, seed=4, workers=1))
+    assert _sha(other) != _sha(small)
+
+
+def test_stereo_44k_and_odd_fps(tmp_path):
+    cfg = SynthConfig(videos=2, classes=1, frame_size=32, fps=29.97, sample_rate=44100, channels=2, workers=1)
+    synth_dataset(tmp_path, cfg)
+    path = next((tmp_path / "AVE").glob("*.mp4"))
+    audio = decord.AudioReader(str(path), sample_rate=-1, mono=False)
+    assert audio.shape[0] == 2 and abs(audio.shape[1] - 441000) < 4096
+    vr = decord.VideoReader(str(path))
+    assert vr.get_avg_fps() == pytest.approx(29.97, abs=0.01) and abs(len(vr) - 300) <= 1
+
+
+def test_audio_lines_up_with_the_second(tmp_path):
+    sr = 16000
+    wave = np.zeros((1, 10 * sr), np.float32)
+    wave[0, 5 * sr : 6 * sr] = 0.5 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr)
+    write_video(tmp_path / "a.mp4", np.zeros((40, 32, 32, 3), np.uint8), 4.0, wave, sr)
+    x = decord.AudioReader(str(tmp_path / "a.mp4"), sample_rate=sr, mono=True)[:].asnumpy().ravel()
+    loud = np.flatnonzero(np.abs(x) > 0.05)
+    assert abs(loud[0] / sr - 5.0) < 0.005 and abs(loud[-1] / sr - 6.0) < 0.005  # within 5 ms
+
+
+def test_event_second_has_the_class_sound_and_object(tmp_path):
+    clean = {"distractors": 0, "p_background_audio_only": 0, "p_background_visual_only": 0}
+    cfg = SynthConfig(videos=12, classes=2, frame_size=64, fps=4.0, seed=1, workers=1, audio_snr_db=0,
+                      visual_snr=0.9, **clean)  # fmt: skip
+    synth_dataset(tmp_path, cfg)
+    rows = [ln.split("&") for ln in (tmp_path / "Annotations.txt").read_text().splitlines()[1:]]
+    cat, vid, _, start, end = next(r for r in rows if int(r[3]) >= 1)  # a video with background first
+    k, start = AVE_CLASSES.index(cat), int(start)
+    path = str(tmp_path / "AVE" / f"{vid}.mp4")
+    x = decord.AudioReader(path, sample_rate=16000, mono=True)[:].asnumpy().ravel()
+    spectrum = np.abs(np.fft.rfft(x[start * 16000 : (start + 1) * 16000]))
+    f0 = class_traits(k)["f0"]
+    band = spectrum[int(f0) - 8 : int(f0) + 9].max()
+    assert band > 5 * np.median(spectrum)  # the class pitch in the event second
+    before = np.abs(np.fft.rfft(x[:16000]))
+    assert before[int(f0) - 8 : int(f0) + 9].max() < 0.3 * band  # not in a clean background second
+    vr = decord.VideoReader(path)
+    colour = hue_rgb(class_traits(k)["hue"])
+
+    def closeness(frame: np.ndarray) -> float:  # pixels near the class colour
+        return float((np.abs(frame.astype(np.float32) - colour).max(-1) < 60).mean())
+
+    assert closeness(vr[start * 4 + 2].asnumpy()) > 0.03
+    assert closeness(vr[2].asnumpy()) < 0.01
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="classes must be in 1..28"):
+        synth_dataset(Path("/nonexistent"), SynthConfig(classes=29))
+    with pytest.raises(ValueError, match="frame_size must be even"):
+        synth_dataset(Path("/nonexistent"), SynthConfig(frame_size=33))
