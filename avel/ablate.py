@@ -1,0 +1,606 @@
+"""The PMR paper's experiment grids as tables (SPEC §7; PMR Tables 1, 2, 5, 6 and Table 4 for AVEL).
+
+A grid is a list of cells (row × column, each a set of config overrides); every cell is trained for seeds
+0..n-1 with ``run_training`` into ``<grid dir>/<cell name>/seed<k>``, one run after another. The grid
+directory is self-describing (``grid.json``), resumable (a run with ``results.json`` is never re-run, a
+partial one resumes from its ``last.pt``) and always shows its current table (``table.md``,
+``table.csv``, rewritten after every finished run). Cells where a rebalancing method does not apply
+(OGM-GE needs split logits; PMR needs both modalities) are marked "n/a" with the reason, not trained.
+
+    grid = build_grid("optimizers", model="resnet18")
+    table = run_grid("optimizers", Path("runs/table6"), config=Path("configs/table6_optimizers.toml"))
+    print(table.markdown())
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from avel import config as config_mod
+from avel.config import TrainConfig, load_config
+
+GRID_KINDS = ("optimizers", "fusions", "subset", "balancers")
+FAMILIES = ("resnet18", "avel")
+FUSIONS = {"resnet18": ["concat", "sum", "film", "gated"], "avel": ["concat", "dmrn"]}
+# Table 2 compares on concat and FiLM; AVEL has concat and DMRN (Table 4)
+BALANCER_FUSIONS = {"resnet18": ["concat", "film"], "avel": ["concat", "dmrn"]}
+FUSION_LABEL = {"concat": "concat", "sum": "sum", "film": "FiLM", "gated": "gated", "dmrn": "DMRN"}
+SUBSETS = ("0.01", "0.05", "0.1", "0.5", "1.0")
+BASELINE, PMR = {"balance": "none"}, {"balance": "pmr"}
+UNIMODAL_NA = "PMR needs both modalities (uni-modal baseline)"
+
+TITLES = {
+    "optimizers": "PMR Table 6: optimizers, without and with PMR",
+    "fusions": "PMR Table 1: fusion methods, without and with PMR, and uni-modal baselines",
+    "subset": "PMR Table 5: size of the prototype subset",
+    "balancers": "PMR Table 2: rebalancing methods",
+}
+# published AVE accuracies (%), keyed (kind, family) -> (row, column) -> value (PMR Tables 1, 2, 4, 5, 6)
+PUBLISHED: dict[tuple[str, str], dict[tuple[str, str], float]] = {
+    ("optimizers", "resnet18"): {
+        ("SGD", "baseline"): 65.4,
+        ("AdaGrad", "baseline"): 65.1,
+        ("Adam", "baseline"): 64.4,
+        ("SGD", "PMR"): 67.1,
+        ("AdaGrad", "PMR"): 66.2,
+        ("Adam", "PMR"): 66.5,
+    },
+    ("fusions", "resnet18"): {
+        ("concat", "baseline"): 65.4,
+        ("sum", "baseline"): 65.1,
+        ("FiLM", "baseline"): 64.4,
+        ("gated", "baseline"): 63.5,
+        ("concat", "PMR"): 67.1,
+        ("sum", "PMR"): 68.1,
+        ("FiLM", "PMR"): 66.4,
+        ("gated", "PMR"): 62.7,
+        ("audio only", "baseline"): 62.1,
+        ("visual only", "baseline"): 31.0,
+    },
+    ("fusions", "avel"): {
+        ("concat", "baseline"): 72.7,
+        ("DMRN", "baseline"): 73.1,
+        ("concat", "PMR"): 74.3,
+        ("DMRN", "PMR"): 74.2,
+    },
+    ("subset", "resnet18"): {
+        ("baseline", "accuracy"): 65.4,
+        ("PMR, 1%", "accuracy"): 62.1,
+        ("PMR, 5%", "accuracy"): 65.8,
+        ("PMR, 10%", "accuracy"): 67.1,
+        ("PMR, 50%", "accuracy"): 67.7,
+        ("PMR, 100%", "accuracy"): 67.3,
+    },
+    ("balancers", "resnet18"): {
+        ("naive", "concat"): 65.4,
+        ("naive", "FiLM"): 64.4,
+        ("dropout", "concat"): 66.4,
+        ("dropout", "FiLM"): 63.9,
+        ("OGM-GE", "concat"): 65.9,
+        ("OGM-GE", "FiLM"): 65.1,
+        ("PMR w/o PER", "concat"): 67.2,
+        ("PMR w/o PER", "FiLM"): 65.6,
+        ("PMR", "concat"): 67.1,
+        ("PMR", "FiLM"): 66.4,
+    },
+    ("balancers", "avel"): {
+        ("naive", "concat"): 72.7,
+        ("naive", "DMRN"): 73.1,
+        ("PMR", "concat"): 74.3,
+        ("PMR", "DMRN"): 74.2,
+    },
+}
+
+
+# ----------------------------------------------------------------------------------------------- cells
+
+
+@dataclass
+class Cell:
+    """One entry of a table: trained with ``overrides`` on top of the grid's config, or n/a."""
+
+    row: str
+    column: str
+    overrides: dict[str, Any]
+    na_reason: str | None = None
+
+    @property
+    def name(self) -> str:
+        """Directory name of the cell inside the grid directory, e.g. ``sgd__pmr``."""
+        return f"{_slug(self.row)}__{_slug(self.column)}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _cells(rows: list[tuple[str, dict]], columns: list[tuple[str, dict]]) -> list[Cell]:
+    return [Cell(r, c, {**ro, **co}) for r, ro in rows for c, co in columns]
+
+
+def _optimizers(model: str) -> list[Cell]:
+    rows = [
+        ("SGD", {"optimizer": "sgd"}),
+        ("AdaGrad", {"optimizer": "adagrad"}),
+        ("Adam", {"optimizer": "adam"}),
+    ]
+    return _cells(rows, [("baseline", BASELINE), ("PMR", PMR)])
+
+
+def _fusions(model: str) -> list[Cell]:
+    rows = [(FUSION_LABEL[f], {"fusion": f}) for f in FUSIONS[model]]
+    cells = _cells(rows, [("baseline", BASELINE), ("PMR", PMR)])
+    for label, modality in (("audio only", "audio"), ("visual only", "visual")):
+        cells.append(Cell(label, "baseline", {"modality": modality, **BASELINE}))
+        cells.append(Cell(label, "PMR", {"modality": modality, **PMR}, na_reason=UNIMODAL_NA))
+    return cells
+
+
+def _subset(model: str) -> list[Cell]:
+    rows = [("baseline", BASELINE)]
+    rows += [(f"PMR, {float(s) * 100:g}%", {**PMR, "pmr_subset": s}) for s in SUBSETS]
+    return _cells(rows, [("accuracy", {})])
+
+
+def _balancers(model: str) -> list[Cell]:
+    rows = [
+        ("naive", {"balance": "none"}),
+        ("dropout", {"balance": "dropout"}),
+        ("OGM-GE", {"balance": "ogm-ge"}),
+        ("OPM", {"balance": "opm"}),
+        ("IPRM", {"balance": "iprm"}),
+        ("PMR w/o PER", {"balance": "pmr", "pmr_mu": 0.0}),  # Eq. 10 only: μ = 0 removes Eq. 13's term
+        ("PMR", {"balance": "pmr"}),
+    ]
+    return _cells(rows, [(FUSION_LABEL[f], {"fusion": f}) for f in BALANCER_FUSIONS[model]])
+
+
+BUILDERS: dict[str, Callable[[str], list[Cell]]] = {
+    "optimizers": _optimizers,
+    "fusions": _fusions,
+    "subset": _subset,
+    "balancers": _balancers,
+}
+
+
+def build_grid(kind: str, model: str = "resnet18") -> list[Cell]:
+    """The cells of one grid for one model family; n/a cells carry the reason they are not trained."""
+    if kind not in BUILDERS:
+        raise ValueError(f"unknown grid {kind!r}; valid: {list(GRID_KINDS)}")
+    if model not in FAMILIES:
+        raise ValueError(f"unknown model family {model!r}; valid: {list(FAMILIES)}")
+    cells = BUILDERS[kind](model)
+    for cell in cells:
+        if cell.na_reason is None:
+            cell.na_reason = not_applicable(load_config(None, {"model": model, **cell.overrides}))
+    return cells
+
+
+def not_applicable(cfg: TrainConfig) -> str | None:
+    """Why ``cfg``'s rebalancing method cannot train ``cfg``'s model, or None when it can.
+
+    Asks the balancer's ``applies_to`` on a small model of the same family, fusion and modality (the answer
+    depends on the fusion's structure, not on the data or the width).
+    """
+    if cfg.balance == "none":
+        return None
+    if cfg.modality != "both":
+        return f"{cfg.balance} needs both modalities (uni-modal baseline)"
+    from avel.balance import build_balancer
+    from avel.models import build_model
+
+    balancer = build_balancer(cfg.balance, **config_mod.balancer_options(cfg))
+    applies_to = getattr(balancer, "applies_to", None)
+    if applies_to is None:
+        return None
+    return applies_to(build_model(**_probe_kwargs(cfg)))
+
+
+def _probe_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """Constructor arguments of the smallest model of ``cfg``'s family (see ``avel.train.model_kwargs``)."""
+    kwargs: dict[str, Any] = {
+        "family": cfg.model,
+        "fusion": cfg.fusion,
+        "num_classes": 5 if cfg.model == "avel" else 4,
+        "modality": cfg.modality,
+        "width": 8,
+        "pretrained": False,
+    }
+    if cfg.model == "avel":  # AVEL on precomputed features: no encoders to build
+        kwargs.update(input_mode="features", audio_dim=8, visual_dim=8)
+    else:
+        kwargs["input_mode"] = "e2e"
+    return kwargs
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+@dataclass
+class CellSummary:
+    """A cell's finished runs: test accuracy of each seed and the run directories (relative to the grid)."""
+
+    cell: Cell
+    seeds: int
+    accuracies: list[float] = field(default_factory=list)
+    run_dirs: list[str] = field(default_factory=list)
+    published: float | None = None
+
+    @property
+    def na_reason(self) -> str | None:
+        return self.cell.na_reason
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.accuracies) if self.accuracies else None
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation over seeds (n − 1 in the denominator); 0 for one seed."""
+        if not self.accuracies:
+            return None
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+    def text(self) -> str:
+        """``65.4 ± 0.3`` in %, one decimal; ``n/a``; ``—`` when no seed has finished."""
+        if self.na_reason:
+            return "n/a"
+        if not self.accuracies:
+            return "—"
+        return format_mean_std(self.accuracies)
+
+
+def format_mean_std(accuracies: list[float]) -> str:
+    """Mean ± sample std of accuracies in [0, 1], printed in % with one decimal."""
+    mean = statistics.fmean(accuracies)
+    std = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+@dataclass
+class Table:
+    """A grid's results: ``rows`` is [(row label, [CellSummary per column])], in the grid's order."""
+
+    title: str
+    header: str  # the command and config that produced the grid
+    columns: list[str]
+    rows: list[tuple[str, list[CellSummary]]]
+
+    def cell(self, row: str, column: str) -> CellSummary:
+        for label, cells in self.rows:
+            if label == row:
+                return cells[self.columns.index(column)]
+        raise KeyError(f"no row {row!r}; rows: {[r for r, _ in self.rows]}")
+
+    def markdown(self) -> str:
+        """Mean ± std of test accuracy (%) over seeds, each cell linking to its run directories."""
+        reasons: list[str] = []
+        lines = [
+            f"## {self.title}",
+            "",
+            self.header,
+            "",
+            "Test accuracy (%), mean ± sample std over seeds (selected on val); (paper: published value).",
+            "",
+            "| | " + " | ".join(self.columns) + " |",
+            "|---|" + "---|" * len(self.columns),
+        ]
+        for label, cells in self.rows:
+            lines.append(f"| {label} | " + " | ".join(_md_cell(s, reasons) for s in cells) + " |")
+        if reasons:
+            lines.append("")
+            lines += [f"[^{i}]: {reason}" for i, reason in enumerate(reasons, 1)]
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        """One line per cell: row, column, mean and std in %, seeds done, each seed's accuracy, n/a reason."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(
+            [
+                "row",
+                "column",
+                "mean",
+                "std",
+                "done",
+                "seeds",
+                "accuracies",
+                "published",
+                "na_reason",
+                "run_dirs",
+            ]
+        )
+        for label, cells in self.rows:
+            for col, s in zip(self.columns, cells, strict=True):
+                pct = [f"{100 * a:.2f}" for a in s.accuracies]
+                w.writerow([
+                    label, col,
+                    "" if s.mean is None else f"{100 * s.mean:.2f}",
+                    "" if s.std is None else f"{100 * s.std:.2f}",
+                    len(s.accuracies), s.seeds, ";".join(pct),
+                    "" if s.published is None else s.published,
+                    s.na_reason or "", ";".join(s.run_dirs),
+                ])  # fmt: skip
+        return buf.getvalue()
+
+
+def _md_cell(s: CellSummary, reasons: list[str]) -> str:
+    if s.na_reason:
+        if s.na_reason not in reasons:
+            reasons.append(s.na_reason)
+        return f"n/a[^{reasons.index(s.na_reason) + 1}]"
+    text = s.text()
+    if s.accuracies:
+        links = " ".join(f"[{Path(d).name}]({d})" for d in s.run_dirs)
+        done = f"{len(s.accuracies)}/{s.seeds}: " if len(s.accuracies) < s.seeds else ""
+        text += f" ({done}{links})"
+    if s.published is not None:
+        text += f" (paper {s.published:.1f})"
+    return text
+
+
+# ----------------------------------------------------------------------------------------------- grid dirs
+
+
+def _read_grid(out_dir: Path) -> dict[str, Any]:
+    path = Path(out_dir) / "grid.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{out_dir}: not a grid directory (no grid.json; `avel ablate KIND DIR` makes one)"
+        )
+    return json.loads(path.read_text())
+
+
+def _grid_cells(grid: dict[str, Any], out_dir: Path) -> list[Cell]:
+    """The grid's cells with the n/a reasons found while running (stored in ``<cell>/na.json``)."""
+    cells = [Cell(c["row"], c["column"], c["overrides"], c.get("na_reason")) for c in grid["cells"]]
+    for cell in cells:
+        na = out_dir / cell.name / "na.json"
+        if cell.na_reason is None and na.is_file():
+            cell.na_reason = json.loads(na.read_text())["reason"]
+    return cells
+
+
+def _results(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def tabulate(out_dir: Path) -> Table:
+    """Re-tabulate a grid directory from its ``grid.json`` and the runs' ``results.json`` files."""
+    out_dir = Path(out_dir)
+    grid = _read_grid(out_dir)
+    summaries = []
+    for cell in _grid_cells(grid, out_dir):
+        summary = CellSummary(cell, grid["seeds"])
+        for seed in range(grid["seeds"]):
+            res = _results(out_dir / cell.name / f"seed{seed}")
+            if res is not None and not cell.na_reason:
+                summary.accuracies.append(float(res["test_accuracy"]))
+                summary.run_dirs.append(f"{cell.name}/seed{seed}")
+        summaries.append(summary)
+    return _table(grid, summaries)
+
+
+def _table(grid: dict[str, Any], summaries: list[CellSummary]) -> Table:
+    """Arrange cell summaries in the grid's row and column order, with the published values."""
+    published = PUBLISHED.get((grid["kind"], grid["model"]), {})
+    columns = list(dict.fromkeys(s.cell.column for s in summaries))
+    rows: dict[str, dict[str, CellSummary]] = {}
+    for s in summaries:
+        s.published = published.get((s.cell.row, s.cell.column))
+        rows.setdefault(s.cell.row, {})[s.cell.column] = s
+    missing = "not part of this grid"
+    table_rows = [
+        (label, [by_col.get(c) or CellSummary(Cell(label, c, {}, missing), 0) for c in columns])
+        for label, by_col in rows.items()
+    ]
+    return Table(f"{TITLES[grid['kind']]} ({grid['model']})", _header(grid), columns, table_rows)
+
+
+def _header(grid: dict[str, Any]) -> str:
+    return f"`{grid['command']}`" + (f" (config {grid['config']})" if grid.get("config") else "")
+
+
+def command_line(
+    kind: str, out_dir: Path, config: Path | None, seeds: int, model: str, overrides: dict
+) -> str:
+    """The ``avel ablate`` command that (re)produces a grid."""
+    parts = ["avel ablate", kind, str(out_dir)]
+    if "data" in overrides:
+        parts += ["--data", str(overrides["data"])]
+    if config:
+        parts += ["--config", str(config)]
+    parts += ["--model", model, "--seeds", str(seeds)]
+    parts += [f"--set {k}={_cli_value(v)}" for k, v in overrides.items() if k not in ("model", "data")]
+    return " ".join(parts)
+
+
+def _cli_value(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return ",".join(map(str, v))
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def write_tables(out_dir: Path) -> Table:
+    """Write ``table.md`` and ``table.csv`` into the grid directory; returns the table."""
+    table = tabulate(out_dir)
+    (Path(out_dir) / "table.md").write_text(table.markdown())
+    (Path(out_dir) / "table.csv").write_text(table.csv())
+    return table
+
+
+def run_state(run_dir: Path) -> str:
+    """``done (test 65.4%)``, ``partial (epoch k of n)`` or ``not started``."""
+    res = _results(run_dir)
+    if res is not None:
+        return f"done (test {100 * res['test_accuracy']:.1f}%)"
+    metrics = run_dir / "metrics.jsonl"
+    done = len([ln for ln in metrics.read_text().splitlines() if ln.strip()]) if metrics.is_file() else 0
+    if done == 0:
+        return "not started"
+    cfg_path = run_dir / "config.json"
+    epochs = json.loads(cfg_path.read_text())["epochs"] if cfg_path.is_file() else "?"
+    return f"partial (epoch {done} of {epochs})"
+
+
+def list_grid(out_dir: Path) -> str:
+    """Each cell and seed of a grid directory and its state: done / partial (epoch k of n) / not started."""
+    out_dir = Path(out_dir)
+    grid = _read_grid(out_dir)
+    lines = [
+        f"{TITLES[grid['kind']]} ({grid['model']}), {grid['seeds']} seed(s), in {out_dir}",
+        _header(grid),
+    ]
+    counts: dict[str, int] = {}
+    for cell in _grid_cells(grid, out_dir):
+        label = f"{cell.row} / {cell.column}"
+        if cell.na_reason:
+            lines.append(f"  {label:32s} n/a: {cell.na_reason}")
+            counts["n/a"] = counts.get("n/a", 0) + 1
+            continue
+        for seed in range(grid["seeds"]):
+            state = run_state(out_dir / cell.name / f"seed{seed}")
+            lines.append(f"  {label:32s} {cell.name}/seed{seed}  {state}")
+            key = state.split(" ")[0] if not state.startswith("not") else "not started"
+            counts[key] = counts.get(key, 0) + 1
+    lines.append(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+def run_grid(
+    kind: str,
+    out_dir: Path,
+    *,
+    config: Path | None = None,
+    seeds: int = 3,
+    model: str | None = None,
+    overrides: dict | None = None,
+    dry_run: bool = False,
+    rows: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> Table:
+    """Train every applicable cell of a grid for seeds 0..seeds-1 (skipping finished runs); returns the table.
+
+    Precedence for each run: config defaults < ``config`` file < ``overrides`` < the cell's overrides <
+    seed and run directory. ``dry_run`` prints the cells, their overrides and run directories and writes
+    nothing. ``rows`` trains only those rows (e.g. to share a grid between machines); the table shows all.
+    """
+    out_dir = Path(out_dir)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    model = model or load_config(config, overrides).model
+    cells = build_grid(kind, model)
+    # every cell's config is resolved now: an unknown key fails before anything is trained
+    configs = {c.name: load_config(config, {**overrides, "model": model, **c.overrides}) for c in cells}
+    for cell in cells:  # the grid's config (e.g. a balancer option) may decide applicability
+        cell.na_reason = cell.na_reason or not_applicable(configs[cell.name])
+    grid = _grid_record(kind, out_dir, config, seeds, model, overrides, cells)
+    if dry_run:
+        log(_describe(grid, cells, out_dir))
+        return _dry_table(grid, cells)
+    _check_rows(cells, rows)
+    if not next(iter(configs.values())).data:
+        raise ValueError("no data file given (`data = ...` in the config, or --data / --set data=FILE)")
+    _write_grid(out_dir, grid)
+    runnable = [c for c in cells if not c.na_reason and (rows is None or c.row in rows)]
+    for i, cell in enumerate(runnable, 1):
+        for seed in range(seeds):
+            run_dir = out_dir / cell.name / f"seed{seed}"
+            if (run_dir / "results.json").is_file():
+                continue  # finished: never re-run
+            log(f"[{i}/{len(runnable)}] {cell.row} / {cell.column}, seed {seed} -> {run_dir}")
+            if not _train(configs[cell.name], seed, run_dir, cell, log):
+                break
+            write_tables(out_dir)
+    return write_tables(out_dir)
+
+
+def _check_rows(cells: list[Cell], rows: list[str] | None) -> None:
+    names = list(dict.fromkeys(c.row for c in cells))
+    unknown = sorted(set(rows or []) - set(names))
+    if unknown:
+        raise ValueError(f"unknown row(s) {unknown}; rows of this grid: {names}")
+
+
+def _train(cfg: TrainConfig, seed: int, run_dir: Path, cell: Cell, log: Callable[[str], None]) -> bool:
+    """Train one seed of a cell; a method that turns out not to apply marks the cell n/a (returns False)."""
+    from avel.train import run_training
+
+    cfg = config_mod.apply(cfg, {"seed": seed, "out": str(run_dir)}, "grid")
+    try:
+        run_training(cfg, log=log)
+    except ValueError as e:
+        if "does not apply" not in str(e) and "needs both modalities" not in str(e):
+            raise
+        cell.na_reason = str(e).split(": ", 1)[-1]
+        (run_dir.parent / "na.json").write_text(json.dumps({"reason": cell.na_reason}))
+        log(f"n/a: {cell.row} / {cell.column}: {cell.na_reason}")
+        return False
+    return True
+
+
+def _grid_record(kind, out_dir, config, seeds, model, overrides, cells) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "model": model,
+        "config": str(config) if config else None,
+        "seeds": seeds,
+        "overrides": overrides,
+        "command": command_line(kind, out_dir, config, seeds, model, overrides),
+        "cells": [
+            {
+                "row": c.row,
+                "column": c.column,
+                "name": c.name,
+                "overrides": c.overrides,
+                "na_reason": c.na_reason,
+            }
+            for c in cells
+        ],
+    }
+
+
+def _write_grid(out_dir: Path, grid: dict[str, Any]) -> None:
+    """Create or resume a grid directory; a directory holding a different grid is refused."""
+    path = out_dir / "grid.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = [k for k in ("kind", "model", "config", "overrides") if old.get(k) != grid[k]]
+        if diff:
+            changes = ", ".join(f"{k}: {old.get(k)!r} -> {grid[k]!r}" for k in diff)
+            raise ValueError(
+                f"{out_dir} holds a different grid ({changes}); use another directory, or the same options "
+                "to resume it"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(grid, indent=2))
+
+
+def _describe(grid: dict[str, Any], cells: list[Cell], out_dir: Path) -> str:
+    lines = [f"{TITLES[grid['kind']]} ({grid['model']}): {len(cells)} cells × {grid['seeds']} seed(s)",
+             f"  {grid['command']}"]  # fmt: skip
+    for cell in cells:
+        opts = " ".join(f"{k}={_cli_value(v)}" for k, v in cell.overrides.items())
+        runs = f"-> {out_dir / cell.name}/seed0..{grid['seeds'] - 1}"
+        where = f"n/a: {cell.na_reason}" if cell.na_reason else runs
+        lines.append(f"  {cell.row:14s} {cell.column:10s} {opts:40s} {where}")
+    trained = sum(not c.na_reason for c in cells) * grid["seeds"]
+    lines.append(f"dry run: {trained} run(s) would be trained; nothing was written")
+    return "\n".join(lines)
+
+
+def _dry_table(grid: dict[str, Any], cells: list[Cell]) -> Table:
+    return _table(grid, [CellSummary(cell, grid["seeds"]) for cell in cells])

@@ -1,0 +1,104 @@
+"""Training for real on CPU: AVEL on a features file and end to end, selection on val, resume, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from avel.config import load_config
+from avel.train import run_training
+
+TIMING = {"time_s", "train_time_s", "prototype_time_s", "samples_per_s"}
+
+
+def _metrics(run_dir):
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def _cfg(data, out, **kw):
+    base = {
+        "data": str(data),
+        "model": "avel",
+        "fusion": "concat",
+        "epochs": 3,
+        "batch_size": 8,
+        "lr": 3e-3,
+        "device": "cpu",
+        "progress": False,
+        "out": str(out),
+    }
+    return load_config(None, {**base, **kw})
+
+
+def test_avel_features_run_beats_always_background(features_h5, tmp_path):
+    res = run_training(_cfg(features_h5, tmp_path / "run", epochs=6), log=lambda s: None)
+    assert res["val_accuracy"] > 0.5
+    assert res["test_accuracy"] > res["test_always_background"] + 0.2
+    run = tmp_path / "run"
+    for name in ("best.pt", "last.pt", "metrics.jsonl", "results.json", "config.toml"):
+        assert (run / name).is_file(), name
+    lines = _metrics(run)
+    assert [r["epoch"] for r in lines] == list(range(6))
+    assert {"loss", "val_accuracy", "val_audio_accuracy", "val_visual_accuracy"} <= set(lines[-1])
+
+
+@pytest.mark.parametrize("fusion,balance", [("concat", "none"), ("dmrn", "pmr")])
+def test_same_seed_same_metrics(features_h5, tmp_path, fusion, balance):
+    a = run_training(
+        _cfg(features_h5, tmp_path / "a", fusion=fusion, balance=balance, epochs=2), log=lambda s: None
+    )
+    b = run_training(
+        _cfg(features_h5, tmp_path / "b", fusion=fusion, balance=balance, epochs=2), log=lambda s: None
+    )
+    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    assert a["test_accuracy"] == b["test_accuracy"]
+
+
+def test_resume_gives_the_same_final_metrics(features_h5, tmp_path):
+    quiet = lambda s: None  # noqa: E731
+    run_training(_cfg(features_h5, tmp_path / "full", balance="pmr", epochs=4), log=quiet)
+    # an interrupted run: 2 epochs done, then the same command with the full epoch count resumes it
+    run_training(_cfg(features_h5, tmp_path / "cut", balance="pmr", epochs=2), log=quiet)
+    msgs: list[str] = []
+    run_training(_cfg(features_h5, tmp_path / "cut", balance="pmr", epochs=4), log=msgs.append)
+    assert any("resuming" in m and "epoch 2" in m for m in msgs)
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "cut")
+
+
+def test_resume_refuses_a_different_config(features_h5, tmp_path):
+    run_training(_cfg(features_h5, tmp_path / "r", epochs=1), log=lambda s: None)
+    with pytest.raises(ValueError, match=r"different configuration \(lr: 0.003 -> 0.1\)"):
+        run_training(_cfg(features_h5, tmp_path / "r", epochs=2, lr=0.1), log=lambda s: None)
+
+
+def test_pmr_logs_rho_and_coefficients(features_h5, tmp_path):
+    run_training(_cfg(features_h5, tmp_path / "p", balance="pmr", epochs=2), log=lambda s: None)
+    last = _metrics(tmp_path / "p")[-1]
+    assert {"rho", "beta", "gamma"} <= set(last)
+    assert last["rho"] > 0 and 0 <= last["beta"] <= 1 and 0 <= last["gamma"] <= 1
+
+
+def test_end_to_end_avel_on_real_mp4s(tiny_h5, tmp_path):
+    res = run_training(_cfg(tiny_h5, tmp_path / "e2e", epochs=2, width=8, batch_size=4), log=lambda s: None)
+    assert 0.0 <= res["test_accuracy"] <= 1.0
+    assert (tmp_path / "e2e" / "best.pt").is_file()
+
+
+def test_resnet18_classifier_one_epoch(tiny_h5, tmp_path):
+    res = run_training(
+        _cfg(
+            tiny_h5,
+            tmp_path / "r18",
+            model="resnet18",
+            fusion="concat",
+            balance="pmr",
+            epochs=1,
+            width=8,
+            batch_size=4,
+            frames=2,
+        ),
+        log=lambda s: None,
+    )
+    assert 0.0 <= res["test_accuracy"] <= 1.0
