@@ -144,11 +144,12 @@ def train(
     progress: bool = typer.Option(None, "--progress/--no-progress"),
 ) -> None:
     """Train an AVEL localizer or a ResNet18 classifier, with a rebalancing method."""
+    options = dict(locals())  # the command's options, before anything else is bound
     from avel.config import load_config
     from avel.train import run_training
 
     overrides = {
-        k: v for k, v in locals().items() if k not in {"config", "pmr", "set_", "data"} and v is not None
+        k: v for k, v in options.items() if k not in {"config", "pmr", "set_", "data"} and v is not None
     }
     if data is not None:
         overrides["data"] = str(data)

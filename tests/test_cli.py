@@ -1,0 +1,104 @@
+"""The command line end to end on the tiny embedded set: train → evaluate → predict → extract → plot."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import h5py
+import pytest
+from typer.testing import CliRunner
+
+from avel.cli import app
+
+runner = CliRunner()
+TINY = ["--width", "8", "--batch-size", "8", "--device", "cpu", "--no-progress"]
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def e2e_run(tiny_h5, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "run"
+    code, text = invoke("train", tiny_h5, "--model", "avel", "--fusion", "concat", "--epochs", "2",
+                        "--optimizer", "adam", "--out", out, *TINY)  # fmt: skip
+    assert code == 0, text
+    assert "test accuracy" in text
+    return out
+
+
+def test_help_lists_every_command():
+    code, text = invoke("--help")
+    assert code == 0
+    for name in ("synth", "preprocess", "import-features", "info", "train", "evaluate", "predict", "extract",
+                 "plot", "demo", "ablate"):  # fmt: skip
+        assert re.search(rf"│ {name} ", text), name
+
+
+def test_evaluate_writes_report_and_confusion(e2e_run, tiny_h5):
+    code, text = invoke("evaluate", e2e_run / "best.pt", tiny_h5, "--split", "test")
+    assert code == 0, text
+    rep = json.loads((e2e_run / "eval.json").read_text())
+    results = json.loads((e2e_run / "results.json").read_text())
+    assert rep["accuracy"] == pytest.approx(results["test_accuracy"])  # the same selected checkpoint
+    assert (e2e_run / "confusion.png").stat().st_size > 1000
+    assert "accuracy" in text
+
+
+def test_predict_on_a_generated_mp4(e2e_run, tiny_ave, tmp_path):
+    video = sorted((tiny_ave / "AVE").glob("*.mp4"))[0]
+    code, text = invoke("predict", e2e_run / "best.pt", video, "--json", tmp_path / "p.json")
+    assert code == 0, text
+    pred = json.loads((tmp_path / "p.json").read_text())
+    assert len(pred["segments"]) == 10
+    assert all(0 < s["confidence"] <= 1 for s in pred["segments"])
+    for line in text.strip().splitlines():
+        assert re.fullmatch(r"\d\d:\d\d–\d\d:\d\d .+ \d\.\d\d", line), line
+    covered = sum(r["end"] - r["start"] for r in pred["ranges"])
+    events = sum(s["label"] != "background" for s in pred["segments"])
+    assert covered == events
+
+
+def test_predict_unreadable_file_is_a_clear_error(e2e_run, tmp_path):
+    bad = tmp_path / "notavideo.mp4"
+    bad.write_text("hello")
+    code, text = invoke("predict", e2e_run / "best.pt", bad)
+    assert code == 2 and "notavideo.mp4" in text
+
+
+def test_extract_then_train_on_features(e2e_run, tiny_h5, tmp_path):
+    feats = tmp_path / "feats.h5"
+    code, text = invoke("extract", e2e_run / "best.pt", tiny_h5, feats, "--device", "cpu")
+    assert code == 0, text
+    with h5py.File(feats, "r") as f, h5py.File(tiny_h5, "r") as src:
+        assert f.attrs["kind"] == "avel-features"
+        assert f["audio"].shape == (len(src["video_id"]), 10, 64)  # width 8 → 64 channels
+        assert f["visual"].shape == (len(src["video_id"]), 10, 1, 1, 64)  # 32 px frames → 1×1 grid
+        assert (f["segment_labels"][()] == src["segment_labels"][()]).all()
+    code, text = invoke("train", feats, "--model", "avel", "--fusion", "dmrn", "--epochs", "1",
+                        "--out", tmp_path / "f", *TINY)  # fmt: skip
+    assert code == 0, text
+
+
+def test_plot(e2e_run, tmp_path):
+    code, text = invoke("plot", e2e_run, "--out", tmp_path / "p.png")
+    assert code == 0, text
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_synth_and_info(tmp_path):
+    code, text = invoke("synth", tmp_path / "s", "--videos", "3", "--classes", "2", "--frame-size", "32")
+    assert code == 0, text
+    assert json.loads(text)["videos"] == 3
+    code, text = invoke("info", tmp_path / "missing.h5")
+    assert code != 0
+
+
+def test_two_balancers_are_refused(tiny_h5):
+    code, text = invoke("train", tiny_h5, "--pmr", "--balance", "ogm-ge")
+    assert code == 2
+    assert "--pmr and --balance ogm-ge cannot be combined" in text
