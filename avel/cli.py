@@ -212,12 +212,15 @@ def extract(
     data: Path = typer.Argument(..., help="the preprocess HDF5 file"),
     out: Path = typer.Argument(..., help="features HDF5 file to write"),
     device: str = typer.Option("auto"),
+    visual_from: Path = typer.Option(
+        None, help="visual maps from this checkpoint (e.g. a visual-only model), audio from CHECKPOINT"
+    ),
 ) -> None:
     """Write a features file (per-segment audio vectors, visual maps) from a trained end-to-end model."""
     from avel.extract import extract_features
 
     try:
-        extract_features(checkpoint, data, out, device=device)
+        extract_features(checkpoint, data, out, device=device, visual_checkpoint=visual_from)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     typer.echo(f"wrote {out}")

@@ -21,20 +21,21 @@ from preprocessing.h5 import read_rows_meta, write_features_file
 
 @torch.no_grad()
 def extract_features(
-    checkpoint: str | Path, data: str | Path, out: str | Path, device: str = "auto", batch_size: int = 16
+    checkpoint: str | Path,
+    data: str | Path,
+    out: str | Path,
+    device: str = "auto",
+    batch_size: int = 16,
+    visual_checkpoint: str | Path | None = None,
 ) -> Path:
-    """Write ``out`` (an avel features file) with the encoders of ``checkpoint`` applied to ``data``."""
+    """Write ``out`` (an avel features file) with the encoders of ``checkpoint`` applied to ``data``.
+
+    With ``visual_checkpoint`` the audio vectors come from ``checkpoint`` and the visual maps from
+    ``visual_checkpoint``: e.g. two uni-modal models, as the AVE release pairs VGGish with VGG19.
+    """
     dev = resolve_device(device)
-    model, ckpt = model_from_checkpoint(checkpoint, dev)
-    meta = ckpt["data_meta"]
-    if meta.get("family") != "avel" or meta.get("input_mode") != "e2e":
-        raise ValueError(
-            f"{checkpoint}: extract needs an end-to-end AVEL model (trained with --model avel on the output "
-            "of `avel preprocess`)"
-        )
-    if getattr(model, "modality", "both") != "both":
-        raise ValueError(f"{checkpoint}: a uni-modal model has only one encoder; extract needs both")
-    base = getattr(model, "base", model)  # IPRM wraps the localizer
+    audio_model = _encoder_model(checkpoint, dev, "audio")
+    visual_model = _encoder_model(visual_checkpoint or checkpoint, dev, "visual")
     splits = load_splits(data, family="avel", device=dev, augment=False)
     rows_meta = read_rows_meta(data)
     audio: np.ndarray | None = None
@@ -43,7 +44,8 @@ def extract_features(
         if split is None:
             continue
         for batch in split.batches(batch_size):
-            a, v = base.segment_features(batch.audio, batch.visual)
+            a = audio_model.segment_features(batch.audio, batch.visual)[0]
+            v = visual_model.segment_features(batch.audio, batch.visual)[1]
             if audio is None:
                 audio = np.zeros((len(rows_meta), *a.shape[1:]), np.float32)
                 visual = np.zeros((len(rows_meta), *v.shape[1:]), np.float32)
@@ -51,6 +53,24 @@ def extract_features(
             audio[rows], visual[rows] = a.float().cpu().numpy(), v.float().cpu().numpy()
     if audio is None or visual is None:
         raise ValueError(f"{data}: no rows in any split")
-    attrs = {"source": f"avel extract {checkpoint}", "source_file": str(Path(data).resolve())}
+    source = f"avel extract {checkpoint}"
+    if visual_checkpoint:
+        source += f" --visual-from {visual_checkpoint}"
+    attrs = {"source": source, "source_file": str(Path(data).resolve())}
     write_features_file(out, rows_meta, audio, visual, attrs)
     return Path(out)
+
+
+def _encoder_model(checkpoint: str | Path, device: torch.device, modality: str):
+    """The localizer of ``checkpoint`` if it has an encoder for ``modality``."""
+    model, ckpt = model_from_checkpoint(checkpoint, device)
+    meta = ckpt["data_meta"]
+    if meta.get("family") != "avel" or meta.get("input_mode") != "e2e":
+        raise ValueError(
+            f"{checkpoint}: extract needs an end-to-end AVEL model (trained with --model avel on the output "
+            "of `avel preprocess`)"
+        )
+    base = getattr(model, "base", model)  # IPRM wraps the localizer
+    if getattr(base, "modality", "both") not in ("both", modality):
+        raise ValueError(f"{checkpoint}: a {base.modality}-only model has no {modality} encoder")
+    return base

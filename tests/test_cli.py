@@ -102,3 +102,22 @@ def test_two_balancers_are_refused(tiny_h5):
     code, text = invoke("train", tiny_h5, "--pmr", "--balance", "ogm-ge")
     assert code == 2
     assert "--pmr and --balance ogm-ge cannot be combined" in text
+
+
+def test_extract_pairs_two_unimodal_models(tiny_h5, tmp_path):
+    runs = {}
+    for modality in ("audio", "visual"):
+        runs[modality] = tmp_path / modality
+        code, text = invoke("train", tiny_h5, "--model", "avel", "--modality", modality, "--epochs", "1",
+                            "--out", runs[modality], *TINY)  # fmt: skip
+        assert code == 0, text
+    code, text = invoke("extract", runs["visual"] / "best.pt", tiny_h5, tmp_path / "x.h5")
+    assert code == 2 and "a visual-only model has no audio encoder" in text
+    feats = tmp_path / "pair.h5"
+    code, text = invoke("extract", runs["audio"] / "best.pt", tiny_h5, feats,
+                        "--visual-from", runs["visual"] / "best.pt")  # fmt: skip
+    assert code == 0, text
+    with h5py.File(feats, "r") as f:
+        assert f["audio"].shape[-1] == 64 and f["visual"].shape[2:] == (1, 1, 64)
+        assert f["audio"][()].std() > 0 and f["visual"][()].std() > 0
+        assert "--visual-from" in f.attrs["source"]
