@@ -312,13 +312,14 @@ def ablate_list(out_dir: Path = typer.Argument(..., help="a grid directory")) ->
 @app.command()
 def demo(
     workdir: Path = typer.Option(Path("data/demo"), help="where the demo writes its data and run"),
-    videos: int = typer.Option(280, help="videos in the embedded set"),
-    epochs: int = typer.Option(12, help="training epochs"),
+    videos: int = typer.Option(400, help="videos in the embedded set"),
+    classes: int = typer.Option(10, help="the first K AVE classes"),
+    epochs: int = typer.Option(6, help="training epochs"),
 ) -> None:
     """Embedded set -> preprocess -> summary -> train AVEL (concat) -> evaluate, in a few minutes on a CPU."""
     from avel.demo import run_demo
 
-    run_demo(workdir, videos=videos, epochs=epochs)
+    run_demo(workdir, videos=videos, classes=classes, epochs=epochs)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEMO_FRAME_SIZE = 64  # pixels: small enough for a 2-core CPU
+DEMO_FRAME_SIZE = 32  # pixels: small enough for a 2-core CPU
 
 
-def run_demo(workdir: Path, videos: int = 280, epochs: int = 12, seed: int = 0, width: int = 8) -> dict:
+def run_demo(
+    workdir: Path, videos: int = 400, classes: int = 10, epochs: int = 6, seed: int = 0, width: int = 8
+) -> dict:
     from avel.config import load_config
     from avel.evaluate import evaluate_checkpoint
     from avel.synth import SynthConfig, synth_dataset
@@ -23,8 +25,9 @@ def run_demo(workdir: Path, videos: int = 280, epochs: int = 12, seed: int = 0, 
     dataset = workdir / "ave-synth"
     h5 = workdir / "ave-synth.h5"
     if not (dataset / "Annotations.txt").exists():
-        print(f"[1/5] making {videos} videos in {dataset}")
-        synth_dataset(dataset, SynthConfig(videos=videos, seed=seed, frame_size=DEMO_FRAME_SIZE))
+        print(f"[1/5] making {videos} videos of {classes} AVE classes in {dataset}")
+        cfg = SynthConfig(videos=videos, classes=classes, seed=seed, frame_size=DEMO_FRAME_SIZE, fps=4.0)
+        synth_dataset(dataset, cfg)
     if not h5.exists():
         print(f"[2/5] preprocessing {dataset} -> {h5}")
         report = preprocess(dataset, h5, workers=2, frame_size=DEMO_FRAME_SIZE, progress=True)
@@ -40,7 +43,7 @@ def run_demo(workdir: Path, videos: int = 280, epochs: int = 12, seed: int = 0, 
             "model": "avel",
             "fusion": "concat",
             "optimizer": "adam",
-            "lr": 1e-3,
+            "lr": 3e-3,
             "epochs": epochs,
             "batch_size": 16,
             "width": width,
