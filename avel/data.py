@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from avel.augment import frames_to_input
+from preprocessing.h5 import attr_value
 
 
 @dataclass
@@ -124,15 +125,7 @@ def file_kind(path: str | Path) -> str:
 
 def read_meta(f: h5py.File) -> dict:
     """Attributes of the file as plain Python values (classes decoded from JSON)."""
-    meta = {}
-    for k, v in f.attrs.items():
-        if isinstance(v, bytes):
-            v = v.decode()
-        if isinstance(v, np.generic):
-            v = v.item()
-        if isinstance(v, np.ndarray):
-            v = v.tolist()
-        meta[k] = v
+    meta = {k: attr_value(v) for k, v in f.attrs.items()}
     if isinstance(meta.get("classes"), str):
         meta["classes"] = json.loads(meta["classes"])
     return meta

@@ -171,7 +171,8 @@ def write_features_file(
     commit(path)
 
 
-def _attr(v):
+def attr_value(v: Any) -> Any:
+    """An HDF5 attribute as a plain Python value (bytes decoded, numpy scalars and arrays converted)."""
     if isinstance(v, bytes):
         v = v.decode()
     if isinstance(v, np.generic):
@@ -183,7 +184,7 @@ def _attr(v):
 
 def read_attrs(path: str | Path) -> dict[str, Any]:
     with h5py.File(path, "r") as f:
-        return {k: _attr(v) for k, v in f.attrs.items()}
+        return {k: attr_value(v) for k, v in f.attrs.items()}
 
 
 def check_params(path: str | Path, kind: str, **required: Any) -> None:
@@ -213,7 +214,7 @@ def describe(path: str | Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     with h5py.File(path, "r") as f:
-        attrs = {k: _attr(v) for k, v in f.attrs.items()}
+        attrs = {k: attr_value(v) for k, v in f.attrs.items()}
         kind = attrs.get("kind")
         if kind not in (PREPROCESS_KIND, FEATURES_KIND):
             raise ValueError(f"{path}: not an avel file (attribute kind={kind!r})")

@@ -2,9 +2,10 @@
 
 For each setting: make the embedded set (``avel synth``), preprocess it, run the ``fusions`` grid for AVEL
 (concat / DMRN x baseline / PMR, plus audio-only and visual-only), 3 seeds each, model selection on val,
-test once. Writes each grid's table.md and the section "PMR on AVEL (embedded set)" of docs/results.md.
+test once. Writes each grid's table.md and, in ``--runs``/pmr_effect.md, per setting the accuracy table
+and each modality's prototype accuracy (scripts/modality_table.py); docs/results.md quotes that file.
 
-    python scripts/pmr_effect.py --seeds 3                 # default + harder imbalance, ~1 h on 2 CPU cores
+    python scripts/pmr_effect.py --seeds 3                 # default + harder imbalance, ~70 min, 2 cores
     python scripts/pmr_effect.py --seeds 1 --epochs 2      # a smoke run
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -19,23 +21,32 @@ from avel.ablate import run_grid
 from avel.synth import SynthConfig, synth_dataset
 from preprocessing.pipeline import preprocess
 
+sys.path.insert(0, str(Path(__file__).parent))
+from modality_table import table as modality_table  # noqa: E402
+
 SETTINGS = {
-    # name -> SynthConfig overrides
-    "default imbalance": {},
-    "harder imbalance (weaker vision)": {"visual_snr": "half"},
+    # name -> (folder under --root, SynthConfig overrides)
+    "default imbalance": ("ave10", {}),
+    "harder imbalance (weaker vision)": ("ave10-hard", {"visual_snr": 0.25}),
 }
 
 
-def make_dataset(root: Path, name: str, overrides: dict, videos: int, frame_size: int) -> Path:
-    folder = root / name.split(" ")[0]
+def make_dataset(root: Path, folder_name: str, overrides: dict, args: argparse.Namespace) -> Path:
+    """The results set (``avel synth`` + ``avel preprocess``), made once and reused."""
+    folder = root / folder_name
     h5 = folder.with_suffix(".h5")
     if not h5.exists():
-        cfg = SynthConfig(videos=videos, frame_size=frame_size, seed=0)
-        if overrides.get("visual_snr") == "half":
-            cfg.visual_snr = cfg.visual_snr / 2
+        cfg = SynthConfig(
+            videos=args.videos,
+            classes=args.classes,
+            frame_size=args.frame_size,
+            fps=args.fps,
+            seed=0,
+            **overrides,
+        )
         if not (folder / "Annotations.txt").exists():
             synth_dataset(folder, cfg)
-        report = preprocess(folder, h5, workers=2, frame_size=frame_size, progress=False)
+        report = preprocess(folder, h5, workers=2, frame_size=args.frame_size, progress=False)
         if report.failed:
             raise SystemExit(f"preprocessing {folder} failed: {report.summary()}")
     return h5
@@ -43,21 +54,22 @@ def make_dataset(root: Path, name: str, overrides: dict, videos: int, frame_size
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--root", type=Path, default=Path("data/pmr_effect"))
+    ap.add_argument("--root", type=Path, default=Path("data/res"))
     ap.add_argument("--runs", type=Path, default=Path("runs/pmr_effect"))
     ap.add_argument("--config", type=Path, default=Path("configs/embedded_avel.toml"))
-    ap.add_argument("--videos", type=int, default=280)
-    ap.add_argument("--frame-size", type=int, default=64)
+    ap.add_argument("--videos", type=int, default=400)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--frame-size", type=int, default=32)
+    ap.add_argument("--fps", type=float, default=4.0)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--results", type=Path, default=Path("docs/results.md"))
     args = ap.parse_args()
     sections = []
-    for name, synth_overrides in SETTINGS.items():
+    for name, (folder_name, synth_overrides) in SETTINGS.items():
         t0 = time.time()
-        h5 = make_dataset(args.root, name, synth_overrides, args.videos, args.frame_size)
+        h5 = make_dataset(args.root, folder_name, synth_overrides, args)
         overrides = {"data": str(h5), "epochs": args.epochs}
-        out = args.runs / name.split(" ")[0]
+        out = args.runs / folder_name
         table = run_grid(
             "fusions", out, config=args.config, seeds=args.seeds, model="avel", overrides=overrides
         )
@@ -65,6 +77,8 @@ def main() -> None:
         sections.append(
             f"### {name}\n\nSynth overrides: `{json.dumps(synth_overrides)}`; {minutes:.0f} min.\n\n"
             + table.markdown()
+            + "\n\nEach modality's prototype accuracy on test event segments:\n\n"
+            + modality_table(out)
         )
         print(table.markdown())
     text = "\n\n".join(sections)

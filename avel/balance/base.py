@@ -13,6 +13,7 @@ optimizer step and everything after. The loop calls, in this order:
             optimizer.step()
         logs = balancer.epoch_logs()                 # per-epoch extras (the loop averages result.logs itself)
 
+``BalancerHooks`` holds the no-op defaults, so a method writes only the hooks where it acts.
 Logged values are detached device tensors; nothing here calls ``.item()`` or synchronises per step.
 """
 
@@ -99,21 +100,23 @@ class EpochMeter:
         return dict(zip(keys, values, strict=True))
 
 
-class NoBalance:
-    """Plain joint training: the task loss only."""
+class BalancerHooks:
+    """Default hooks: a method overrides only the points where it acts (as Lightning callbacks do).
 
-    name = "none"
+    ``state_dict`` saves the epoch and, when the method has one, its device random generator ``rng``.
+    """
+
+    name = "hooks"
+    epoch = 0
+
+    def applies_to(self, model: AVModel) -> str | None:
+        return None  # a reason string when the method cannot run on this model
 
     def prepare_model(self, model: AVModel) -> AVModel:
         return model
 
     def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:
         self.epoch = epoch
-
-    def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
-        out = model(batch.audio, batch.visual)
-        loss = task_loss(out.logits, batch.labels)
-        return StepResult(loss, out, {"loss_ce": loss.detach()})
 
     def before_optimizer_step(self, model: AVModel, result: StepResult) -> None:
         pass
@@ -122,14 +125,30 @@ class NoBalance:
         return {}
 
     def state_dict(self) -> dict:
-        return {}
+        rng = getattr(self, "rng", None)
+        return {"epoch": self.epoch} | ({"rng": rng.state()} if rng is not None else {})
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        self.epoch = int(state.get("epoch", 0))
+        rng = getattr(self, "rng", None)
+        if rng is not None:
+            rng.load(state.get("rng"))
+
+
+class NoBalance(BalancerHooks):
+    """Plain joint training: the task loss only."""
+
+    name = "none"
+
+    def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
+        out = model(batch.audio, batch.visual)
+        loss = task_loss(out.logits, batch.labels)
+        return StepResult(loss, out, {"loss_ce": loss.detach()})
 
 
 __all__ = [
     "Balancer",
+    "BalancerHooks",
     "EpochMeter",
     "NoBalance",
     "StepResult",

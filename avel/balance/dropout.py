@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from avel.balance.base import StepResult, task_loss
+from avel.balance.base import BalancerHooks, StepResult, task_loss
 from avel.models.base import AVModel
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits
+    from avel.data import Batch
 
 
 class DeviceGenerator:
@@ -54,7 +54,7 @@ def sample_mask_shape(z: Tensor) -> tuple[int, ...]:
     return (*z.shape[:-1], 1)
 
 
-class ModalityDropout:
+class ModalityDropout(BalancerHooks):
     """With probability p per sample, zero the audio or the visual representation (uniform choice)."""
 
     name = "dropout"
@@ -65,15 +65,6 @@ class ModalityDropout:
         self.p = float(p)
         self.rng = DeviceGenerator(seed)
         self.epoch = 0
-
-    def applies_to(self, model: AVModel) -> str | None:
-        return None
-
-    def prepare_model(self, model: AVModel) -> AVModel:
-        return model
-
-    def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:
-        self.epoch = epoch
 
     def drop_masks(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(keep_audio, keep_visual, dropped) float masks of shape (B, 1) or (B, T, 1)."""
@@ -95,19 +86,6 @@ class ModalityDropout:
             "drop_rate_visual": (1.0 - keep_v).mean(),
         }
         return StepResult(loss, out, logs)
-
-    def before_optimizer_step(self, model: AVModel, result: StepResult) -> None:
-        pass
-
-    def epoch_logs(self) -> dict[str, float]:
-        return {}
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "rng": self.rng.state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state.get("epoch", 0))
-        self.rng.load(state.get("rng"))
 
 
 __all__ = ["DeviceGenerator", "ModalityDropout"]

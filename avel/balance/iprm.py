@@ -24,11 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avel.balance.base import StepResult, event_weights, flatten_samples, task_loss, weighted_mean
+from avel.balance.base import (
+    BalancerHooks,
+    StepResult,
+    event_weights,
+    flatten_samples,
+    task_loss,
+    weighted_mean,
+)
 from avel.models.base import AVModel, ModelOutput
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits
+    from avel.data import Batch
 
 EPS = 1e-8
 
@@ -115,7 +122,7 @@ def probe(model: IPRMModel, z_audio: Tensor, z_visual: Tensor, weights: Tensor) 
     return {"kl_audio": kl_a, "kl_visual": kl_v, "omega_audio": omega_a}
 
 
-class IPRM:
+class IPRM(BalancerHooks):
     """Instantaneous probe-and-rebalance with geodesic multimodal mixup."""
 
     name = "iprm"
@@ -133,9 +140,6 @@ class IPRM:
     def prepare_model(self, model: AVModel) -> AVModel:
         return model if isinstance(model, IPRMModel) else IPRMModel(model, self.dim)
 
-    def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:
-        self.epoch = epoch
-
     def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
         if not isinstance(model, IPRMModel):
             raise ValueError("IPRM trains the model returned by IPRM.prepare_model (it adds the heads)")
@@ -151,18 +155,6 @@ class IPRM:
         out = ModelOutput((fused + logits_a + logits_v).detach(), z_a, z_v, logits_a, logits_v)
         logs = {"loss_ce": loss_fused.detach(), "lambda": lam, **probed}
         return StepResult(loss, out, logs)
-
-    def before_optimizer_step(self, model: AVModel, result: StepResult) -> None:
-        pass
-
-    def epoch_logs(self) -> dict[str, float]:
-        return {}
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch}  # λ and t are buffers of IPRMModel: they live in the model's state_dict
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state.get("epoch", 0))
 
 
 __all__ = ["IPRM", "IPRMModel", "geodesic_mixup", "kl_rows", "probe"]

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import StepResult, event_weights, task_loss
+from avel.balance.base import BalancerHooks, StepResult, event_weights, task_loss
 from avel.balance.dropout import DeviceGenerator
 from avel.models.base import AVModel, ModelOutput
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits
+    from avel.data import Batch
 
 EPS = 1e-8
 
@@ -104,7 +104,7 @@ def modulate_gradients(params: list[nn.Parameter], k: Tensor, noise: torch.Gener
             g.add_((torch.randn(g.shape, generator=noise, device=g.device) * std).to(g.dtype))
 
 
-class OGMGE:
+class OGMGE(BalancerHooks):
     """OGM-GE: gradient modulation of the dominant branch plus Gaussian noise (GE)."""
 
     name = "ogm-ge"
@@ -129,15 +129,9 @@ class OGMGE:
     def applies_to(self, model: AVModel) -> str | None:
         return split_logits_reason(self.method, model)
 
-    def prepare_model(self, model: AVModel) -> AVModel:
-        return model
-
     @property
     def modulating(self) -> bool:
         return self.window[0] <= self.epoch <= self.window[1] and self.epoch >= self.warmup
-
-    def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:
-        self.epoch = epoch
 
     def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
         out = model(batch.audio, batch.visual)
@@ -154,16 +148,6 @@ class OGMGE:
             params = modulated_parameters(model, modality)
             noise = self.rng.get(params[0].device) if self.ge and params else None
             modulate_gradients(params, result.logs[key], noise)
-
-    def epoch_logs(self) -> dict[str, float]:
-        return {}
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "rng": self.rng.state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state.get("epoch", 0))
-        self.rng.load(state.get("rng"))
 
 
 class OGM(OGMGE):

@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avel.balance.base import StepResult, weighted_mean
+from avel.balance.base import BalancerHooks, StepResult, weighted_mean
 from avel.balance.dropout import DeviceGenerator, sample_mask_shape
 from avel.balance.ogm import modality_scores
 from avel.models.base import AVModel
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits
+    from avel.data import Batch
 
 EPS = 1e-8
 
@@ -63,7 +63,7 @@ def keep_masks(
     return masks[0], masks[1]
 
 
-class OPM:
+class OPM(BalancerHooks):
     """Drop the dominant modality's features with probability q in the forward pass."""
 
     name = "opm"
@@ -88,12 +88,6 @@ class OPM:
 
     def applies_to(self, model: AVModel) -> str | None:
         return None  # without split logits the scores come from the zeroed-modality proxy
-
-    def prepare_model(self, model: AVModel) -> AVModel:
-        return model
-
-    def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:
-        self.epoch = epoch
 
     @torch.no_grad()
     def scores(self, model: AVModel, z_a: Tensor, z_v: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -129,19 +123,6 @@ class OPM:
             "executed": execute,
         }
         return StepResult(loss, out, logs)
-
-    def before_optimizer_step(self, model: AVModel, result: StepResult) -> None:
-        pass
-
-    def epoch_logs(self) -> dict[str, float]:
-        return {}
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "rng": self.rng.state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state.get("epoch", 0))
-        self.rng.load(state.get("rng"))
 
 
 __all__ = ["OPM", "drop_probability", "keep_masks"]
