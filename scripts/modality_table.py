@@ -1,4 +1,4 @@
-"""Each cell of a grid directory with its test accuracy and each modality's prototype accuracy.
+"""Each cell of a grid directory: test accuracy (mean ± std, per seed) and each modality's prototype accuracy.
 
     python scripts/modality_table.py runs/e2e-fusions [more grid dirs]
 
@@ -26,8 +26,8 @@ def table(grid_dir: Path) -> str:
     lines = [
         f"`{grid['command']}`",
         "",
-        "| row | column | seeds | test accuracy | audio (prototypes) | visual (prototypes) |",
-        "|---|---|---|---|---|---|",
+        "| row | column | seeds | test accuracy | per seed | audio (prototypes) | visual (prototypes) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for cell in grid["cells"]:
         paths = sorted((grid_dir / cell["name"]).glob("seed*/results.json"))
@@ -37,7 +37,9 @@ def table(grid_dir: Path) -> str:
         acc = [r["test_accuracy"] for r in runs]
         a = [r["test_audio_accuracy"] for r in runs if "test_audio_accuracy" in r]
         v = [r["test_visual_accuracy"] for r in runs if "test_visual_accuracy" in r]
-        cells = [cell["row"], cell["column"], str(len(runs)), mean_std(acc), mean_std(a), mean_std(v)]
+        per_seed = ", ".join(f"{100 * x:.1f}" for x in acc)
+        cells = [cell["row"], cell["column"], str(len(runs)), mean_std(acc), per_seed]
+        cells += [mean_std(a), mean_std(v)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -7,6 +7,7 @@ and each modality's prototype accuracy (scripts/modality_table.py); docs/results
 
     python scripts/pmr_effect.py --seeds 3                 # default + harder imbalance, ~70 min, 2 cores
     python scripts/pmr_effect.py --seeds 1 --epochs 2      # a smoke run
+    python scripts/pmr_effect.py --setting hard --row concat --row DMRN   # the fused rows of one setting
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from modality_table import table as modality_table  # noqa: E402
 
 SETTINGS = {
-    # name -> (folder under --root, SynthConfig overrides)
-    "default imbalance": ("ave10", {}),
-    "harder imbalance (weaker vision)": ("ave10-hard", {"visual_snr": 0.25}),
+    # key -> (title, folder under --root, SynthConfig overrides)
+    "default": ("default imbalance", "ave10", {}),
+    "hard": ("harder imbalance (weaker vision)", "ave10-hard", {"visual_snr": 0.25}),
 }
 
 
@@ -63,16 +64,18 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=4.0)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--setting", action="append", choices=list(SETTINGS), help="repeatable (default: all)")
+    ap.add_argument("--row", action="append", help="train only these rows (repeatable); tables show all")
     args = ap.parse_args()
     sections = []
-    for name, (folder_name, synth_overrides) in SETTINGS.items():
+    for key in args.setting or list(SETTINGS):
+        name, folder_name, synth_overrides = SETTINGS[key]
         t0 = time.time()
         h5 = make_dataset(args.root, folder_name, synth_overrides, args)
         overrides = {"data": str(h5), "epochs": args.epochs}
         out = args.runs / folder_name
-        table = run_grid(
-            "fusions", out, config=args.config, seeds=args.seeds, model="avel", overrides=overrides
-        )
+        grid = {"config": args.config, "seeds": args.seeds, "model": "avel", "rows": args.row}
+        table = run_grid("fusions", out, overrides=overrides, **grid)
         minutes = (time.time() - t0) / 60
         sections.append(
             f"### {name}\n\nSynth overrides: `{json.dumps(synth_overrides)}`; {minutes:.0f} min.\n\n"
@@ -83,7 +86,8 @@ def main() -> None:
         print(table.markdown())
     text = "\n\n".join(sections)
     print(text)
-    (args.runs / "pmr_effect.md").write_text(text + "\n")
+    out_name = "pmr_effect.md" if not args.setting else f"pmr_effect_{'_'.join(args.setting)}.md"
+    (args.runs / out_name).write_text(text + "\n")
 
 
 if __name__ == "__main__":
