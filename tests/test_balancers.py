@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from toy_models import ConcatModel
 
 from avel.balance import BALANCERS, build_balancer
 from avel.balance.base import StepResult
@@ -18,38 +19,6 @@ from avel.balance.ogm import OGMGE, modality_scores, modulate_gradients, ogm_coe
 from avel.balance.opm import OPM, drop_probability, keep_masks
 from avel.data import DataSplits, SplitData
 from avel.models.base import AVModel, ModelOutput
-
-
-class ConcatModel(AVModel):
-    """Linear encoders (or small conv encoders), concat fusion with split logits (bias / 2 each)."""
-
-    splits_logits = True
-    fusion_name = "concat"
-
-    def __init__(self, d: int = 4, c: int = 3, background: int | None = None, conv: bool = False):
-        super().__init__()
-        self.num_classes, self.background, self.d = c, background, d
-        self.per_segment = background is not None
-        self.z_dim = d
-        if conv:  # inputs (B, 1, 6, 6) and (B, 3, 6, 6)
-            self.audio_branch = nn.Sequential(
-                nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, d)
-            )
-            self.visual_branch = nn.Sequential(
-                nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, d)
-            )
-        else:
-            self.audio_branch, self.visual_branch = nn.Linear(5, d), nn.Linear(6, d)
-        self.fc = nn.Linear(2 * d, c)
-
-    def encode(self, audio, visual):
-        return self.audio_branch(audio), self.visual_branch(visual)
-
-    def fuse(self, z_audio, z_visual):
-        w, b = self.fc.weight, self.fc.bias
-        la = z_audio @ w[:, : self.d].T + b / 2
-        lv = z_visual @ w[:, self.d :].T + b / 2
-        return ModelOutput(la + lv, z_audio, z_visual, la, lv)
 
 
 class FilmModel(ConcatModel):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from toy_models import ConcatModel
 
 from avel.balance.base import event_weights
 from avel.balance.pmr import (
@@ -21,33 +21,11 @@ from avel.balance.pmr import (
     update_prototypes,
 )
 from avel.data import Batch, DataSplits, SplitData
-from avel.models.base import AVModel, ModelOutput
-
-
-class ConcatModel(AVModel):
-    """Linear encoders, concat fusion whose logits split into an audio and a visual half (bias / 2 each)."""
-
-    def __init__(self, da: int = 3, dv: int = 4, d: int = 2, c: int = 3, background: int | None = None):
-        super().__init__()
-        self.num_classes, self.background, self.d = c, background, d
-        self.per_segment = background is not None
-        self.audio_branch = nn.Linear(da, d)
-        self.visual_branch = nn.Linear(dv, d)
-        self.fc = nn.Linear(2 * d, c)
-
-    def encode(self, audio, visual):
-        return self.audio_branch(audio), self.visual_branch(visual)
-
-    def fuse(self, z_audio, z_visual):
-        w, b = self.fc.weight, self.fc.bias
-        la = z_audio @ w[:, : self.d].T + b / 2
-        lv = z_visual @ w[:, self.d :].T + b / 2
-        return ModelOutput(la + lv, z_audio, z_visual, la, lv)
 
 
 def identity_model(d: int = 2, c: int = 3, background: int | None = None) -> ConcatModel:
     """z_audio = audio, z_visual = visual: prototypes can be computed by hand from the inputs."""
-    model = ConcatModel(d, d, d, c, background)
+    model = ConcatModel(d, c, background, da=d, dv=d)
     with torch.no_grad():
         for branch in (model.audio_branch, model.visual_branch):
             branch.weight.copy_(torch.eye(d))
@@ -223,7 +201,7 @@ def test_window_and_regularisation_epochs():
 
 def test_pce_audio_gradients_reach_only_the_audio_branch():
     torch.manual_seed(0)
-    model = ConcatModel()
+    model = ConcatModel(2, da=3, dv=4)
     data = SplitData(torch.randn(12, 3), torch.randn(12, 4), torch.arange(12) % 3)
     pmr = PMR(subset=1.0)
     pmr.on_epoch_start(model, splits(data), 0)
