@@ -35,6 +35,9 @@ def synth(
     duration_jitter: float = typer.Option(0.0, help="± seconds of random clip-length jitter"),
     audio_snr_db: float = typer.Option(None, help="audio signal-to-noise ratio (dB); lower = weaker audio"),
     visual_snr: float = typer.Option(None, help="visual signal-to-clutter ratio; lower = weaker vision"),
+    background_own_class: float = typer.Option(
+        None, help="P(an off-screen sound / silent object in a background second is of the video's class)"
+    ),
 ) -> None:
     """Make an embedded AVE-format dataset of real mp4 files (H.264 + AAC)."""
     from avel.synth import SynthConfig, synth_dataset
@@ -50,6 +53,7 @@ def synth(
         duration_jitter=duration_jitter,
         audio_snr_db=audio_snr_db,
         visual_snr=visual_snr,
+        p_background_own_class=background_own_class,
     )
     summary = synth_dataset(out_dir, SynthConfig(**{k: v for k, v in opts.items() if v is not None}))
     typer.echo(json.dumps(summary, indent=2, default=str))

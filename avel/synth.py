@@ -7,7 +7,8 @@ What makes it hard in AVE's ways:
 - each class has an audio signature (a harmonic sound: pitch, timbre, amplitude rhythm) and a visual one
   (an object: colour, shape, motion); neighbouring classes share traits, so classes are confusable;
 - an event second has both; a background second has noise and clutter and, with some probability, only one
-  of the two (an off-screen sound, a silent object), so localizing needs both modalities;
+  of the two (an off-screen sound, a silent object), mostly of the video's own class as in AVE (the dog
+  barks off-screen, the silent car is in view), so localizing needs both modalities;
 - the imbalance knobs ``audio_snr_db`` and ``visual_snr`` (object contrast against clutter and distractor
   objects) default to AVE's imbalance: audio alone clearly beats vision alone, both beat either.
 
@@ -54,6 +55,7 @@ class SynthConfig:
     distractors: int = 2  # random objects of no class in every frame
     p_background_audio_only: float = 0.3  # a background second with a sound of some class, no object
     p_background_visual_only: float = 0.3  # a background second with a silent object of some class
+    p_background_own_class: float = 0.8  # that sound / object is the video's own class (else a random one)
     workers: int = 2
 
 
@@ -126,6 +128,8 @@ def segment_plan(label: int, start: int, end: int, seconds: int, cfg: SynthConfi
             continue
         u = rng.random()
         other = int(rng.integers(cfg.classes))
+        if u < cfg.p_background_audio_only + cfg.p_background_visual_only and cfg.p_background_own_class > 0:
+            other = label if rng.random() < cfg.p_background_own_class else other  # the dog barks off-screen
         if u < cfg.p_background_audio_only:
             sound[t] = other  # an off-screen sound
         elif u < cfg.p_background_audio_only + cfg.p_background_visual_only:
@@ -201,7 +205,9 @@ def write_video(
 ) -> None:
     """Write (T, H, W, 3) uint8 frames as H.264 and (C, S) float audio in [-1, 1] as AAC into an mp4.
 
-    ``audio=None`` writes a file without an audio stream. x264 runs single-threaded: same input, same bytes.
+    ``audio=None`` writes a file without an audio stream. x264 runs single-threaded at a constant QP: same
+    input, same bytes (its CRF rate control, with mb-tree, gave two different encodes of the same frames in
+    about one call out of fifty on a loaded machine).
     The audio is written ``AAC_PRIMING`` samples early (its first 64 ms at 16 kHz dropped), so that what
     decord decodes (priming included) lines up with the frames and the annotated seconds.
     """
@@ -210,7 +216,7 @@ def write_video(
         v.height, v.width = frames.shape[1:3]
         v.pix_fmt = "yuv420p"
         v.codec_context.thread_count = 1
-        v.options = {"preset": "veryfast", "crf": "20", "threads": "1"}
+        v.options = {"preset": "veryfast", "qp": "20", "threads": "1"}
         if audio is not None:
             a = c.add_stream("aac", rate=sample_rate)
             a.layout = "stereo" if audio.shape[0] == 2 else "mono"
@@ -240,6 +246,14 @@ def plan_videos(cfg: SynthConfig) -> list[dict[str, Any]]:
         raise ValueError(f"classes must be in 1..{len(AVE_CLASSES)}, got {cfg.classes}")
     if cfg.frame_size % 2 or cfg.frame_size < 16:
         raise ValueError(f"frame_size must be even and at least 16 (H.264 4:2:0), got {cfg.frame_size}")
+    p_bg = {k: v for k, v in asdict(cfg).items() if k.startswith("p_background")}
+    if (
+        any(not 0 <= v <= 1 for v in p_bg.values())
+        or cfg.p_background_audio_only + cfg.p_background_visual_only > 1
+    ):
+        raise ValueError(
+            f"background probabilities must be in 0..1 (audio-only + visual-only ≤ 1), got {p_bg}"
+        )
     rng = np.random.default_rng([cfg.seed, 0])
     labels = np.arange(cfg.videos) % cfg.classes  # balanced classes
     rng.shuffle(labels)

@@ -1,14 +1,14 @@
-"""Does PMR help? AVEL concat and DMRN, without and with PMR, on the embedded set at two imbalance levels.
+"""Does PMR help? AVEL concat and DMRN, without and with PMR, on the embedded set in three settings.
 
 For each setting: make the embedded set (``avel synth``), preprocess it, run the ``fusions`` grid for AVEL
 (concat / DMRN x baseline / PMR, plus audio-only and visual-only), 3 seeds each, model selection on val,
 test once. Writes each grid's table.md and, in ``--runs``/pmr_effect.md, per setting the accuracy table
 and each modality's prototype accuracy (scripts/modality_table.py); docs/results.md quotes that file.
 
-    python scripts/pmr_effect.py --seeds 3                 # default + harder imbalance, ~70 min, 2 cores
+    python scripts/pmr_effect.py --seeds 3                 # every setting end to end, ~70 min each, 2 cores
     python scripts/pmr_effect.py --seeds 1 --epochs 2      # a smoke run
     python scripts/pmr_effect.py --setting hard --row concat --row DMRN   # the fused rows of one setting
-    python scripts/pmr_effect.py --features                # AVEL on features, ~15 min
+    python scripts/pmr_effect.py --features                # AVEL on features, ~10 min per setting
 
 ``--features``: AVEL on a features file instead of end to end, as the paper's Table 4 runs it on the released
 VGGish + VGG19 features: per setting, an audio-only and a visual-only end-to-end model are trained
@@ -36,8 +36,17 @@ from modality_table import table as modality_table  # noqa: E402
 
 SETTINGS = {
     # key -> (title, folder under --root, SynthConfig overrides)
-    "default": ("default imbalance", "ave10", {}),
-    "hard": ("harder imbalance (weaker vision)", "ave10-hard", {"visual_snr": 0.25}),
+    "default": (
+        "default set (background sounds and objects mostly of the video's own class)",
+        "ave10-own",
+        {},
+    ),
+    "random": ("backgrounds of random classes", "ave10", {"p_background_own_class": 0.0}),
+    "hard": (
+        "harder imbalance (weaker vision, backgrounds of random classes)",
+        "ave10-hard",
+        {"visual_snr": 0.25, "p_background_own_class": 0.0},
+    ),
 }
 
 

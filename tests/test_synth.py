@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from avel.classes import AVE_CLASSES
-from avel.synth import HEADER, SynthConfig, class_traits, hue_rgb, synth_dataset, write_video
+from avel.synth import HEADER, SynthConfig, class_traits, hue_rgb, segment_plan, synth_dataset, write_video
 from preprocessing.annotations import read_annotations
 
 
@@ -111,3 +111,27 @@ def test_bad_options():
         synth_dataset(Path("/nonexistent"), SynthConfig(classes=29))
     with pytest.raises(ValueError, match="frame_size must be even"):
         synth_dataset(Path("/nonexistent"), SynthConfig(frame_size=33))
+    with pytest.raises(
+        ValueError, match=r"background probabilities must be in 0..1 .*'p_background_own_class': 1.5"
+    ):
+        synth_dataset(Path("/nonexistent"), SynthConfig(p_background_own_class=1.5))
+
+
+@pytest.mark.parametrize("p_own", [0.0, 1.0])
+def test_background_sounds_and_objects_of_the_videos_own_class(p_own):
+    cfg = SynthConfig(
+        classes=10, p_background_audio_only=0.5, p_background_visual_only=0.5, p_background_own_class=p_own
+    )
+    rng = np.random.default_rng(0)
+    sound, obj = [], []
+    for _ in range(50):  # label 3, event in seconds 4..5, background elsewhere
+        s, o = segment_plan(3, 4, 6, 10, cfg, rng)
+        sound += s[:4] + s[6:]
+        obj += o[:4] + o[6:]
+    assert all((s is None) != (o is None) for s, o in zip(sound, obj, strict=True))  # one of the two
+    own = [k == 3 for k in sound + obj if k is not None]
+    assert len(own) == 400
+    if p_own == 1.0:
+        assert all(own)  # the dog barks off-screen, the silent car is in view
+    else:
+        assert 0.05 < sum(own) / len(own) < 0.15  # a random class of 10
