@@ -42,6 +42,7 @@ SETTINGS = {
         {},
     ),
     "random": ("backgrounds of random classes", "ave10", {"p_background_own_class": 0.0}),
+    "quiet": ("weaker audio (SNR -12 dB)", "ave10-quiet", {"audio_snr_db": -12.0}),
     "hard": (
         "harder imbalance (weaker vision, backgrounds of random classes)",
         "ave10-hard",
