@@ -1,4 +1,4 @@
-"""Does PMR help? AVEL concat and DMRN, without and with PMR, on the embedded set in three settings.
+"""Does PMR help? AVEL concat and DMRN, without and with PMR, on the embedded set in several settings.
 
 For each setting: make the embedded set (``avel synth``), preprocess it, run the ``fusions`` grid for AVEL
 (concat / DMRN x baseline / PMR, plus audio-only and visual-only), 3 seeds each, model selection on val,
@@ -43,6 +43,11 @@ SETTINGS = {
     ),
     "random": ("backgrounds of random classes", "ave10", {"p_background_own_class": 0.0}),
     "quiet": ("weaker audio (SNR -12 dB)", "ave10-quiet", {"audio_snr_db": -12.0}),
+    "weaker": (
+        "both weaker (audio -10 dB, visual 0.35)",
+        "ave10-a10v35",
+        {"audio_snr_db": -10.0, "visual_snr": 0.35},
+    ),
     "hard": (
         "harder imbalance (weaker vision, backgrounds of random classes)",
         "ave10-hard",
