@@ -128,11 +128,13 @@ def segment_plan(label: int, start: int, end: int, seconds: int, cfg: SynthConfi
             continue
         u = rng.random()
         other = int(rng.integers(cfg.classes))
-        if u < cfg.p_background_audio_only + cfg.p_background_visual_only and cfg.p_background_own_class > 0:
-            other = label if rng.random() < cfg.p_background_own_class else other  # the dog barks off-screen
+        if u >= cfg.p_background_audio_only + cfg.p_background_visual_only:
+            continue  # noise and clutter only
+        if cfg.p_background_own_class > 0 and rng.random() < cfg.p_background_own_class:
+            other = label  # the dog barks off-screen, the silent car is in view
         if u < cfg.p_background_audio_only:
             sound[t] = other  # an off-screen sound
-        elif u < cfg.p_background_audio_only + cfg.p_background_visual_only:
+        else:
             obj[t] = other  # a silent object
     return sound, obj
 
