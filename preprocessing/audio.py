@@ -7,6 +7,7 @@ Column c covers samples [159c, 159c + 512) and belongs to the second that contai
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +48,15 @@ def decoded_samples(reader: decord.AudioReader) -> np.ndarray:
 
 
 def source_sample_rate(path: str | Path) -> int:
-    """Sample rate of the first audio stream as stored in the file (0 if none)."""
-    with av.open(str(path)) as c:
-        return int(c.streams.audio[0].rate) if c.streams.audio else 0
+    """Sample rate of the first audio stream as stored in the file (0 if none). Read from the container
+    header (a tiny probe: mp4 and mkv store it there), with a full probe when the header lacks it."""
+    for options in ({"probesize": "4096", "analyzeduration": "0"}, None):
+        with av.open(str(path), options=options) as c:
+            if not c.streams.audio:
+                return 0
+            if c.streams.audio[0].rate:
+                return int(c.streams.audio[0].rate)
+    return 0
 
 
 def fit_length(wave: np.ndarray, length: int, pad: str = "zero") -> np.ndarray:
@@ -65,11 +72,16 @@ def fit_length(wave: np.ndarray, length: int, pad: str = "zero") -> np.ndarray:
     raise ValueError(f"unknown audio_pad {pad!r}; valid: ['zero', 'tile']")
 
 
+@functools.cache
+def _spectrogram(p: SpecParams) -> torchaudio.transforms.Spectrogram:
+    return torchaudio.transforms.Spectrogram(
+        n_fft=p.n_fft, win_length=p.win_length, hop_length=p.hop_length, power=1, center=False
+    )  # hann window
+
+
 def log_spectrogram(wave: np.ndarray, p: SpecParams = SpecParams()) -> np.ndarray:
     """(F=257, L) float32 standardised log-magnitude spectrogram of a mono waveform."""
-    spec = torchaudio.transforms.Spectrogram(
-        n_fft=p.n_fft, win_length=p.win_length, hop_length=p.hop_length, power=1, center=False
-    )(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))  # (F, L), hann window
+    spec = _spectrogram(p)(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))  # (F, L)
     x = torch.log(spec + p.eps)  # log(|X| + eps), SPEC §2
     x = (x - x.mean()) / x.std().clamp_min(1e-8)  # per-clip standardisation
     return x.to(torch.float32).numpy()

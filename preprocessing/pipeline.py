@@ -1,6 +1,6 @@
 """``avel preprocess``: decode every AVE video once into frames + log-spectrogram, write one HDF5 file.
 
-Crash-safe and resumable: each decoded video becomes a shard ``OUT.h5.parts/<id>.npz`` (written to a
+Crash-safe and resumable: each decoded video becomes a shard ``OUT.h5.parts/<id>.shard`` (written to a
 temporary name, then ``os.replace``d), a re-run skips finished shards, and the final file is assembled in
 ``OUT.h5.tmp`` and renamed onto ``OUT.h5`` only when complete. Bad videos (missing, no audio stream,
 undecodable, zero length) go to ``OUT.h5.report.json`` while the rest go on.
@@ -133,6 +133,24 @@ def _video_path(dataset_dir: Path, video_id: str) -> Path:
     return p
 
 
+SHARD_FIELDS = ("frames", "spectrogram", "duration", "fps", "source_sample_rate")
+
+
+def write_shard(path: Path, arrays: dict[str, Any]) -> None:
+    """One video's arrays as consecutive .npy records (no zip, no CRC), written to a temporary name and
+    renamed: a shard exists only when complete."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        for name in SHARD_FIELDS:
+            np.save(fh, np.asarray(arrays[name]))
+    os.replace(tmp, path)
+
+
+def read_shard(path: Path) -> dict[str, np.ndarray]:
+    with open(path, "rb") as fh:
+        return {name: np.load(fh) for name in SHARD_FIELDS}
+
+
 def _decode_job(job: dict[str, Any]) -> dict[str, Any]:
     """Decode one video into its shard; returns {id, ok} or {id, ok, path, reason}. Never raises."""
     path, shard = Path(job["path"]), Path(job["shard"])
@@ -140,17 +158,7 @@ def _decode_job(job: dict[str, Any]) -> dict[str, Any]:
         frames, spec, _, info = decode_clip(
             path, job["frame_size"], job["frames_per_segment"], SEGMENTS, job["audio_pad"]
         )
-        tmp = shard.with_name(shard.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                frames=frames,
-                spectrogram=spec,
-                duration=info["duration"],
-                fps=info["fps"],
-                source_sample_rate=info["source_sample_rate"],
-            )
-        os.replace(tmp, shard)  # a shard exists only when complete
+        write_shard(shard, {"frames": frames, "spectrogram": spec, **info})
         return {"id": job["id"], "ok": True}
     except Exception as e:
         reason = _first_line(e).removeprefix(f"{path}: ")
@@ -229,7 +237,7 @@ def preprocess(
     report = PreprocessReport(str(out_h5), videos=len(ids))
     jobs = []
     for vid in ids:
-        shard = parts / f"{vid}.npz"
+        shard = parts / f"{vid}.shard"
         if shard.is_file():
             report.resumed += 1
         else:
@@ -296,7 +304,7 @@ def _assemble(out_h5: Path, parts: Path, meta: RowsMeta, attrs: dict[str, Any], 
         cached: tuple[str, Any] = ("", None)
         for i, vid in enumerate(meta.video_id):
             if cached[0] != vid:
-                cached = (vid, dict(np.load(parts / f"{vid}.npz")))
+                cached = (vid, read_shard(parts / f"{vid}.shard"))
             shard = cached[1]
             frames[i] = shard["frames"]
             spectrogram[i] = shard["spectrogram"]

@@ -211,11 +211,11 @@ def test_resume_after_sigkill_equals_uninterrupted_run(dataset, result, tmp_path
     )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[1])
     deadline = time.time() + 60
-    while not list(parts.glob("*.npz")) and time.time() < deadline and proc.poll() is None:
+    while not list(parts.glob("*.shard")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not out.exists() and len(list(parts.glob("*.npz"))) >= 1
+    assert not out.exists() and len(list(parts.glob("*.shard"))) >= 1
     report = preprocess(dataset, out, frame_size=SIZE, workers=2, progress=False)
     assert report.resumed >= 1 and report.rows == 4
     reference, _ = result
