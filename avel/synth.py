@@ -10,7 +10,9 @@ What makes it hard in AVE's ways:
   of the two (an off-screen sound, a silent object), mostly of the video's own class as in AVE (the dog
   barks off-screen, the silent car is in view), so localizing needs both modalities;
 - the imbalance knobs ``audio_snr_db`` and ``visual_snr`` (object contrast against clutter and distractor
-  objects) default to AVE's imbalance: audio alone clearly beats vision alone, both beat either.
+  objects) default (−11 dB, 0.4) to AVE's imbalance: on the 10-class results set audio alone beats vision
+  alone (57.7 vs 29.2 % segment accuracy of AVEL on features) and fusion beats both (66.8–69.5 %), nothing
+  near 100 % (docs/results.md, "The sets").
 
 Every video draws from its own ``numpy`` generator seeded by (seed, index) and x264 runs single-threaded,
 so a seed gives bit-identical files whatever the number of worker processes.
@@ -50,8 +52,8 @@ class SynthConfig:
     channels: int = 1  # 1 mono, 2 stereo
     duration: float = 10.0
     duration_jitter: float = 0.0  # ± seconds, uniform, per clip
-    audio_snr_db: float = -8.0  # class sound vs noise + off-screen distractor sounds
-    visual_snr: float = 0.5  # object contrast against the clutter (0..1); lower = weaker vision
+    audio_snr_db: float = -11.0  # class sound vs noise + off-screen distractor sounds
+    visual_snr: float = 0.4  # object contrast against the clutter (0..1); lower = weaker vision
     distractors: int = 2  # random objects of no class in every frame
     p_background_audio_only: float = 0.3  # a background second with a sound of some class, no object
     p_background_visual_only: float = 0.3  # a background second with a silent object of some class

@@ -34,24 +34,33 @@ from preprocessing.pipeline import preprocess
 sys.path.insert(0, str(Path(__file__).parent))
 from modality_table import table as modality_table  # noqa: E402
 
+OLD = {"audio_snr_db": -8.0, "visual_snr": 0.5}  # the SynthConfig default until 2026-11-23
+
 SETTINGS = {
     # key -> (title, folder under --root, SynthConfig overrides)
     "default": (
-        "default set (background sounds and objects mostly of the video's own class)",
-        "ave10-own",
+        "default set (audio -11 dB, visual 0.4; backgrounds mostly of the own class)",
+        "ave10-a11v40",
         {},
     ),
-    "random": ("backgrounds of random classes", "ave10", {"p_background_own_class": 0.0}),
-    "quiet": ("weaker audio (SNR -12 dB)", "ave10-quiet", {"audio_snr_db": -12.0}),
-    "weaker": (
-        "both weaker (audio -10 dB, visual 0.35)",
-        "ave10-a10v35",
-        {"audio_snr_db": -10.0, "visual_snr": 0.35},
+    "own": (
+        "earlier default (audio -8 dB, visual 0.5; backgrounds mostly of the own class)",
+        "ave10-own",
+        OLD,
     ),
+    "random": (
+        "audio -8 dB, visual 0.5, backgrounds of random classes",
+        "ave10",
+        {**OLD, "p_background_own_class": 0.0},
+    ),
+    "quiet": ("audio -12 dB, visual 0.5", "ave10-quiet", {**OLD, "audio_snr_db": -12.0}),
+    "weaker": ("audio -10 dB, visual 0.35", "ave10-a10v35", {"audio_snr_db": -10.0, "visual_snr": 0.35}),
+    "a12v40": ("audio -12 dB, visual 0.4", "ave10-a12v40", {"audio_snr_db": -12.0, "visual_snr": 0.4}),
+    "a11v45": ("audio -11 dB, visual 0.45", "ave10-a11v45", {"audio_snr_db": -11.0, "visual_snr": 0.45}),
     "hard": (
-        "harder imbalance (weaker vision, backgrounds of random classes)",
+        "audio -8 dB, weaker vision (0.25), backgrounds of random classes",
         "ave10-hard",
-        {"visual_snr": 0.25, "p_background_own_class": 0.0},
+        {**OLD, "visual_snr": 0.25, "p_background_own_class": 0.0},
     ),
 }
 
