@@ -1,8 +1,10 @@
 """``avel preprocess``: decode every AVE video once into frames + log-spectrogram, write one HDF5 file.
 
 Crash-safe and resumable: each decoded video becomes a shard ``OUT.h5.parts/<id>.shard`` (written to a
-temporary name, then ``os.replace``d), a re-run skips finished shards, and the final file is assembled in
-``OUT.h5.tmp`` and renamed onto ``OUT.h5`` only when complete. Bad videos (missing, no audio stream,
+temporary name, then ``os.replace``d), a re-run skips finished shards, and the final file is filled in
+``OUT.h5.tmp`` while decoding goes on (``preprocessing.assemble``) and renamed onto ``OUT.h5`` only when
+complete. With one process the spectrogram, shard and rows of a video are written on a writer thread while
+the next video decodes. Bad videos (missing, no audio stream,
 undecodable, zero length) go to ``OUT.h5.report.json`` while the rest go on.
 
 Policy for clips that are not exactly 10 s (the AVE file always has 10 segments): longer clips keep
@@ -16,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,23 +27,23 @@ from typing import Any
 import numpy as np
 
 from preprocessing.annotations import SEGMENTS, load_ave
+from preprocessing.assemble import Assembler, assemble_from_shards, write_shard
 from preprocessing.audio import SpecParams, fit_length, load_audio, log_spectrogram, segment_columns
 from preprocessing.audio import source_sample_rate as read_source_rate
-from preprocessing.h5 import PREPROCESS_KIND, RowsMeta, atomic_h5, commit, row_chunked, set_attrs
+from preprocessing.h5 import RowsMeta
 from preprocessing.video import open_video, read_frames, video_info
 
 AUDIO_PADS = ("zero", "tile")
 
 
-def decode_clip(
+def decode_streams(
     path: str | Path,
     frame_size: int = 224,
     frames_per_segment: int = 1,
     segments: int | None = None,
-    audio_pad: str = "zero",
-    spec: SpecParams = SpecParams(),
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Frames (T,K,S,S,3) uint8, spectrogram (257,L) float32, segment_columns (T+1,) int64, info.
+    sample_rate: int = 16000,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Frames (T,K,S,S,3) uint8, mono waveform (S,) float32 at ``sample_rate``, info; errors name the file.
 
     ``segments=None`` takes floor(duration) one-second segments (any video of at least 1 s).
     """
@@ -68,20 +69,42 @@ def decode_clip(
         frames = read_frames(reader, segments, frames_per_segment, frame_size)
     except Exception as e:
         raise ValueError(f"{path}: undecodable frames ({_first_line(e)})") from None
-    wave = load_audio(path, spec.sample_rate)
+    wave = load_audio(path, sample_rate)
     if len(wave) == 0:
         raise ValueError(f"{path}: zero length (no audio samples)")
-    audio_seconds = len(wave) / spec.sample_rate
-    spectrogram = log_spectrogram(fit_length(wave, segments * spec.sample_rate, audio_pad), spec)
     info = {
         "duration": duration,
         "fps": fps,
         "num_frames": num_frames,
-        "audio_seconds": audio_seconds,
+        "audio_seconds": len(wave) / sample_rate,
         "source_sample_rate": read_source_rate(path),
         "segments": segments,
     }
-    return frames, spectrogram, segment_columns(segments, spec), info
+    return frames, wave, info
+
+
+def clip_spectrogram(
+    wave: np.ndarray, segments: int, audio_pad: str = "zero", spec: SpecParams = SpecParams()
+) -> np.ndarray:
+    """(257, L) float32 log-spectrogram of ``segments`` seconds of ``wave`` (cut or padded per the policy)."""
+    return log_spectrogram(fit_length(wave, segments * spec.sample_rate, audio_pad), spec)
+
+
+def decode_clip(
+    path: str | Path,
+    frame_size: int = 224,
+    frames_per_segment: int = 1,
+    segments: int | None = None,
+    audio_pad: str = "zero",
+    spec: SpecParams = SpecParams(),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Frames (T,K,S,S,3) uint8, spectrogram (257,L) float32, segment_columns (T+1,) int64, info.
+
+    ``segments=None`` takes floor(duration) one-second segments (any video of at least 1 s).
+    """
+    frames, wave, info = decode_streams(path, frame_size, frames_per_segment, segments, spec.sample_rate)
+    segments = info["segments"]
+    return frames, clip_spectrogram(wave, segments, audio_pad, spec), segment_columns(segments, spec), info
 
 
 def _first_line(e: BaseException) -> str:
@@ -133,36 +156,35 @@ def _video_path(dataset_dir: Path, video_id: str) -> Path:
     return p
 
 
-SHARD_FIELDS = ("frames", "spectrogram", "duration", "fps", "source_sample_rate")
-
-
-def write_shard(path: Path, arrays: dict[str, Any]) -> None:
-    """One video's arrays as consecutive .npy records (no zip, no CRC), written to a temporary name and
-    renamed: a shard exists only when complete."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        for name in SHARD_FIELDS:
-            np.save(fh, np.asarray(arrays[name]))
-    os.replace(tmp, path)
-
-
-def read_shard(path: Path) -> dict[str, np.ndarray]:
-    with open(path, "rb") as fh:
-        return {name: np.load(fh) for name in SHARD_FIELDS}
-
-
 def _decode_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Decode one video into its shard; returns {id, ok} or {id, ok, path, reason}. Never raises."""
-    path, shard = Path(job["path"]), Path(job["shard"])
+    """Decode one video; returns {id, ok, ...} or {id, ok, path, reason}. Never raises.
+
+    In a worker process (``job["in_process"]`` false) it also computes the spectrogram and writes the
+    shard; in the main process it returns frames + waveform and ``_finish`` does the rest on the writer
+    thread, while the next video decodes.
+    """
+    path = Path(job["path"])
     try:
+        if job["in_process"]:
+            frames, wave, info = decode_streams(path, job["frame_size"], job["frames_per_segment"], SEGMENTS)
+            return {"id": job["id"], "ok": True, "job": job, "frames": frames, "wave": wave, "info": info}
         frames, spec, _, info = decode_clip(
             path, job["frame_size"], job["frames_per_segment"], SEGMENTS, job["audio_pad"]
         )
-        write_shard(shard, {"frames": frames, "spectrogram": spec, **info})
+        write_shard(Path(job["shard"]), {"frames": frames, "spectrogram": spec, **info})
         return {"id": job["id"], "ok": True}
     except Exception as e:
         reason = _first_line(e).removeprefix(f"{path}: ")
         return {"id": job["id"], "ok": False, "path": str(path), "reason": reason}
+
+
+def _finish(asm: Assembler, result: dict[str, Any]) -> None:
+    """Spectrogram, shard and rows of a video decoded in the main process (on the writer thread)."""
+    job = result["job"]
+    spectrogram = clip_spectrogram(result["wave"], SEGMENTS, job["audio_pad"])
+    arrays = {"frames": result["frames"], "spectrogram": spectrogram, **result["info"]}
+    write_shard(Path(job["shard"]), arrays)
+    asm.write(job["id"], arrays)
 
 
 def _init_worker() -> None:
@@ -233,26 +255,6 @@ def preprocess(
         **asdict(spec),
     }
     parts = _parts_dir(out_h5, params)
-    ids = list(dict.fromkeys(r.video_id for r in ann.rows))
-    report = PreprocessReport(str(out_h5), videos=len(ids))
-    jobs = []
-    for vid in ids:
-        shard = parts / f"{vid}.shard"
-        if shard.is_file():
-            report.resumed += 1
-        else:
-            jobs.append(
-                {"id": vid, "path": str(_video_path(dataset_dir, vid)), "shard": str(shard), **params}
-            )
-    t0 = time.perf_counter()
-    for r in _run_jobs(jobs, workers, progress):
-        if r["ok"]:
-            report.decoded += 1
-        else:
-            report.failed.append({k: r[k] for k in ("id", "path", "reason")})
-    report.seconds = time.perf_counter() - t0
-    failed = {f["id"] for f in report.failed}
-    keep = np.array([i for i, r in enumerate(ann.rows) if r.video_id not in failed], dtype=np.int64)
     attrs = {
         **params,
         "window": "hann",
@@ -263,7 +265,43 @@ def preprocess(
         "annotations": str(ann.source),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    report.rows = _assemble(out_h5, parts, RowsMeta.from_annotations(ann, keep), attrs, spec)
+    ids = list(dict.fromkeys(r.video_id for r in ann.rows))
+    report = PreprocessReport(str(out_h5), videos=len(ids))
+    in_process = workers <= 1
+    t0 = time.perf_counter()
+    asm = Assembler(out_h5, RowsMeta.from_annotations(ann), attrs, spec)
+    try:
+        jobs = []
+        for vid in ids:
+            shard = parts / f"{vid}.shard"
+            if shard.is_file():
+                report.resumed += 1
+                asm.submit(asm.write_shard_file, vid, shard)
+            else:
+                path = str(_video_path(dataset_dir, vid))
+                jobs.append(
+                    {"id": vid, "path": path, "shard": str(shard), "in_process": in_process, **params}
+                )
+        for r in _run_jobs(jobs, workers, progress):
+            if not r["ok"]:
+                report.failed.append({k: r[k] for k in ("id", "path", "reason")})
+                continue
+            report.decoded += 1
+            if "frames" in r:
+                asm.submit(_finish, asm, r)
+            else:
+                asm.submit(asm.write_shard_file, r["id"], parts / f"{r['id']}.shard")
+    except BaseException:
+        asm.close(keep=False)
+        raise
+    if report.failed:  # the file lacks their rows: write it again, from the shards, without them
+        asm.close(keep=False)
+        failed = {f["id"] for f in report.failed}
+        keep = np.array([i for i, r in enumerate(ann.rows) if r.video_id not in failed], dtype=np.int64)
+        report.rows = assemble_from_shards(out_h5, parts, RowsMeta.from_annotations(ann, keep), attrs, spec)
+    else:
+        report.rows = asm.close(keep=True)
+    report.seconds = time.perf_counter() - t0
     shutil.rmtree(parts)
     report.failed.sort(key=lambda f: f["id"])
     report.save()
@@ -286,31 +324,3 @@ def _parts_dir(out_h5: Path, params: dict[str, Any]) -> Path:
         parts.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps(params))
     return parts
-
-
-def _assemble(out_h5: Path, parts: Path, meta: RowsMeta, attrs: dict[str, Any], spec: SpecParams) -> int:
-    """Write the final file into OUT.h5.tmp from the shards, then rename it onto OUT.h5."""
-    n = len(meta)
-    k, s = attrs["frames_per_segment"], attrs["frame_size"]
-    columns = segment_columns(SEGMENTS, spec)
-    with atomic_h5(out_h5) as f:
-        set_attrs(f, PREPROCESS_KIND, attrs)
-        meta.write(f)
-        f.create_dataset("segment_columns", data=columns)
-        frames = row_chunked(f, "frames", (n, SEGMENTS, k, s, s, 3), np.uint8)
-        spectrogram = row_chunked(f, "spectrogram", (n, spec.n_fft // 2 + 1, int(columns[-1])), np.float32)
-        scalars = {"duration": np.float32, "fps": np.float32, "source_sample_rate": np.int32}
-        values = {name: np.zeros(n, dt) for name, dt in scalars.items()}
-        cached: tuple[str, Any] = ("", None)
-        for i, vid in enumerate(meta.video_id):
-            if cached[0] != vid:
-                cached = (vid, read_shard(parts / f"{vid}.shard"))
-            shard = cached[1]
-            frames[i] = shard["frames"]
-            spectrogram[i] = shard["spectrogram"]
-            for name in scalars:
-                values[name][i] = shard[name]
-        for name, v in values.items():
-            f.create_dataset(name, data=v)
-    commit(out_h5)
-    return n

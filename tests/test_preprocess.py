@@ -226,6 +226,27 @@ def test_resume_after_sigkill_equals_uninterrupted_run(dataset, result, tmp_path
             np.testing.assert_array_equal(a[n][()], b[n][()], err_msg=n)
 
 
+def test_clean_set_written_while_decoding_equals_rebuild_from_shards(dataset, result, tmp_path):
+    """No failures: OUT.h5 is filled while decoding (1 process: on the writer thread; 2: from the workers'
+    shards). With failures it is rebuilt from the shards (``result``). Same arrays either way."""
+    (tmp_path / "AVE").mkdir()
+    for vid in ("vid_a", "v-b_1", "short7"):
+        (tmp_path / "AVE" / f"{vid}.mp4").write_bytes((dataset / "AVE" / f"{vid}.mp4").read_bytes())
+    lines = ["&".join(map(str, ROWS[i])) for i in GOOD_ROWS]
+    (tmp_path / "Annotations.txt").write_text("\n".join(lines) + "\n")
+    for name in SPLITS:
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    reference, _ = result
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.h5"
+        report = preprocess(tmp_path, out, frame_size=SIZE, workers=workers, progress=False)
+        assert (report.rows, report.decoded, report.failed) == (4, 3, [])
+        assert not Path(f"{out}.parts").exists() and not Path(f"{out}.tmp").exists()
+        with h5py.File(reference, "r") as a, h5py.File(out, "r") as b:
+            for n in ("frames", "spectrogram", "duration", "fps", "source_sample_rate", "segment_labels"):
+                np.testing.assert_array_equal(a[n][()], b[n][()], err_msg=f"{n}, workers {workers}")
+
+
 def test_parts_from_other_parameters_are_refused(dataset, tmp_path):
     out = tmp_path / "x.h5"
     Path(f"{out}.parts").mkdir()
