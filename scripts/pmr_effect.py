@@ -86,8 +86,7 @@ def make_dataset(root: Path, folder_name: str, overrides: dict, args: argparse.N
     return h5
 
 
-# the uni-modal encoders behind a features file (the commands of configs/embedded_features.toml)
-ENCODER = {"model": "avel", "optimizer": "adam", "lr": 3e-3, "epochs": 6, "batch_size": 16, "width": 8}
+ENCODER = Path("configs/embedded_encoder.toml")  # the uni-modal encoders behind a features file
 
 
 def make_features(h5: Path) -> Path:
@@ -100,7 +99,7 @@ def make_features(h5: Path) -> Path:
         out = h5.with_name(f"{h5.stem}-{modality}")
         if not (out / "best.pt").exists():
             run = {"data": str(h5), "modality": modality, "out": str(out), "progress": False}
-            run_training(load_config(None, {**ENCODER, **run}))
+            run_training(load_config(ENCODER, run))
         checkpoints[modality] = out / "best.pt"
     return extract_features(checkpoints["audio"], h5, pair, visual_checkpoint=checkpoints["visual"])
 

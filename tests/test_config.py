@@ -1,5 +1,7 @@
 """Config loading: defaults < TOML file < command line; unknown keys are errors."""
 
+from pathlib import Path
+
 import pytest
 
 from avel.config import TrainConfig, balancer_options, load_config
@@ -42,3 +44,12 @@ def test_balancer_options_strip_their_prefix():
 def test_missing_config_file():
     with pytest.raises(FileNotFoundError, match="config file not found: nope.toml"):
         load_config("nope.toml")
+
+
+CONFIGS = sorted(Path(__file__).parents[1].glob("configs/*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)  # an unknown or mistyped key raises, naming the file
+    assert cfg.model in ("avel", "resnet18") and cfg.epochs >= 1
