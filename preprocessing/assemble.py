@@ -61,12 +61,24 @@ class Assembler:
             self.rows.setdefault(str(vid), []).append(i)
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="avel-assemble")
         self.pending: deque[Future] = deque()
+        self.failed: list[Any] = []
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the writer thread, in order; waits while MAX_PENDING are queued."""
+        """Run ``fn(*args)`` on the writer thread, in order; waits while MAX_PENDING are queued. A task
+        that returns a value (a failed video) has it appended to ``failed``."""
         while len(self.pending) >= MAX_PENDING:
-            self.pending.popleft().result()
+            self._collect()
         self.pending.append(self.thread.submit(fn, *args))
+
+    def _collect(self) -> None:
+        result = self.pending.popleft().result()  # a writer error (e.g. disk full) is raised here
+        if result is not None:
+            self.failed.append(result)
+
+    def wait(self) -> None:
+        """Until every submitted task has run."""
+        while self.pending:
+            self._collect()
 
     def write(self, video_id: str, arrays: dict[str, Any]) -> None:
         """Every row of ``video_id`` from one video's arrays (on the writer thread)."""
@@ -80,11 +92,11 @@ class Assembler:
         self.write(video_id, read_shard(shard))
 
     def close(self, keep: bool) -> int:
-        """Wait for the writer; with ``keep`` rename the file onto OUT.h5, else delete it. Returns rows."""
+        """With ``keep``: wait for the writer and rename the file onto OUT.h5. Without: drop what is
+        queued and delete the file. Returns the number of rows."""
         try:
-            while self.pending:
-                self.pending.popleft().result()  # a writer error (e.g. disk full) is raised here
             if keep:
+                self.wait()
                 for name, v in self.values.items():
                     self.f.create_dataset(name, data=v)
         finally:

@@ -3,8 +3,8 @@
 Crash-safe and resumable: each decoded video becomes a shard ``OUT.h5.parts/<id>.shard`` (written to a
 temporary name, then ``os.replace``d), a re-run skips finished shards, and the final file is filled in
 ``OUT.h5.tmp`` while decoding goes on (``preprocessing.assemble``) and renamed onto ``OUT.h5`` only when
-complete. With one process the spectrogram, shard and rows of a video are written on a writer thread while
-the next video decodes. Bad videos (missing, no audio stream,
+complete. With one process, a video's audio, spectrogram, shard and rows are done on a writer thread while
+the main thread decodes the next video's frames (decord releases the GIL while it decodes). Bad videos (missing, no audio stream,
 undecodable, zero length) go to ``OUT.h5.report.json`` while the rest go on.
 
 Policy for clips that are not exactly 10 s (the AVE file always has 10 segments): longer clips keep
@@ -36,14 +36,10 @@ from preprocessing.video import open_video, read_frames, video_info
 AUDIO_PADS = ("zero", "tile")
 
 
-def decode_streams(
-    path: str | Path,
-    frame_size: int = 224,
-    frames_per_segment: int = 1,
-    segments: int | None = None,
-    sample_rate: int = 16000,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Frames (T,K,S,S,3) uint8, mono waveform (S,) float32 at ``sample_rate``, info; errors name the file.
+def decode_video(
+    path: str | Path, frame_size: int = 224, frames_per_segment: int = 1, segments: int | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Frames (T,K,S,S,3) uint8 and info (duration, fps, num_frames, segments); errors name the file.
 
     ``segments=None`` takes floor(duration) one-second segments (any video of at least 1 s).
     """
@@ -69,18 +65,28 @@ def decode_streams(
         frames = read_frames(reader, segments, frames_per_segment, frame_size)
     except Exception as e:
         raise ValueError(f"{path}: undecodable frames ({_first_line(e)})") from None
+    return frames, {"duration": duration, "fps": fps, "num_frames": num_frames, "segments": segments}
+
+
+def decode_audio(path: str | Path, sample_rate: int = 16000) -> tuple[np.ndarray, dict[str, Any]]:
+    """Mono waveform (S,) float32 at ``sample_rate`` and info (audio_seconds, source_sample_rate)."""
     wave = load_audio(path, sample_rate)
     if len(wave) == 0:
         raise ValueError(f"{path}: zero length (no audio samples)")
-    info = {
-        "duration": duration,
-        "fps": fps,
-        "num_frames": num_frames,
-        "audio_seconds": len(wave) / sample_rate,
-        "source_sample_rate": read_source_rate(path),
-        "segments": segments,
-    }
-    return frames, wave, info
+    return wave, {"audio_seconds": len(wave) / sample_rate, "source_sample_rate": read_source_rate(path)}
+
+
+def decode_streams(
+    path: str | Path,
+    frame_size: int = 224,
+    frames_per_segment: int = 1,
+    segments: int | None = None,
+    sample_rate: int = 16000,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Frames (T,K,S,S,3) uint8, mono waveform (S,) float32 at ``sample_rate``, info; errors name the file."""
+    frames, info = decode_video(path, frame_size, frames_per_segment, segments)
+    wave, audio_info = decode_audio(path, sample_rate)
+    return frames, wave, {**info, **audio_info}
 
 
 def clip_spectrogram(
@@ -159,32 +165,42 @@ def _video_path(dataset_dir: Path, video_id: str) -> Path:
 def _decode_job(job: dict[str, Any]) -> dict[str, Any]:
     """Decode one video; returns {id, ok, ...} or {id, ok, path, reason}. Never raises.
 
-    In a worker process (``job["in_process"]`` false) it also computes the spectrogram and writes the
-    shard; in the main process it returns frames + waveform and ``_finish`` does the rest on the writer
-    thread, while the next video decodes.
+    In a worker process (``job["in_process"]`` false) it decodes everything and writes the shard. In the
+    main process it decodes the frames only and ``_finish`` does the rest on the writer thread (audio,
+    spectrogram, shard, rows) while the next video's frames decode.
     """
     path = Path(job["path"])
     try:
         if job["in_process"]:
-            frames, wave, info = decode_streams(path, job["frame_size"], job["frames_per_segment"], SEGMENTS)
-            return {"id": job["id"], "ok": True, "job": job, "frames": frames, "wave": wave, "info": info}
+            frames, info = decode_video(path, job["frame_size"], job["frames_per_segment"], SEGMENTS)
+            return {"id": job["id"], "ok": True, "job": job, "frames": frames, "info": info}
         frames, spec, _, info = decode_clip(
             path, job["frame_size"], job["frames_per_segment"], SEGMENTS, job["audio_pad"]
         )
         write_shard(Path(job["shard"]), {"frames": frames, "spectrogram": spec, **info})
         return {"id": job["id"], "ok": True}
     except Exception as e:
-        reason = _first_line(e).removeprefix(f"{path}: ")
-        return {"id": job["id"], "ok": False, "path": str(path), "reason": reason}
+        return _failure(job, e)
 
 
-def _finish(asm: Assembler, result: dict[str, Any]) -> None:
-    """Spectrogram, shard and rows of a video decoded in the main process (on the writer thread)."""
+def _failure(job: dict[str, Any], e: BaseException) -> dict[str, Any]:
+    reason = _first_line(e).removeprefix(f"{job['path']}: ")
+    return {"id": job["id"], "ok": False, "path": job["path"], "reason": reason}
+
+
+def _finish(asm: Assembler, result: dict[str, Any]) -> dict[str, Any] | None:
+    """Audio, spectrogram, shard and rows of a video whose frames the main process decoded (on the
+    writer thread); returns a failure like ``_decode_job``'s if the audio is bad."""
     job = result["job"]
-    spectrogram = clip_spectrogram(result["wave"], SEGMENTS, job["audio_pad"])
-    arrays = {"frames": result["frames"], "spectrogram": spectrogram, **result["info"]}
+    try:
+        wave, audio_info = decode_audio(job["path"])
+    except Exception as e:
+        return _failure(job, e)
+    spectrogram = clip_spectrogram(wave, SEGMENTS, job["audio_pad"])
+    arrays = {"frames": result["frames"], "spectrogram": spectrogram, **result["info"], **audio_info}
     write_shard(Path(job["shard"]), arrays)
     asm.write(job["id"], arrays)
+    return None
 
 
 def _init_worker() -> None:
@@ -284,16 +300,17 @@ def preprocess(
                 )
         for r in _run_jobs(jobs, workers, progress):
             if not r["ok"]:
-                report.failed.append({k: r[k] for k in ("id", "path", "reason")})
-                continue
-            report.decoded += 1
-            if "frames" in r:
+                asm.failed.append(r)
+            elif "frames" in r:
                 asm.submit(_finish, asm, r)
             else:
                 asm.submit(asm.write_shard_file, r["id"], parts / f"{r['id']}.shard")
+        asm.wait()
     except BaseException:
         asm.close(keep=False)
         raise
+    report.failed = [{k: r[k] for k in ("id", "path", "reason")} for r in asm.failed]
+    report.decoded = len(jobs) - len(report.failed)
     if report.failed:  # the file lacks their rows: write it again, from the shards, without them
         asm.close(keep=False)
         failed = {f["id"] for f in report.failed}
