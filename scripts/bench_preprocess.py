@@ -5,6 +5,7 @@ the 16 kHz mono audio), nothing else. The set is written with PyAV here: 10 s cl
 texture, H.264 at the given size and fps, 44.1 kHz stereo AAC noise.
 
     python scripts/bench_preprocess.py --videos 24 --frame-size 224 --width 320 --height 240 --fps 25
+    python scripts/bench_preprocess.py --videos 48 --steps     # also each step's ms per video, timed alone
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import decord
 import numpy as np
 
 from preprocessing.annotations import SEGMENTS
-from preprocessing.audio import decoded_samples
-from preprocessing.pipeline import preprocess
-from preprocessing.video import frame_indices, frame_times
+from preprocessing.audio import decoded_samples, load_audio, source_sample_rate
+from preprocessing.pipeline import clip_spectrogram, preprocess
+from preprocessing.video import frame_indices, frame_times, open_video, read_frames
 
 
 def write_mp4(
@@ -90,6 +91,27 @@ def time_preprocess(root: Path, args: argparse.Namespace) -> float:
     return time.perf_counter() - t0
 
 
+def step_times(root: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Milliseconds per video of each step of preprocess, timed alone over the set."""
+    paths = sorted((root / "AVE").glob("*.mp4"))
+    wave = load_audio(paths[0])
+    steps = {
+        "frames (decord + resize)": lambda p: read_frames(
+            open_video(p), SEGMENTS, args.frames_per_segment, args.frame_size
+        ),
+        "audio (decord, 16 kHz mono)": load_audio,
+        "sample-rate probe (PyAV)": source_sample_rate,
+        "log-spectrogram": lambda p: clip_spectrogram(wave, SEGMENTS),
+    }
+    times = {}
+    for name, fn in steps.items():
+        t0 = time.perf_counter()
+        for p in paths:
+            fn(p)
+        times[name] = (time.perf_counter() - t0) / len(paths) * 1000
+    return times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=24)
@@ -101,6 +123,7 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of each; medians are reported")
+    ap.add_argument("--steps", action="store_true", help="also time each step of preprocess alone")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
     try:
@@ -121,6 +144,10 @@ def main() -> None:
         print(f"decode-only floor (decord, 1 process): {floor_vps:.2f} videos/s")
         print(f"preprocess (end to end, incl. HDF5 assembly): {pre_vps:.2f} videos/s")
         print(f"ratio preprocess / floor: {pre_vps / floor_vps:.2f}x (goal >= 0.8x)")
+        print(f"ms per video: floor {1000 / floor_vps:.1f}, preprocess {1000 / pre_vps:.1f}")
+        if args.steps:
+            for name, ms in step_times(root / "set", args).items():
+                print(f"  {name}: {ms:.1f} ms per video")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
