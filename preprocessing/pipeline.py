@@ -4,8 +4,8 @@ Crash-safe and resumable: each decoded video becomes a shard ``OUT.h5.parts/<id>
 temporary name, then ``os.replace``d), a re-run skips finished shards, and the final file is filled in
 ``OUT.h5.tmp`` while decoding goes on (``preprocessing.assemble``) and renamed onto ``OUT.h5`` only when
 complete. With one process, a video's audio, spectrogram, shard and rows are done on a writer thread while
-the main thread decodes the next video's frames (decord releases the GIL while it decodes). Bad videos (missing, no audio stream,
-undecodable, zero length) go to ``OUT.h5.report.json`` while the rest go on.
+the main thread decodes the next video's frames (decord releases the GIL while it decodes). Bad videos
+(missing, no audio stream, undecodable, zero length) go to ``OUT.h5.report.json`` while the rest go on.
 
 Policy for clips that are not exactly 10 s (the AVE file always has 10 segments): longer clips keep
 their first 10 s; shorter clips repeat their last decoded frame for the missing seconds and their audio
@@ -76,19 +76,6 @@ def decode_audio(path: str | Path, sample_rate: int = 16000) -> tuple[np.ndarray
     return wave, {"audio_seconds": len(wave) / sample_rate, "source_sample_rate": read_source_rate(path)}
 
 
-def decode_streams(
-    path: str | Path,
-    frame_size: int = 224,
-    frames_per_segment: int = 1,
-    segments: int | None = None,
-    sample_rate: int = 16000,
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Frames (T,K,S,S,3) uint8, mono waveform (S,) float32 at ``sample_rate``, info; errors name the file."""
-    frames, info = decode_video(path, frame_size, frames_per_segment, segments)
-    wave, audio_info = decode_audio(path, sample_rate)
-    return frames, wave, {**info, **audio_info}
-
-
 def clip_spectrogram(
     wave: np.ndarray, segments: int, audio_pad: str = "zero", spec: SpecParams = SpecParams()
 ) -> np.ndarray:
@@ -108,9 +95,11 @@ def decode_clip(
 
     ``segments=None`` takes floor(duration) one-second segments (any video of at least 1 s).
     """
-    frames, wave, info = decode_streams(path, frame_size, frames_per_segment, segments, spec.sample_rate)
+    frames, info = decode_video(path, frame_size, frames_per_segment, segments)
+    wave, audio_info = decode_audio(path, spec.sample_rate)
     segments = info["segments"]
-    return frames, clip_spectrogram(wave, segments, audio_pad, spec), segment_columns(segments, spec), info
+    spectrogram = clip_spectrogram(wave, segments, audio_pad, spec)
+    return frames, spectrogram, segment_columns(segments, spec), {**info, **audio_info}
 
 
 def _first_line(e: BaseException) -> str:
