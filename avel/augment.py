@@ -1,8 +1,11 @@
-"""Frame transforms that run on the training device, batched: no per-sample Python, no host round trips.
+"""Train-time transforms that run on the training device, batched: no per-sample Python, no host round trips.
 
-Train: random-resized-crop (scale 0.08–1, ratio 3/4–4/3, as torchvision) + horizontal flip + ImageNet
-normalisation, done with one ``affine_grid``/``grid_sample`` call for the whole batch. Eval: normalisation
-only (frames are stored already resized and center-cropped by ``avel preprocess``).
+Frames, train: random-resized-crop (scale 0.08–1, ratio 3/4–4/3, as torchvision) + horizontal flip +
+ImageNet normalisation, done with one ``affine_grid``/``grid_sample`` call for the whole batch. Eval:
+normalisation only (frames are stored already resized and center-cropped by ``avel preprocess``).
+
+Spectrograms, train, when asked (``augment_audio``): SpecAugment without time warping (Park et al., 2019),
+one frequency band and one time span masked per sample.
 """
 
 from __future__ import annotations
@@ -73,3 +76,22 @@ def frames_to_input(frames: Tensor, train: bool, augment: bool, generator: torch
         y = random_resized_crop_flip(x.reshape(b, k * 3, s, s), generator)  # one box per sample
         x = y.reshape(x.shape)
     return normalize(x)
+
+
+def spec_augment(
+    a: Tensor, generator: torch.Generator | None, freq_frac: float = 1 / 8, time_frac: float = 1 / 5
+) -> Tensor:
+    """SpecAugment masks of (..., F, W) log-spectrograms: per leading sample, one band of 0..freq_frac·F bins
+    and one span of 0..time_frac·W columns set to 0, the clip mean of the standardised log-spectrogram."""
+    *lead, f, w = a.shape
+    n = math.prod(lead)
+    u = torch.rand(n, 4, generator=generator, device="cpu").to(a.device)
+    f_width = (u[:, 0] * (int(freq_frac * f) + 1)).long()
+    f_start = (u[:, 1] * (f - f_width + 1)).long()
+    t_width = (u[:, 2] * (int(time_frac * w) + 1)).long()
+    t_start = (u[:, 3] * (w - t_width + 1)).long()
+    bins, cols = torch.arange(f, device=a.device), torch.arange(w, device=a.device)
+    f_mask = (bins >= f_start[:, None]) & (bins < (f_start + f_width)[:, None])  # (n, F)
+    t_mask = (cols >= t_start[:, None]) & (cols < (t_start + t_width)[:, None])  # (n, W)
+    mask = f_mask[:, :, None] | t_mask[:, None, :]
+    return a.reshape(n, f, w).masked_fill(mask, 0.0).reshape(a.shape)

@@ -25,6 +25,7 @@ class TrainConfig:
     pretrained: bool = False  # torchvision ImageNet weights for the visual ResNet18
     frames: int = 4  # resnet18 family: frames per clip sample (4 for AVE)
     augment: bool = True  # train-time augmentation of frames (on the device)
+    augment_audio: bool = False  # train-time SpecAugment masks on spectrograms (end to end)
     # optimisation
     optimizer: str = "adam"  # sgd | adam | adagrad
     lr: float = 1e-3

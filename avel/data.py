@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from avel.augment import frames_to_input
+from avel.augment import frames_to_input, spec_augment
 from preprocessing.h5 import attr_value
 
 
@@ -153,6 +153,7 @@ def load_splits(
     device: str | torch.device = "cpu",
     frames: int = 4,
     augment: bool = True,
+    augment_audio: bool = False,
     splits: tuple[str, ...] = SPLIT_NAMES,
 ) -> DataSplits:
     """Load every split of an avel file onto ``device`` in the layout the model family needs.
@@ -183,8 +184,16 @@ def load_splits(
         out = {}
         for name in SPLIT_NAMES:
             if name in splits:
+                rows = _split_rows(f, name)
                 out[name] = loader(
-                    f, _split_rows(f, name), device, meta, frames=frames, augment=augment, split=name
+                    f,
+                    rows,
+                    device,
+                    meta,
+                    frames=frames,
+                    augment=augment,
+                    augment_audio=augment_audio,
+                    split=name,
                 )
             else:
                 out[name] = None
@@ -206,7 +215,9 @@ def segment_window(segment_columns: np.ndarray) -> int:
     return int(np.diff(np.asarray(segment_columns)).min())
 
 
-def _e2e_segments_split(f: h5py.File, rows: np.ndarray, device, meta: dict, augment: bool, **_) -> SplitData:
+def _e2e_segments_split(
+    f: h5py.File, rows: np.ndarray, device, meta: dict, augment: bool, augment_audio: bool, **_
+) -> SplitData:
     frames = torch.from_numpy(_rows(f["frames"], rows)).to(device)  # (N, T, K, S, S, 3) uint8
     spec = torch.from_numpy(_rows(f["spectrogram"], rows).astype(np.float32)).to(device)  # (N, F, L)
     labels = torch.from_numpy(_rows(f["segment_labels"], rows).astype(np.int64)).to(device)
@@ -218,6 +229,8 @@ def _e2e_segments_split(f: h5py.File, rows: np.ndarray, device, meta: dict, augm
     def transform(audio: Tensor, visual: Tensor, idx: Tensor, train: bool, gen) -> tuple[Tensor, Tensor]:
         a = audio[:, :, cols]  # (B, F, T, W)
         a = a.permute(0, 2, 1, 3).unsqueeze(2)  # (B, T, 1, F, W)
+        if train and augment_audio:
+            a = spec_augment(a, gen)  # masks per segment
         v = frames_to_input(visual, train, augment, gen)  # (B, T, K, 3, S, S)
         return a, v
 
@@ -232,7 +245,14 @@ def tile_span(spec: np.ndarray, lo: int, hi: int, length: int) -> np.ndarray:
 
 
 def _clip_split(
-    f: h5py.File, rows: np.ndarray, device, meta: dict, frames: int, augment: bool, split: str
+    f: h5py.File,
+    rows: np.ndarray,
+    device,
+    meta: dict,
+    frames: int,
+    augment: bool,
+    augment_audio: bool,
+    split: str,
 ) -> SplitData:
     seg = _rows(f["segment_labels"], rows)  # (N, T)
     background = len(meta["classes"]) - 1
@@ -269,7 +289,10 @@ def _clip_split(
         pos = span_start[idx, None] + pos.clamp_max(span_len[idx, None] - 1)  # (B, frames) in T*K
         flat = visual.reshape(b, -1, *visual.shape[3:])  # (B, T*K, S, S, 3)
         picked = flat[torch.arange(b, device=idx.device)[:, None], pos]  # (B, frames, S, S, 3)
-        return audio.unsqueeze(1), frames_to_input(picked, train, augment, gen)
+        a = audio.unsqueeze(1)  # (B, 1, F, L)
+        if train and augment_audio:
+            a = spec_augment(a, gen)
+        return a, frames_to_input(picked, train, augment, gen)
 
     return SplitData(
         torch.from_numpy(audio).to(device),

@@ -151,6 +151,7 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 
 def _check_resumable(stored: dict[str, Any], cfg: TrainConfig, run_dir: Path) -> None:
     now = config_mod.to_dict(cfg)
+    stored = {**config_mod.to_dict(TrainConfig()), **stored}  # keys added since the run began: defaults
     diff = sorted(k for k in now if k not in RESUMABLE_CHANGES and stored.get(k) != now[k])
     if diff:
         changes = ", ".join(f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in diff)
@@ -205,7 +206,14 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[s
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     generator = seed_everything(cfg.seed)
-    data = load_splits(cfg.data, family=cfg.model, device=device, frames=cfg.frames, augment=cfg.augment)
+    data = load_splits(
+        cfg.data,
+        family=cfg.model,
+        device=device,
+        frames=cfg.frames,
+        augment=cfg.augment,
+        augment_audio=cfg.augment_audio,
+    )
     for split, n in data.meta.get("skipped_no_event", {}).items():
         log(f"{cfg.data}: skipped {n} {split} video(s) without an event segment (no clip sample)")
     kwargs = model_kwargs(cfg, data)

@@ -73,6 +73,20 @@ def test_resume_refuses_a_different_config(features_h5, tmp_path):
         run_training(_cfg(features_h5, tmp_path / "r", epochs=2, lr=0.1), log=lambda s: None)
 
 
+def test_resume_a_run_from_before_a_config_key_existed(features_h5, tmp_path):
+    from avel.checkpoint import load_checkpoint, save_checkpoint
+
+    run_training(_cfg(features_h5, tmp_path / "old", epochs=1), log=lambda s: None)
+    ckpt = load_checkpoint(tmp_path / "old" / "last.pt")
+    del ckpt["config"]["augment_audio"]  # as written before the key was added; its default applies
+    save_checkpoint(tmp_path / "old" / "last.pt", ckpt)
+    msgs: list[str] = []
+    run_training(_cfg(features_h5, tmp_path / "old", epochs=2), log=msgs.append)
+    assert any("resuming" in m and "epoch 1" in m for m in msgs)
+    with pytest.raises(ValueError, match=r"different configuration \(augment_audio: False -> True\)"):
+        run_training(_cfg(features_h5, tmp_path / "old", epochs=3, augment_audio=True), log=lambda s: None)
+
+
 def test_pmr_logs_rho_and_coefficients(features_h5, tmp_path):
     run_training(_cfg(features_h5, tmp_path / "p", balance="pmr", epochs=2), log=lambda s: None)
     last = _metrics(tmp_path / "p")[-1]
