@@ -184,10 +184,9 @@ def load_splits(
         out = {}
         for name in SPLIT_NAMES:
             if name in splits:
-                rows = _split_rows(f, name)
                 out[name] = loader(
                     f,
-                    rows,
+                    _split_rows(f, name),
                     device,
                     meta,
                     frames=frames,

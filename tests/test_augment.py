@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from avel.augment import spec_augment
@@ -28,15 +29,16 @@ def test_spec_augment_masks_one_band_and_one_span_per_sample():
     assert torch.equal(out, again) and zero.any()
 
 
-def test_augment_audio_masks_train_batches_only(tiny_h5):
-    plain = load_splits(tiny_h5, family="avel", augment=False, splits=("train",)).train
-    masked = load_splits(tiny_h5, family="avel", augment=False, augment_audio=True, splits=("train",)).train
+@pytest.mark.parametrize("family", ["avel", "resnet18"])
+def test_augment_audio_masks_train_batches_only(tiny_h5, family):
+    plain = load_splits(tiny_h5, family=family, augment=False, splits=("train",)).train
+    masked = load_splits(tiny_h5, family=family, augment=False, augment_audio=True, splits=("train",)).train
     idx = torch.arange(4)
     gen = torch.Generator().manual_seed(0)
     a0, _ = plain.transform(plain.audio[idx], plain.visual[idx], idx, True, gen)
     a1, _ = masked.transform(masked.audio[idx], masked.visual[idx], idx, True, gen)
     a2, _ = masked.transform(masked.audio[idx], masked.visual[idx], idx, False, gen)
-    assert a0.shape == a1.shape == (4, 10, 1, 257, a0.shape[-1])
+    assert a0.shape == a1.shape  # avel (4, 10, 1, 257, W) per segment; resnet18 (4, 1, 257, 1004) per clip
     assert torch.equal(a2, a0)  # eval: no masks
     changed = a1 != a0
     assert changed.any() and torch.all(a1[changed] == 0)  # train: only masked cells differ, set to 0
