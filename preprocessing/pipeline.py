@@ -96,10 +96,16 @@ def decode_clip(
     ``segments=None`` takes floor(duration) one-second segments (any video of at least 1 s).
     """
     frames, info = decode_video(path, frame_size, frames_per_segment, segments)
+    spectrogram, audio_info = decode_spectrogram(path, info["segments"], audio_pad, spec)
+    return frames, spectrogram, segment_columns(info["segments"], spec), {**info, **audio_info}
+
+
+def decode_spectrogram(
+    path: str | Path, segments: int, audio_pad: str = "zero", spec: SpecParams = SpecParams()
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(257, L) float32 log-spectrogram of ``segments`` seconds of the file's audio, and the audio info."""
     wave, audio_info = decode_audio(path, spec.sample_rate)
-    segments = info["segments"]
-    spectrogram = clip_spectrogram(wave, segments, audio_pad, spec)
-    return frames, spectrogram, segment_columns(segments, spec), {**info, **audio_info}
+    return clip_spectrogram(wave, segments, audio_pad, spec), audio_info
 
 
 def _first_line(e: BaseException) -> str:
@@ -182,10 +188,9 @@ def _finish(asm: Assembler, result: dict[str, Any]) -> dict[str, Any] | None:
     writer thread); returns a failure like ``_decode_job``'s if the audio is bad."""
     job = result["job"]
     try:
-        wave, audio_info = decode_audio(job["path"])
+        spectrogram, audio_info = decode_spectrogram(job["path"], SEGMENTS, job["audio_pad"])
     except Exception as e:
         return _failure(job, e)
-    spectrogram = clip_spectrogram(wave, SEGMENTS, job["audio_pad"])
     arrays = {"frames": result["frames"], "spectrogram": spectrogram, **result["info"], **audio_info}
     write_shard(Path(job["shard"]), arrays)
     asm.write(job["id"], arrays)
