@@ -102,7 +102,12 @@ class DataSplits:
 
 PREPROCESS_KIND = "avel-preprocess"
 FEATURES_KIND = "avel-features"
+CGMNIST_KIND = "avel-cgmnist"
+KINDS = (PREPROCESS_KIND, FEATURES_KIND, CGMNIST_KIND)
 SPLIT_NAMES = ("train", "val", "test")
+# input normalisation of the released CG-MNIST code: MNIST's mean/std (gray), CIFAR-10's (colored)
+GRAY_MEAN, GRAY_STD = 0.1307, 0.3081
+COLOR_MEAN, COLOR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
 def file_kind(path: str | Path) -> str:
@@ -115,10 +120,11 @@ def file_kind(path: str | Path) -> str:
             kind = f.attrs.get("kind")
     except OSError as e:
         raise ValueError(f"{path}: not an HDF5 file ({e})") from None
-    if kind not in (PREPROCESS_KIND, FEATURES_KIND):
+    if kind not in KINDS:
         raise ValueError(
             f"{path}: not an avel file (attribute kind={kind!r}; expected {PREPROCESS_KIND!r} from "
-            f"`avel preprocess` or {FEATURES_KIND!r} from `avel import-features` / `avel extract`)"
+            f"`avel preprocess`, {FEATURES_KIND!r} from `avel import-features` / `avel extract`, or "
+            f"{CGMNIST_KIND!r} from `avel cgmnist`)"
         )
     return str(kind)
 
@@ -126,8 +132,9 @@ def file_kind(path: str | Path) -> str:
 def read_meta(f: h5py.File) -> dict:
     """Attributes of the file as plain Python values (classes decoded from JSON)."""
     meta = {k: attr_value(v) for k, v in f.attrs.items()}
-    if isinstance(meta.get("classes"), str):
-        meta["classes"] = json.loads(meta["classes"])
+    for key in ("classes", "modalities"):
+        if isinstance(meta.get(key), str):
+            meta[key] = json.loads(meta[key])
     return meta
 
 
@@ -170,7 +177,18 @@ def load_splits(
         meta["kind"] = kind
         meta["path"] = str(path)
         classes = meta["classes"]
-        if family == "avel":
+        if (kind == CGMNIST_KIND) != (family == "cgmnist"):
+            raise ValueError(
+                f"{path}: a {kind} file; "
+                + (
+                    "CG-MNIST trains the cgmnist model family (--model cgmnist)"
+                    if kind == CGMNIST_KIND
+                    else "the cgmnist model family trains on `avel cgmnist` files"
+                )
+            )
+        if family == "cgmnist":
+            loader = _cgmnist_split
+        elif family == "avel":
             loader = _features_split if kind == FEATURES_KIND else _e2e_segments_split
         elif family == "resnet18":
             if kind != PREPROCESS_KIND:
@@ -180,7 +198,7 @@ def load_splits(
                 )
             loader = _clip_split
         else:
-            raise ValueError(f"unknown model family {family!r}; valid: ['avel', 'resnet18']")
+            raise ValueError(f"unknown model family {family!r}; valid: ['avel', 'resnet18', 'cgmnist']")
         out = {}
         for name in SPLIT_NAMES:
             if name in splits:
@@ -196,9 +214,10 @@ def load_splits(
                 )
             else:
                 out[name] = None
-    meta["num_classes"] = len(classes) if family == "avel" else len(classes) - 1
+    meta["num_classes"] = {"avel": len(classes), "resnet18": len(classes) - 1}.get(family, len(classes))
     meta["family"] = family
     meta["input_mode"] = "features" if kind == FEATURES_KIND else "e2e"
+    meta.setdefault("modalities", ["audio", "visual"])
     return DataSplits(out["train"], out["val"], out["test"], meta)
 
 
@@ -300,3 +319,20 @@ def _clip_split(
         transform,
         rows=torch.from_numpy(rows),
     )
+
+
+def _cgmnist_split(f: h5py.File, rows: np.ndarray, device, meta: dict, **_) -> SplitData:
+    """CG-MNIST samples: gray (B, 1, 28, 28) in the first (audio) slot, colored (B, 3, 28, 28) in the
+    second (visual) slot, clip labels (B,). Stored as uint8, normalised per batch (released code's means)."""
+    gray = torch.from_numpy(_rows(f["gray"], rows)).to(device)  # (N, 28, 28) uint8
+    colored = torch.from_numpy(_rows(f["colored"], rows)).to(device)  # (N, 28, 28, 3) uint8
+    labels = torch.from_numpy(_rows(f["label"], rows).astype(np.int64)).to(device)
+    c_mean = torch.tensor(COLOR_MEAN, device=device)[:, None, None]
+    c_std = torch.tensor(COLOR_STD, device=device)[:, None, None]
+
+    def transform(g: Tensor, c: Tensor, idx: Tensor, train: bool, gen) -> tuple[Tensor, Tensor]:
+        g = (g.float().unsqueeze(1) / 255.0 - GRAY_MEAN) / GRAY_STD
+        c = (c.float().permute(0, 3, 1, 2) / 255.0 - c_mean) / c_std
+        return g, c
+
+    return SplitData(gray, colored, labels, transform, rows=torch.from_numpy(rows))

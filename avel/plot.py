@@ -33,6 +33,15 @@ def run_label(run_dir: Path) -> str:
     return run_dir.name
 
 
+def modality_names(run_dirs: list[Path]) -> tuple[str, str]:
+    """The two modalities' names of the first run (gray / colored on CG-MNIST, else audio / visual)."""
+    from avel.models import MODALITY_NAMES
+
+    cfg_path = Path(run_dirs[0]) / "config.json"
+    family = json.loads(cfg_path.read_text()).get("model", "avel") if cfg_path.is_file() else "avel"
+    return MODALITY_NAMES.get(family, ("audio", "visual"))
+
+
 def plot_runs(run_dirs: list[str | Path], out: str | Path) -> list[str]:
     """Draw the panels to ``out`` (PNG); returns the keys plotted."""
     import matplotlib
@@ -48,6 +57,12 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> list[str]:
                 if k not in _SKIP and k not in keys and isinstance(v, int | float):
                     keys.append(k)
     keys = [k for k in _MAIN if k in keys] + sorted(k for k in keys if k not in _MAIN)
+    first, second = modality_names([d for d, _ in runs])
+    titles = {
+        **_TITLES,
+        "val_audio_accuracy": f"{first} alone (val, prototypes)",
+        "val_visual_accuracy": f"{second} alone (val, prototypes)",
+    }
     cols = min(3, len(keys)) or 1
     nrows = -(-len(keys) // cols) or 1
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.4 * nrows), squeeze=False)
@@ -56,7 +71,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> list[str]:
             pts = [(r["epoch"], r[key]) for r in rows if key in r and r[key] == r[key]]
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker=".", label=run_label(run_dir))
-        ax.set_title(_TITLES.get(key, key))
+        ax.set_title(titles.get(key, key))
         ax.set_xlabel("epoch")
         if key == "rho":
             ax.axhline(1.0, color="grey", lw=0.8, ls="--")

@@ -284,14 +284,15 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[s
             "best": best,
             "rng": rng_state(generator),
             "data_meta": {
-                k: data.meta[k] for k in ("classes", "kind", "num_classes", "input_mode", "family")
+                k: data.meta[k]
+                for k in ("classes", "kind", "num_classes", "input_mode", "family", "modalities")
             },
             "data_params": _data_params(data.meta),
         }
         if improved:
             save_checkpoint(run_dir / "best.pt", state)
         save_checkpoint(last, state)
-        log(_summary(line, best))
+        log(_summary(line, best, tuple(data.meta["modalities"])))
     return _finish(run_dir, cfg, data, device, best, log)
 
 
@@ -308,11 +309,12 @@ def _data_params(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: meta[k] for k in keys if k in meta}
 
 
-def _summary(line: dict[str, Any], best: dict[str, Any]) -> str:
+def _summary(line: dict[str, Any], best: dict[str, Any], names: tuple[str, str] = ("audio", "visual")) -> str:
+    """One line per epoch; ``names`` are the data's two modalities (gray / colored on CG-MNIST)."""
     parts = [f"epoch {line['epoch']:3d}", f"loss {line.get('loss', float('nan')):.4f}"]
     if "val_accuracy" in line:
         parts.append(f"val {100 * line['val_accuracy']:.2f}%")
-    for k, name in (("val_audio_accuracy", "audio"), ("val_visual_accuracy", "visual")):
+    for k, name in zip(("val_audio_accuracy", "val_visual_accuracy"), names, strict=True):
         if k in line:
             parts.append(f"{name} {100 * line[k]:.1f}%")
     if "rho" in line:
@@ -334,6 +336,7 @@ def _finish(run_dir: Path, cfg: TrainConfig, data: DataSplits, device, best, log
         "best_epoch": best["epoch"],
         "val_accuracy": best["val_accuracy"],
         "test_accuracy": test["accuracy"],
+        "modalities": list(data.meta["modalities"]),
         **{f"test_{k}": v for k, v in test.items() if k != "accuracy"},
         "config": config_mod.to_dict(cfg),
     }

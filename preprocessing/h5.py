@@ -25,6 +25,7 @@ from preprocessing.annotations import AVEAnnotations, one_hot
 SCHEMA_VERSION = 1
 PREPROCESS_KIND = "avel-preprocess"
 FEATURES_KIND = "avel-features"
+CGMNIST_KIND = "avel-cgmnist"
 SPLIT_NAMES = ("train", "val", "test")
 STR = h5py.string_dtype("utf-8")
 CHUNK_ROWS = 64  # rows copied per step when streaming large arrays
@@ -216,6 +217,8 @@ def describe(path: str | Path) -> str:
     with h5py.File(path, "r") as f:
         attrs = {k: attr_value(v) for k, v in f.attrs.items()}
         kind = attrs.get("kind")
+        if kind == CGMNIST_KIND:
+            return describe_cgmnist(path, f, attrs)
         if kind not in (PREPROCESS_KIND, FEATURES_KIND):
             raise ValueError(f"{path}: not an avel file (attribute kind={kind!r})")
         classes = json.loads(attrs["classes"])
@@ -234,5 +237,30 @@ def describe(path: str | Path) -> str:
     lines += [f"classes ({bg} + background), rows per class:"]
     lines += _table((f"{i:2d} {c}", counts.get(i, 0)) for i, c in enumerate(classes[:-1]))
     params = {k: v for k, v in attrs.items() if k not in ("kind", "schema_version", "classes")}
+    lines += ["parameters:", *_table(sorted(params.items()))]
+    return "\n".join(lines)
+
+
+def describe_cgmnist(path: Path, f: h5py.File, attrs: dict[str, Any]) -> str:
+    """``avel info`` of a CG-MNIST file: splits, how often the colour names the class, rows per class."""
+    classes = json.loads(attrs["classes"])
+    label, color_class = f["label"][()], f["color_class"][()]
+    lines = [
+        f"{path}",
+        f"kind: {attrs['kind']} (schema {attrs.get('schema_version')})",
+        f"rows: {len(label)}",
+    ]
+    lines.append(f"modalities: {', '.join(json.loads(attrs['modalities']))}")
+    lines.append("splits (rows; share whose colour is its class's mean colour):")
+    split_rows = {k: f[f"splits/{k}"][()] for k in SPLIT_NAMES if f"splits/{k}" in f}
+    lines += _table(
+        (k, f"{len(r)}; colour = class {100 * (color_class[r] == label[r]).mean():.1f}%" if len(r) else "0")
+        for k, r in split_rows.items()
+    )
+    lines += ["arrays:", *_table((k, f"{f[k].shape} {f[k].dtype}") for k in ("gray", "colored"))]
+    counts = Counter(label.tolist())
+    lines += [f"classes ({len(classes)}), rows per class:"]
+    lines += _table((f"{i:2d} {c}", counts.get(i, 0)) for i, c in enumerate(classes))
+    params = {k: v for k, v in attrs.items() if k not in ("kind", "schema_version", "classes", "modalities")}
     lines += ["parameters:", *_table(sorted(params.items()))]
     return "\n".join(lines)

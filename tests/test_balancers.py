@@ -149,7 +149,8 @@ def test_ge_noise_has_the_gradients_std():
     modulate_gradients([p], torch.tensor(0.5), torch.Generator().manual_seed(1))
     noise = p.grad - 0.5 * g0
     assert abs(noise.mean()) < 0.1
-    assert noise.std().item() == pytest.approx(g0.std().item(), rel=0.03)  # std of the gradient before scaling
+    # std of the gradient before scaling
+    assert noise.std().item() == pytest.approx(g0.std().item(), rel=0.03)
 
 
 # ------------------------------------------------------------------------------------------------ OPM

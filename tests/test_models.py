@@ -148,7 +148,9 @@ def test_resnet18_matches_torchvision():
 
 
 def test_build_model_errors_list_valid_names():
-    with pytest.raises(ValueError, match=r"unknown model family 'vgg'; valid: \['avel', 'resnet18'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown model family 'vgg'; valid: \['avel', 'resnet18', 'cgmnist'\]"
+    ):
         build_model("vgg", "concat")
     with pytest.raises(ValueError, match=r"unknown fusion for avel 'film'; valid: \['concat', 'dmrn'\]"):
         build_model("avel", "film")

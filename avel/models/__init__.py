@@ -6,15 +6,35 @@
 from __future__ import annotations
 
 from avel.models.base import AVModel, ModelOutput, count_parameters
-from avel.models.classifier import AVClassifier
+from avel.models.classifier import AVClassifier, CGClassifier
 from avel.models.localizer import AVELocalizer
 
-MODEL_FAMILIES: dict[str, type[AVModel]] = {"avel": AVELocalizer, "resnet18": AVClassifier}
+MODEL_FAMILIES: dict[str, type[AVModel]] = {
+    "avel": AVELocalizer,
+    "resnet18": AVClassifier,
+    "cgmnist": CGClassifier,
+}
 FUSIONS: dict[str, tuple[str, ...]] = {
     "avel": ("concat", "dmrn"),
     "resnet18": ("concat", "sum", "film", "gated"),
+    "cgmnist": ("concat", "sum", "film", "gated"),
 }
 MODALITIES = ("both", "audio", "visual")
+# what each family's two branch slots hold (PMR's modality 1 and 2); on CG-MNIST --modality gray / colored
+# name the slots
+MODALITY_NAMES: dict[str, tuple[str, str]] = {
+    "avel": ("audio", "visual"),
+    "resnet18": ("audio", "visual"),
+    "cgmnist": ("gray", "colored"),
+}
+
+
+def modality_slot(family: str, modality: str) -> str:
+    """'both' / 'audio' / 'visual' for a modality given by slot or by its name in ``family`` (gray: audio)."""
+    names = MODALITY_NAMES.get(family, ("audio", "visual"))
+    return {names[0]: "audio", names[1]: "visual"}.get(modality, modality)
+
+
 INPUT_MODES = ("features", "e2e")
 
 
@@ -36,8 +56,11 @@ def build_model(
     classifier (``family="resnet18"``). ``regions`` is the attention's grid size h·w (49 on 7×7)."""
     _check("model family", family, MODEL_FAMILIES)
     _check(f"fusion for {family}", fusion, FUSIONS[family])
+    modality = modality_slot(family, modality)
     _check("modality", modality, MODALITIES)
     _check("input mode", input_mode, INPUT_MODES)
+    if family == "cgmnist":
+        return CGClassifier(fusion, num_classes=num_classes, modality=modality)
     if family == "resnet18":
         if input_mode != "e2e":
             raise ValueError("resnet18 classifiers train end to end (input_mode 'e2e'), not on features")
@@ -65,9 +88,18 @@ def _check(what: str, value: str, valid) -> None:
 
 def describe(model: AVModel) -> str:
     """One line: family, fusion, input mode, parameter count."""
-    family = "avel" if isinstance(model, AVELocalizer) else "resnet18"
+    family = {AVELocalizer: "avel", CGClassifier: "cgmnist"}.get(type(model), "resnet18")
     mode = f", {model.input_mode}" if isinstance(model, AVELocalizer) else ""
     return f"{family} {model.fusion_name}{mode}: {count_parameters(model):,} parameters"
 
 
-__all__ = ["FUSIONS", "MODEL_FAMILIES", "AVModel", "ModelOutput", "build_model", "describe"]
+__all__ = [
+    "FUSIONS",
+    "MODALITY_NAMES",
+    "MODEL_FAMILIES",
+    "modality_slot",
+    "AVModel",
+    "ModelOutput",
+    "build_model",
+    "describe",
+]

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from avel.models.base import AVModel, ModelOutput
-from avel.models.encoders import ResNet18, load_imagenet
+from avel.models.encoders import CGConvNet, ResNet18, load_imagenet
 from avel.models.fusion import CLASSIFIER_FUSIONS, UniModal
 
 
@@ -55,12 +55,11 @@ class AVClassifier(AVModel):
     ):
         super().__init__()
         self.num_classes, self.background, self.modality = num_classes, None, modality
-        self.z_dim = d = 8 * width
         self.fusion_name = fusion if modality == "both" else modality
-        self.audio_branch = AudioEncoder(width) if modality in ("both", "audio") else nn.Identity()
-        self.visual_branch = (
-            VisualEncoder(width, pretrained) if modality in ("both", "visual") else nn.Identity()
-        )
+        audio, visual, d = self.make_encoders(width, pretrained)
+        self.z_dim = d
+        self.audio_branch = audio if modality in ("both", "audio") else nn.Identity()
+        self.visual_branch = visual if modality in ("both", "visual") else nn.Identity()
         head = (
             CLASSIFIER_FUSIONS[fusion](d, num_classes)
             if modality == "both"
@@ -68,6 +67,10 @@ class AVClassifier(AVModel):
         )
         self.head = head
         self.splits_logits = bool(head.splits)
+
+    def make_encoders(self, width: int, pretrained: bool) -> tuple[nn.Module, nn.Module, int]:
+        """(first-slot encoder, second-slot encoder, representation width D)."""
+        return AudioEncoder(width), VisualEncoder(width, pretrained), 8 * width
 
     def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
         z_a = self.audio_branch(audio) if self.modality != "visual" else None
@@ -79,3 +82,12 @@ class AVClassifier(AVModel):
     def fuse(self, z_audio: Tensor, z_visual: Tensor) -> ModelOutput:
         logits, la, lv = self.head(z_audio, z_visual)
         return ModelOutput(logits, z_audio, z_visual, la, lv)
+
+
+class CGClassifier(AVClassifier):
+    """The CG-MNIST classifier of PMR (Table 1): two 4-conv encoders (``CGConvNet``, D = 512), gray in the
+    first (audio) slot and colored in the second (visual) slot, as the released code's ``fusion(g, c)``;
+    any fusion of ``avel.models.fusion``. ``width`` and ``pretrained`` do not apply (ignored)."""
+
+    def make_encoders(self, width: int, pretrained: bool) -> tuple[nn.Module, nn.Module, int]:
+        return CGConvNet(1), CGConvNet(3), 512

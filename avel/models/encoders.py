@@ -82,3 +82,38 @@ def load_imagenet(encoder: ResNet18) -> None:
             "--no-pretrained"
         ) from e
     encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
+
+
+class CGConvNet(nn.Module):
+    """The CG-MNIST encoder of PMR (Table 1 setup: 4 convolutions and an average pool), as the released
+    ``convnet``: BN on the input, conv 5×5/32 → max-pool 3/2 → conv 3×3/32 → conv 3×3/64 stride 2 →
+    conv 3×3/64, ReLU after each, 7×7 average pool, then a linear map 64 → ``dim`` (512).
+
+    (B, C, 28, 28) → (B, dim); C = 1 (gray) or 3 (colored).
+    """
+
+    def __init__(self, in_channels: int, dim: int = 512):
+        super().__init__()
+        self.bn0 = nn.BatchNorm2d(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, 32, 5, 1, 2)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.conv2 = nn.Conv2d(32, 32, 3, 1, 1)
+        self.conv3 = nn.Conv2d(32, 64, 3, 2, 1)
+        self.conv4 = nn.Conv2d(64, 64, 3, 1, 1)
+        self.fc = nn.Linear(64, dim)
+        for m in self.modules():  # the released code's weight_init
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.Linear):
+                nn.init.xavier_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def features(self, x: Tensor) -> Tensor:
+        """The (B, 64, 7, 7) map after the last convolution."""
+        x = self.maxpool(self.relu(self.conv1(self.bn0(x))))  # 28 -> 14
+        x = self.relu(self.conv3(self.relu(self.conv2(x))))  # 14 -> 7
+        return self.relu(self.conv4(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.features(x).mean((-2, -1)))  # 7×7 average pool, as AvgPool2d(7) on 28×28 input

@@ -1,0 +1,214 @@
+"""CG-MNIST: the idx reader on written idx files, colouring against hand computations, the HDF5 file and
+its splits, the embedded set, the 4-conv encoder, and real training steps with every fusion."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from avel.cgmnist import CGMNISTConfig, make_cgmnist
+from avel.cli import app
+from avel.config import load_config
+from avel.data import load_splits
+from avel.models import build_model
+from avel.models.encoders import CGConvNet
+from avel.train import run_training
+from preprocessing.cgmnist import MEAN_COLORS, colorize, read_idx, write_cgmnist
+
+runner = CliRunner()
+
+
+def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
+    """An idx file as LeCun specifies it: 0, 0, type 0x08, ndim, big-endian dims, then the bytes."""
+    raw = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    """Tiny MNIST-format folder: 40 train and 20 test 28×28 'digits' (a bar whose position is the class)."""
+    folder = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    for split, n, gz in (("train", 40, True), ("t10k", 20, False)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 30, (n, 28, 28)).astype(np.uint8)
+        for i, y in enumerate(labels):
+            images[i, 4:24, 2 + 2 * y : 4 + 2 * y] = 255
+        suffix = ".gz" if gz else ""
+        write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", images, gz)
+        write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", labels, gz)
+    return folder
+
+
+def test_read_idx_round_trip_raw_and_gzip(tmp_path):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a", a)
+    write_idx(tmp_path / "a.gz", a, compress=True)
+    assert np.array_equal(read_idx(tmp_path / "a"), a)
+    assert np.array_equal(read_idx(tmp_path / "a.gz"), a)
+
+
+def test_read_idx_refuses_bad_files(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01\x00\x00\x00\x01\x00")
+    with pytest.raises(ValueError, match="not an idx file"):
+        read_idx(tmp_path / "bad")
+    a = np.zeros((4, 2), np.uint8)
+    write_idx(tmp_path / "short", a)
+    (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:-3])
+    with pytest.raises(ValueError, match=r"\(4, 2\) = 8 bytes, the file holds 5"):
+        read_idx(tmp_path / "short")
+
+
+def test_colorize_multiplies_the_digit_by_the_class_colour():
+    gray = np.zeros((2, 28, 28), np.uint8)
+    gray[:, 0, 0] = 200
+    gray[:, 0, 1] = 100
+    out = colorize(gray, np.array([6, 2]), 0.0, np.random.default_rng(0))  # no jitter
+    assert out[0, 0, 0].tolist() == [200, 100, 0]  # class 6: (1, 0.5, 0)
+    assert out[0, 0, 1].tolist() == [100, 50, 0]
+    assert out[1, 0, 0].tolist() == [0, 0, 200]  # class 2: blue
+    assert out[:, 1:].max() == 0  # the background stays black
+
+
+def test_write_cgmnist_splits_and_colour_correlation(tmp_path):
+    rng = np.random.default_rng(1)
+    n_tr, n_te = 500, 2000
+    y_tr, y_te = rng.integers(0, 10, n_tr), rng.integers(0, 10, n_te)
+    img_tr = np.full((n_tr, 28, 28), 255, np.uint8)
+    img_te = np.full((n_te, 28, 28), 255, np.uint8)
+    rows = write_cgmnist(tmp_path / "cg.h5", img_tr, y_tr, img_te, y_te, seed=3, test_color_match=0.5)
+    assert rows == {"train": 450, "val": 50, "test": 2000}
+    with h5py.File(tmp_path / "cg.h5", "r") as f:
+        assert f.attrs["kind"] == "avel-cgmnist"
+        assert json.loads(f.attrs["modalities"]) == ["gray", "colored"]
+        tr, va, te = (f[f"splits/{k}"][()] for k in ("train", "val", "test"))
+        label, cc, colored = f["label"][()], f["color_class"][()], f["colored"][()]
+    assert set(tr).isdisjoint(va) and sorted([*tr, *va]) == list(range(n_tr))  # val carved from train
+    assert te.tolist() == list(range(n_tr, n_tr + n_te))  # test never touched
+    assert (cc[:n_tr] == label[:n_tr]).all()  # train and val: the class's colour
+    share = (cc[te] == label[te]).mean()  # 0.5 + 0.5 / 10 expected
+    assert 0.5 < share < 0.6
+    # the mean colour of a class comes back from its train images (jitter averages out)
+    mean_red = colored[:n_tr][label[:n_tr] == 0].reshape(-1, 3).mean(0) / 255
+    assert np.allclose(mean_red, np.clip(MEAN_COLORS[0], 0, 1), atol=0.12)
+
+
+def test_cli_cgmnist_from_idx_folder_and_info(mnist_dir, tmp_path):
+    out = tmp_path / "cg.h5"
+    res = runner.invoke(app, ["cgmnist", str(out), "--mnist", str(mnist_dir), "--test-color-match", "1"])
+    assert res.exit_code == 0, res.output
+    assert "train 36, val 4, test 20" in res.output
+    info = runner.invoke(app, ["info", str(out)])
+    assert info.exit_code == 0, info.output
+    assert "kind: avel-cgmnist" in info.output and "modalities: gray, colored" in info.output
+    assert "test   20; colour = class 100.0%" in info.output
+    assert info.output.index("train") < info.output.index("val ") < info.output.index("test ")
+    with h5py.File(out, "r") as f:
+        assert f["gray"].shape == (60, 28, 28)
+        assert f["colored"].shape == (60, 28, 28, 3)
+
+
+def test_cli_cgmnist_missing_idx_file_is_one_line(tmp_path):
+    res = runner.invoke(app, ["cgmnist", str(tmp_path / "x.h5"), "--mnist", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "error:" in res.output and "train-images-idx3-ubyte" in res.output
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_embedded_set_is_deterministic(tmp_path):
+    cfg = CGMNISTConfig(train=20, test=10, seed=5)
+    make_cgmnist(tmp_path / "a.h5", cfg)
+    make_cgmnist(tmp_path / "b.h5", cfg)
+    with h5py.File(tmp_path / "a.h5", "r") as a, h5py.File(tmp_path / "b.h5", "r") as b:
+        for key in ("gray", "colored", "label", "color_class"):
+            assert np.array_equal(a[key][()], b[key][()])
+        assert a["gray"][()].max() == 255  # strokes at full intensity, as in MNIST
+        assert np.bincount(a["label"][()], minlength=10).tolist() == [3] * 10  # 20 train + 10 test
+
+
+def test_encoder_shapes():
+    net = CGConvNet(3)
+    x = torch.randn(2, 3, 28, 28)
+    assert net.features(x).shape == (2, 64, 7, 7)
+    assert net(x).shape == (2, 512)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "sum", "film", "gated"])
+def test_every_fusion_on_cgmnist(fusion):
+    model = build_model("cgmnist", fusion, input_mode="e2e", num_classes=10)
+    out = model(torch.randn(3, 1, 28, 28), torch.randn(3, 3, 28, 28))
+    assert out.logits.shape == (3, 10) and out.z_audio.shape == out.z_visual.shape == (3, 512)
+    assert (out.logits_audio is not None) == (fusion in ("concat", "sum"))
+
+
+@pytest.fixture(scope="module")
+def cg_h5(mnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cg") / "cg.h5"
+    make_cgmnist(out, CGMNISTConfig(seed=0, test_color_match=0.0), mnist_dir=mnist_dir)
+    return out
+
+
+def test_loader_puts_gray_first_and_normalises(cg_h5):
+    data = load_splits(cg_h5, family="cgmnist")
+    assert data.meta["modalities"] == ["gray", "colored"] and data.meta["num_classes"] == 10
+    b = data.test.batch(torch.arange(4))
+    assert b.audio.shape == (4, 1, 28, 28) and b.visual.shape == (4, 3, 28, 28)
+    with h5py.File(cg_h5, "r") as f:
+        raw = f["gray"][int(data.test.rows[0])].astype(np.float32)
+    assert torch.allclose(b.audio[0, 0], torch.from_numpy((raw / 255 - 0.1307) / 0.3081), atol=1e-5)
+    with pytest.raises(ValueError, match="--model cgmnist"):
+        load_splits(cg_h5, family="resnet18")
+
+
+@pytest.mark.parametrize("balance", ["pmr", "ogm-ge"])
+def test_training_steps_with_a_balancer(cg_h5, tmp_path, balance):
+    cfg = load_config(
+        None,
+        {
+            "data": str(cg_h5),
+            "model": "cgmnist",
+            "fusion": "concat",
+            "balance": balance,
+            "epochs": 2,
+            "batch_size": 8,
+            "device": "cpu",
+            "progress": False,
+            "out": str(tmp_path / "run"),
+        },
+    )
+    lines: list[str] = []
+    res = run_training(cfg, log=lines.append)
+    assert res["modalities"] == ["gray", "colored"]
+    assert any("gray" in ln and "colored" in ln for ln in lines)  # the epoch line names the modalities
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
+    if balance == "pmr":
+        assert {"rho", "beta", "gamma", "pce_audio"} <= rows[0].keys()
+
+
+def test_uni_modal_gray_by_name(cg_h5, tmp_path):
+    cfg = load_config(
+        None,
+        {
+            "data": str(cg_h5),
+            "model": "cgmnist",
+            "modality": "gray",
+            "epochs": 1,
+            "batch_size": 8,
+            "device": "cpu",
+            "progress": False,
+            "out": str(tmp_path / "gray"),
+        },
+    )
+    run_training(cfg, log=lambda s: None)
+    from avel.checkpoint import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(tmp_path / "gray" / "best.pt")
+    assert model.modality == "audio" and isinstance(model.visual_branch, torch.nn.Identity)
