@@ -146,11 +146,33 @@ def _split_rows(f: h5py.File, name: str) -> np.ndarray:
     return np.sort(f[f"splits/{name}"][()].astype(np.int64))
 
 
-def _rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-    """Read rows of a dataset; h5py wants increasing indices, and whole reads are fastest for most rows."""
-    if len(rows) > 0.5 * ds.shape[0]:
-        return ds[()][rows]
-    return ds[rows] if len(rows) else np.zeros((0, *ds.shape[1:]), ds.dtype)
+SMALL_BYTES = 64 * 2**20  # an unchunked dataset up to this size is read whole
+
+
+def row_runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """Increasing ``rows`` as runs of consecutive rows: (position in ``rows``, first row, run length)."""
+    if len(rows) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    lengths = np.diff(np.concatenate([starts, [len(rows)]]))
+    return [(int(i), int(rows[i]), int(n)) for i, n in zip(starts, lengths, strict=True)]
+
+
+def _rows(ds: h5py.Dataset, rows: np.ndarray, dtype=None) -> np.ndarray:
+    """Rows ``rows`` (increasing) of a dataset as one new array of ``dtype`` (default: the stored one).
+
+    Each run of consecutive rows is one hyperslab read straight into its place in the output (HDF5 converts
+    the type on the way): the time of reading those rows in order, memory of the output only. h5py's fancy
+    indexing (``ds[rows]``) is many times slower on chunked datasets, and reading the whole dataset first
+    holds every row in memory.
+    """
+    if ds.chunks is None and ds.nbytes <= SMALL_BYTES:  # row metadata: one read, then index
+        return ds[()][rows].astype(dtype or ds.dtype, copy=False)
+    out = np.empty((len(rows), *ds.shape[1:]), dtype or ds.dtype)
+    for at, first, n in row_runs(np.asarray(rows)):
+        ds.read_direct(out, np.s_[first : first + n], np.s_[at : at + n])
+    return out
 
 
 def load_splits(
@@ -222,9 +244,9 @@ def load_splits(
 
 
 def _features_split(f: h5py.File, rows: np.ndarray, device, meta: dict, **_) -> SplitData:
-    audio = torch.from_numpy(_rows(f["audio"], rows).astype(np.float32)).to(device)  # (N, T, Da)
-    visual = torch.from_numpy(_rows(f["visual"], rows).astype(np.float32)).to(device)  # (N, T, H, W, C)
-    labels = torch.from_numpy(_rows(f["segment_labels"], rows).astype(np.int64)).to(device)  # (N, T)
+    audio = torch.from_numpy(_rows(f["audio"], rows, np.float32)).to(device)  # (N, T, Da)
+    visual = torch.from_numpy(_rows(f["visual"], rows, np.float32)).to(device)  # (N, T, H, W, C)
+    labels = torch.from_numpy(_rows(f["segment_labels"], rows, np.int64)).to(device)  # (N, T)
     return SplitData(audio, visual, labels, rows=torch.from_numpy(rows))
 
 
@@ -237,8 +259,8 @@ def _e2e_segments_split(
     f: h5py.File, rows: np.ndarray, device, meta: dict, augment: bool, augment_audio: bool, **_
 ) -> SplitData:
     frames = torch.from_numpy(_rows(f["frames"], rows)).to(device)  # (N, T, K, S, S, 3) uint8
-    spec = torch.from_numpy(_rows(f["spectrogram"], rows).astype(np.float32)).to(device)  # (N, F, L)
-    labels = torch.from_numpy(_rows(f["segment_labels"], rows).astype(np.int64)).to(device)
+    spec = torch.from_numpy(_rows(f["spectrogram"], rows, np.float32)).to(device)  # (N, F, L)
+    labels = torch.from_numpy(_rows(f["segment_labels"], rows, np.int64)).to(device)
     starts = torch.as_tensor(np.asarray(f["segment_columns"][()])[:-1], device=device)  # (T,)
     width = segment_window(f["segment_columns"][()])
     meta["segment_width"] = width
@@ -285,11 +307,11 @@ def _clip_split(
     start = np.where(is_event, t_idx, seg.shape[1]).min(axis=1)  # first event segment
     end = np.where(is_event, t_idx + 1, 0).max(axis=1)  # one past the last event segment
     labels = seg[np.arange(len(seg)), start]
-    spec = _rows(f["spectrogram"], rows).astype(np.float32)  # (N, F, L)
+    audio = _rows(f["spectrogram"], rows, np.float32)  # (N, F, L); an empty split is not an error
     bounds = np.asarray(f["segment_columns"][()])
-    length = spec.shape[-1]
-    tiled = [tile_span(s, bounds[a], bounds[b], length) for s, a, b in zip(spec, start, end, strict=True)]
-    audio = np.stack(tiled) if tiled else spec  # a split with no event video is empty, not an error
+    length = audio.shape[-1]
+    for i, (a, b) in enumerate(zip(start, end, strict=True)):  # in place: memory of the split only
+        audio[i] = tile_span(audio[i], bounds[a], bounds[b], length)
     stored = torch.from_numpy(_rows(f["frames"], rows)).to(device)  # (N, T, K, S, S, 3)
     k = stored.shape[2]
     span_start = torch.as_tensor(start * k, device=device)
