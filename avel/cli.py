@@ -160,11 +160,15 @@ def train(
     epochs: int = typer.Option(None),
     seed: int = typer.Option(None),
     device: str = typer.Option(None, help="auto | cpu | cuda"),
-    amp: bool = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA"),
+    amp: bool = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (CUDA, or a CPU with native bf16)"),
     width: int = typer.Option(None, help="ResNet18 base width (64 standard; 8-16 for CPU runs)"),
     frames: int = typer.Option(None, help="resnet18: frames per clip sample"),
     pretrained: bool = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights (visual)"),
     out: Path = typer.Option(None, help="run directory (re-use it to resume)"),
+    eval_every: int = typer.Option(None, help="evaluate on val every N epochs (and at the last)"),
+    modality_eval_every: int = typer.Option(
+        None, help="each modality's prototype accuracy on val every N epochs (0: at the last epoch only)"
+    ),
     pmr_alpha: float = typer.Option(None, help="PMR α (Eq. 10)"),
     pmr_mu: float = typer.Option(None, help="PMR μ (Eq. 13, PER)"),
     pmr_reg_epochs: int = typer.Option(None, help="PMR E_r: PER in the first E_r epochs"),

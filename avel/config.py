@@ -42,9 +42,10 @@ class TrainConfig:
     # run
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = False  # bf16 autocast on CUDA
+    amp: bool = False  # bf16 autocast on CUDA or a CPU with native bf16 (AVX512-BF16 / AMX)
     out: str = ""  # run directory (default: runs/<model>-<fusion>-<balance>-s<seed>-<time>)
-    eval_every: int = 1
+    eval_every: int = 1  # evaluate on val every N epochs (and at the last)
+    modality_eval_every: int = 0  # each modality's prototype accuracy on val every N epochs (0: last only)
     progress: bool = True
     # rebalancing: none | pmr | ogm-ge | ogm | opm | iprm | dropout
     balance: str = "none"

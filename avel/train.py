@@ -1,7 +1,8 @@
 """The training loop: ``run_training(cfg)`` and ``train_one_epoch``, the only code that steps the optimizer.
 
 One path per step (STYLE.md): balancer forward + loss -> zero_grad -> backward -> balancer gradient edit ->
-clip -> step. Mixed precision is bf16 autocast (CUDA), which needs no loss scaling. Logged values stay on
+clip -> step. Mixed precision (``amp``) is bf16 autocast, which needs no loss scaling, on CUDA and on CPUs
+with native bf16 (AVX512-BF16 / AMX; elsewhere ``amp`` is off). Logged values stay on
 the device until the epoch ends. A run directory holds the resolved config, ``last.pt`` / ``best.pt``,
 ``metrics.jsonl`` (one line per epoch) and ``results.json``; re-running on the same directory resumes
 from ``last.pt`` and produces the same final metrics as an uninterrupted run.
@@ -32,7 +33,7 @@ from avel.models.base import AVModel
 from avel.models.encoders import resnet_grid
 
 # config keys that may change when a run is resumed (they do not change what is computed)
-RESUMABLE_CHANGES = {"epochs", "progress", "out", "device", "eval_every"}
+RESUMABLE_CHANGES = {"epochs", "progress", "out", "device", "eval_every", "modality_eval_every"}
 # what a checkpoint keeps of its data file to rebuild inputs later (predict, extract)
 DATA_META_KEYS = ("classes", "kind", "num_classes", "input_mode", "family", "segment_width")
 
@@ -44,6 +45,13 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     return device
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 autocast pays on this device: CUDA with bf16, or a CPU with native bf16 (AVX512-BF16 / AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -128,7 +136,7 @@ def train_one_epoch(
     """One pass over the shuffled train split; returns the epoch means of the balancer's logs."""
     model.train()
     meter = EpochMeter()
-    amp = cfg.amp and train.device.type == "cuda"
+    amp = cfg.amp and bf16_supported(train.device)
     for batch in train.batches(cfg.batch_size, shuffle=True, generator=generator, train=True):
         with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=amp):
             result = balancer.training_loss(model, batch)
@@ -142,6 +150,23 @@ def train_one_epoch(
         if progress is not None:
             progress(len(batch.index))
     return meter.result()
+
+
+def _modality_epoch(cfg: TrainConfig, epoch: int) -> bool:
+    """Per-modality accuracies at this epoch: every ``modality_eval_every`` epochs (0: never) and the last."""
+    every = cfg.modality_eval_every
+    return epoch + 1 == cfg.epochs or (every > 0 and (epoch + 1) % every == 0)
+
+
+def evaluate_split(
+    model: AVModel, data: DataSplits, split: SplitData, cfg: TrainConfig, with_modalities: bool
+) -> dict[str, float]:
+    """The one evaluation of a run, for val during training and for test at the end: the fused accuracy,
+    and with ``with_modalities`` each modality's prototype accuracy (prototypes from the whole train split:
+    a forward pass over train, so only on the epochs that ask for it)."""
+    both = with_modalities and cfg.modality == "both"
+    protos = train_prototypes(model, data.train) if both else None
+    return evaluate(model, split, prototypes=protos, amp=cfg.amp and bf16_supported(split.device))
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -257,8 +282,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[s
         t_train = time.perf_counter() - t0
         line: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **logs}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            protos = train_prototypes(model, data.train) if cfg.modality == "both" else None
-            val = evaluate(model, data.val, prototypes=protos, amp=cfg.amp and device.type == "cuda")
+            val = evaluate_split(model, data, data.val, cfg, with_modalities=_modality_epoch(cfg, epoch))
             line.update({f"val_{k}": v for k, v in val.items()})
         line.update(
             {
@@ -329,8 +353,7 @@ def _finish(run_dir: Path, cfg: TrainConfig, data: DataSplits, device, best, log
     from avel.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(run_dir / "best.pt", device)
-    protos = train_prototypes(model, data.train) if cfg.modality == "both" else None
-    test = evaluate(model, data.test, prototypes=protos)
+    test = evaluate_split(model, data, data.test, cfg, with_modalities=True)
     results = {
         "run_dir": str(run_dir),
         "best_epoch": best["epoch"],

@@ -42,6 +42,15 @@ def test_avel_features_run_beats_always_background(features_h5, tmp_path):
     lines = _metrics(run)
     assert [r["epoch"] for r in lines] == list(range(6))
     assert {"loss", "val_accuracy", "val_audio_accuracy", "val_visual_accuracy"} <= set(lines[-1])
+    assert all("val_audio_accuracy" not in r for r in lines[:-1])  # modality_eval_every = 0: last only
+    assert 0 <= res["test_audio_accuracy"] <= 1 and 0 <= res["test_visual_accuracy"] <= 1
+
+
+def test_modality_accuracies_every_n_epochs(features_h5, tmp_path):
+    run_training(_cfg(features_h5, tmp_path / "run", epochs=3, modality_eval_every=2), log=lambda s: None)
+    lines = _metrics(tmp_path / "run")
+    assert ["val_audio_accuracy" in r for r in lines] == [False, True, True]
+    assert all("val_accuracy" in r for r in lines)
 
 
 @pytest.mark.parametrize("fusion,balance", [("concat", "none"), ("dmrn", "pmr")])
@@ -58,11 +67,12 @@ def test_same_seed_same_metrics(features_h5, tmp_path, fusion, balance):
 
 def test_resume_gives_the_same_final_metrics(features_h5, tmp_path):
     quiet = lambda s: None  # noqa: E731
-    run_training(_cfg(features_h5, tmp_path / "full", balance="pmr", epochs=4), log=quiet)
+    kw = {"balance": "pmr", "modality_eval_every": 1}  # every line has the same keys, cut or not
+    run_training(_cfg(features_h5, tmp_path / "full", epochs=4, **kw), log=quiet)
     # an interrupted run: 2 epochs done, then the same command with the full epoch count resumes it
-    run_training(_cfg(features_h5, tmp_path / "cut", balance="pmr", epochs=2), log=quiet)
+    run_training(_cfg(features_h5, tmp_path / "cut", epochs=2, **kw), log=quiet)
     msgs: list[str] = []
-    run_training(_cfg(features_h5, tmp_path / "cut", balance="pmr", epochs=4), log=msgs.append)
+    run_training(_cfg(features_h5, tmp_path / "cut", epochs=4, **kw), log=msgs.append)
     assert any("resuming" in m and "epoch 2" in m for m in msgs)
     assert _metrics(tmp_path / "full") == _metrics(tmp_path / "cut")
 

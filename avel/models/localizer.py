@@ -35,7 +35,8 @@ class AudioGuidedAttention(nn.Module):
         a_ = F.relu(self.W_a(a))
         e = self.U_v(v_) + self.U_g(a_).unsqueeze(-1)  # e_{t,i,j}: the audio term indexed by region i
         alpha = torch.softmax(self.w_h(torch.tanh(e)).squeeze(-1), dim=-1)  # z_{t,i} → α over regions
-        return (alpha.unsqueeze(-1) * v).sum(-2), alpha  # c_t of the raw map
+        c = torch.bmm(alpha.flatten(0, 1).unsqueeze(1), v.flatten(0, 1))  # (BT, 1, C)
+        return c.view(*v.shape[:2], v.shape[-1]), alpha  # c_t = Σ_i α_{t,i} v_{t,i} of the raw map
 
 
 class DMRN(nn.Module):
