@@ -25,10 +25,11 @@ def synth(
     out_dir: Path = typer.Argument(
         ..., help="folder to write (OUT_DIR/AVE/<id>.mp4, Annotations.txt, splits)"
     ),
-    videos: int = typer.Option(280, help="number of videos"),
+    layout: str = typer.Option("ave", help="ave | crema-d (wav + flv, train/test.csv) | manifest (csv)"),
+    videos: int = typer.Option(280, help="number of videos (clips)"),
     seed: int = typer.Option(0, help="random seed (same seed, bit-identical files)"),
-    classes: int = typer.Option(28, help="use the first K AVE classes"),
-    fps: float = typer.Option(8.0, help="video frame rate"),
+    classes: int = typer.Option(None, help="ave: the first K AVE classes (28); manifest: K classes (6)"),
+    fps: float = typer.Option(None, help="video frame rate (ave 8, crema-d / manifest 30)"),
     frame_size: int = typer.Option(64, help="frame width and height in pixels"),
     sample_rate: int = typer.Option(16000, help="audio sample rate"),
     channels: int = typer.Option(1, help="audio channels (1 mono, 2 stereo)"),
@@ -39,7 +40,11 @@ def synth(
         None, help="P(an off-screen sound / silent object in a background second is of the video's class)"
     ),
 ) -> None:
-    """Make an embedded AVE-format dataset of real mp4 files (H.264 + AAC)."""
+    """Make an embedded dataset of real media files: AVE layout (mp4), CREMA-D layout (wav + flv) or a clip
+    manifest (mp4 + csv)."""
+    if layout != "ave":
+        _synth_clips(out_dir, layout, videos, seed, classes, fps, frame_size, audio_snr_db, visual_snr)
+        return
     from avel.synth import SynthConfig, synth_dataset
 
     opts = dict(
@@ -59,20 +64,59 @@ def synth(
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
+def _synth_clips(out_dir, layout, clips, seed, classes, fps, frame_size, audio_snr_db, visual_snr) -> None:
+    from avel.synth_clips import ClipSynthConfig, synth_clips
+
+    opts = dict(
+        layout=layout,
+        clips=clips,
+        seed=seed,
+        classes=classes,
+        fps=fps,
+        frame_size=frame_size,
+        audio_snr_db=audio_snr_db,
+        visual_snr=visual_snr,
+    )
+    try:
+        summary = synth_clips(out_dir, ClipSynthConfig(**{k: v for k, v in opts.items() if v is not None}))
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(json.dumps(summary, indent=2, default=str))
+
+
 @app.command()
 def preprocess(
     dataset_dir: Path = typer.Argument(
-        ..., help="AVE-layout folder: AVE/<id>.mp4, Annotations.txt, *Set.txt"
+        ...,
+        help="AVE-layout folder (AVE/<id>.mp4, Annotations.txt, *Set.txt), CREMA-D folder (AudioWAV/, "
+        "VideoFlash/, train.csv, test.csv) or a clip manifest CSV (video,label,split[,start,end,audio])",
     ),
     out: Path = typer.Argument(..., help="HDF5 file to write"),
     workers: int = typer.Option(1, help="parallel decoding processes"),
     frame_size: int = typer.Option(224, help="frames are resized and center-cropped to this size"),
-    frames_per_segment: int = typer.Option(1, help="frames per one-second segment (1 = the middle frame)"),
+    frames_per_segment: int = typer.Option(
+        1, help="AVE: frames per one-second segment (1 = the middle frame)"
+    ),
     audio_pad: str = typer.Option("zero", help="clips shorter than 10 s: zero (pad) or tile (PMR reference)"),
+    dataset: str = typer.Option(
+        None, help="clip sets: defaults of crema-d | kinetics-sounds | vggsound (frames, audio seconds)"
+    ),
+    frames: int = typer.Option(None, help="clip sets: frames stored per clip (crema-d 10)"),
+    audio_seconds: float = typer.Option(None, help="clip sets: spectrogram window, shorter clips tiled"),
+    lists: Path = typer.Option(None, help="crema-d: folder of train.csv / test.csv (default: DATASET_DIR)"),
+    val_fraction: float = typer.Option(0.1, help="clip sets: share of each train class carved into val"),
+    val_seed: int = typer.Option(0, help="clip sets: seed of the val draw (recorded in the file)"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
-    """Decode every video (decord), take frames and log-spectrograms per second, write one HDF5 file."""
+    """Decode every video (decord), take frames and log-spectrograms, write one HDF5 file."""
+    from preprocessing.cremad import is_cremad
     from preprocessing.pipeline import preprocess as run
+
+    if dataset_dir.suffix.lower() == ".csv" or is_cremad(dataset_dir):
+        clip_opts = dict(dataset=dataset, frames=frames, audio_seconds=audio_seconds, lists=lists)
+        clip_opts.update(val_fraction=val_fraction, val_seed=val_seed, frame_size=frame_size)
+        _preprocess_clips(dataset_dir, out, workers, progress, **clip_opts)
+        return
 
     report = run(
         dataset_dir,
@@ -83,6 +127,32 @@ def preprocess(
         audio_pad=audio_pad,
         progress=progress,
     )
+    typer.echo(report.summary())
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _preprocess_clips(dataset_dir: Path, out: Path, workers: int, progress: bool, **opts) -> None:
+    from preprocessing.clip_pipeline import clip_params
+    from preprocessing.clip_pipeline import preprocess_clips as run
+    from preprocessing.cremad import load_cremad
+    from preprocessing.manifest import load_manifest
+
+    val = {"val_fraction": opts["val_fraction"], "val_seed": opts["val_seed"]}
+    try:
+        if dataset_dir.suffix.lower() == ".csv":
+            clip_list = load_manifest(dataset_dir, **val)
+        else:
+            clip_list = load_cremad(dataset_dir, opts["lists"], **val)
+        params = clip_params(
+            opts["dataset"] or ("crema-d" if clip_list.layout == "crema-d" else None),
+            frames=opts["frames"],
+            frame_size=opts["frame_size"],
+            audio_seconds=opts["audio_seconds"],
+        )
+        report = run(clip_list, out, params, workers=workers, progress=progress)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
     typer.echo(report.summary())
     if report.failed:
         raise typer.Exit(1)

@@ -23,7 +23,8 @@ class TrainConfig:
     modality: str = "both"  # both | audio | visual (uni-modal baselines)
     width: int = 64  # ResNet18 base width (64 = standard; 8-16 for CPU runs)
     pretrained: bool = False  # torchvision ImageNet weights for the visual ResNet18
-    frames: int = 4  # resnet18 family: frames per clip sample (4 for AVE)
+    frames: int = 4  # resnet18 family: frames per clip sample (4 for AVE, 3 of 10 for CREMA-D)
+    eval_frames: int = 0  # clip files (avel-clips): frames per clip at evaluation, 0 = all stored
     augment: bool = True  # train-time augmentation of frames (on the device)
     augment_audio: bool = False  # train-time SpecAugment masks on spectrograms (end to end)
     # optimisation

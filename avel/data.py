@@ -103,7 +103,8 @@ class DataSplits:
 PREPROCESS_KIND = "avel-preprocess"
 FEATURES_KIND = "avel-features"
 CGMNIST_KIND = "avel-cgmnist"
-KINDS = (PREPROCESS_KIND, FEATURES_KIND, CGMNIST_KIND)
+CLIPS_KIND = "avel-clips"  # clip datasets (CREMA-D, a manifest): F frames + one spectrogram per clip
+KINDS = (PREPROCESS_KIND, FEATURES_KIND, CGMNIST_KIND, CLIPS_KIND)
 SPLIT_NAMES = ("train", "val", "test")
 # input normalisation of the released CG-MNIST code: MNIST's mean/std (gray), CIFAR-10's (colored)
 GRAY_MEAN, GRAY_STD = 0.1307, 0.3081
@@ -123,7 +124,7 @@ def file_kind(path: str | Path) -> str:
     if kind not in KINDS:
         raise ValueError(
             f"{path}: not an avel file (attribute kind={kind!r}; expected {PREPROCESS_KIND!r} from "
-            f"`avel preprocess`, {FEATURES_KIND!r} from `avel import-features` / `avel extract`, or "
+            f"`avel preprocess` (AVE), {CLIPS_KIND!r} from `avel preprocess` (clip sets), {FEATURES_KIND!r} from `avel import-features` / `avel extract`, or "
             f"{CGMNIST_KIND!r} from `avel cgmnist`)"
         )
     return str(kind)
@@ -184,6 +185,7 @@ def load_splits(
     augment: bool = True,
     augment_audio: bool = False,
     splits: tuple[str, ...] = SPLIT_NAMES,
+    eval_frames: int = 0,
 ) -> DataSplits:
     """Load every split of an avel file onto ``device`` in the layout the model family needs.
 
@@ -191,6 +193,8 @@ def load_splits(
     file end-to-end mode (frames + one second of spectrogram per segment).
     family "resnet18": clip samples built from each video's event span (SPEC §4): label = the event class,
     audio = the span's spectrogram tiled to the clip length, ``frames`` frames sampled across the span.
+    On a clip file (``avel-clips``): the stored clip, ``frames`` of its frames drawn at random for training
+    and ``eval_frames`` (0 = all stored) for evaluation, averaged by the visual encoder.
     """
     kind = file_kind(path)
     device = torch.device(device)
@@ -210,6 +214,13 @@ def load_splits(
             )
         if family == "cgmnist":
             loader = _cgmnist_split
+        elif kind == CLIPS_KIND and family != "resnet18":
+            raise ValueError(
+                f"{path}: a clip dataset (one label per clip) trains clip classifiers (--model resnet18), "
+                f"not {family!r}"
+            )
+        elif kind == CLIPS_KIND:
+            loader = _stored_clip_split
         elif family == "avel":
             loader = _features_split if kind == FEATURES_KIND else _e2e_segments_split
         elif family == "resnet18":
@@ -233,10 +244,12 @@ def load_splits(
                     augment=augment,
                     augment_audio=augment_audio,
                     split=name,
+                    eval_frames=eval_frames,
                 )
             else:
                 out[name] = None
-    meta["num_classes"] = {"avel": len(classes), "resnet18": len(classes) - 1}.get(family, len(classes))
+    num = {"avel": len(classes), "resnet18": len(classes) - 1}.get(family, len(classes))
+    meta["num_classes"] = len(classes) if kind == CLIPS_KIND else num
     meta["family"] = family
     meta["input_mode"] = "features" if kind == FEATURES_KIND else "e2e"
     meta.setdefault("modalities", ["audio", "visual"])
@@ -293,6 +306,7 @@ def _clip_split(
     augment: bool,
     augment_audio: bool,
     split: str,
+    **_,
 ) -> SplitData:
     seg = _rows(f["segment_labels"], rows)  # (N, T)
     background = len(meta["classes"]) - 1
@@ -358,3 +372,47 @@ def _cgmnist_split(f: h5py.File, rows: np.ndarray, device, meta: dict, **_) -> S
         return g, c
 
     return SplitData(gray, colored, labels, transform, rows=torch.from_numpy(rows))
+
+
+def frame_choice(b: int, stored: int, k: int, train: bool, gen, device) -> Tensor:
+    """(B, k) frame indices out of ``stored``: k distinct at random, in time order, for training (PMR §5.2:
+    3 of 10 on CREMA-D); the centres of k equal parts otherwise (all frames when k = stored)."""
+    if train:
+        pick = torch.rand(b, stored, generator=gen).argsort(1)[:, :k]
+        return pick.sort(1).values.to(device)
+    centres = ((torch.arange(k) + 0.5) * stored / k).long().clamp_max(stored - 1)
+    return centres.expand(b, k).to(device)
+
+
+def _stored_clip_split(
+    f: h5py.File,
+    rows: np.ndarray,
+    device,
+    meta: dict,
+    frames: int,
+    augment: bool,
+    augment_audio: bool,
+    eval_frames: int = 0,
+    **_,
+) -> SplitData:
+    spec = torch.from_numpy(_rows(f["spectrogram"], rows).astype(np.float32)).to(device)  # (N, F, L)
+    stored = torch.from_numpy(_rows(f["frames"], rows)).to(device)  # (N, K, S, S, 3) uint8
+    labels = torch.from_numpy(_rows(f["label"], rows).astype(np.int64)).to(device)
+    k_stored = int(f["frames"].shape[1])
+    if not 1 <= frames <= k_stored or not 0 <= eval_frames <= k_stored:
+        raise ValueError(
+            f"{f.filename}: stores {k_stored} frames per clip; frames = {frames} and eval_frames = "
+            f"{eval_frames} must be in 1..{k_stored} (eval_frames 0 = all)"
+        )
+    k_eval = eval_frames or k_stored
+
+    def transform(audio: Tensor, visual: Tensor, idx: Tensor, train: bool, gen) -> tuple[Tensor, Tensor]:
+        b = idx.shape[0]
+        pos = frame_choice(b, k_stored, frames if train else k_eval, train, gen, idx.device)
+        picked = visual[torch.arange(b, device=idx.device)[:, None], pos]  # (B, k, S, S, 3)
+        a = audio.unsqueeze(1)  # (B, 1, F, L)
+        if train and augment_audio:
+            a = spec_augment(a, gen)
+        return a, frames_to_input(picked, train, augment, gen)
+
+    return SplitData(spec, stored, labels, transform, rows=torch.from_numpy(rows))

@@ -56,6 +56,15 @@ def train_prototypes(model: AVModel, train: SplitData, batch_size: int = 256) ->
     return c_a, c_v
 
 
+def clip_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
+    """Clip-level macro-F1 and mAP (on softmax scores) of a classifier, as OGM-GE / BML report them."""
+    num = logits.shape[-1]
+    return {
+        "macro_f1": metrics.macro_f1(logits.argmax(-1), labels, num),
+        "map": metrics.mean_average_precision(logits.softmax(-1), labels),
+    }
+
+
 def evaluate(
     model: AVModel,
     split: SplitData,
@@ -68,6 +77,8 @@ def evaluate(
     pred = predict_split(model, split, batch_size, amp)
     labels = split.labels
     out = {"accuracy": metrics.accuracy(pred["logits"].argmax(-1), labels)}
+    if model.background is None:
+        out.update(clip_metrics(pred["logits"], labels))
     if prototypes is not None:
         mask = (
             labels != model.background
@@ -99,6 +110,10 @@ def report(
         "per_class_accuracy": dict(zip(classes[:num], metrics.per_class_accuracy(yhat, y, num), strict=True)),
         "confusion": metrics.confusion_matrix(yhat, y, num).tolist(),
     }
+    if model.background is None:
+        out.update(clip_metrics(pred["logits"], y))
+        f1 = metrics.f1_per_class(yhat, y, num)
+        out["per_class_f1"] = dict(zip(classes[:num], f1, strict=True))
     if model.background is not None:
         out["always_background"] = metrics.always_background_accuracy(y, model.background)
         out.update(metrics.background_event_accuracy(yhat, y, model.background))
@@ -109,6 +124,9 @@ def report(
         pa, pv = modality_predictions(pred, prototypes)
         out["audio_accuracy"] = metrics.accuracy(pa[mask], y[mask])
         out["visual_accuracy"] = metrics.accuracy(pv[mask], y[mask])
+        if model.background is None:
+            out["audio_macro_f1"] = metrics.macro_f1(pa, y, num)
+            out["visual_macro_f1"] = metrics.macro_f1(pv, y, num)
     return out
 
 
@@ -117,6 +135,8 @@ def format_report(rep: dict[str, Any], title: str) -> str:
     lines = [title, "-" * len(title)]
     order = [
         ("accuracy", "segment accuracy" if "always_background" in rep else "accuracy"),
+        ("macro_f1", "macro-F1"),
+        ("map", "mAP"),
         ("always_background", "always-background baseline"),
         ("background_accuracy", "background segments"),
         ("event_accuracy", "event segments"),
@@ -127,16 +147,24 @@ def format_report(rep: dict[str, Any], title: str) -> str:
         ("offset_error_s", "offset error (s)"),
         ("audio_accuracy", "audio alone (prototypes)"),
         ("visual_accuracy", "visual alone (prototypes)"),
+        ("audio_macro_f1", "audio alone macro-F1"),
+        ("visual_macro_f1", "visual alone macro-F1"),
     ]
     for key, name in order:
         if key in rep:
             v = rep[key]
             lines.append(f"{name:<32} {v:8.2f}" if key.endswith("_s") else f"{name:<32} {100 * v:7.2f}%")
     lines.append("")
-    lines.append(f"{'class':<34} accuracy")
+    f1 = rep.get("per_class_f1", {})
+    lines.append(f"{'class':<34} accuracy" + ("       F1" if f1 else ""))
     for name, acc in rep["per_class_accuracy"].items():
-        lines.append(f"{name:<34} {'   n/a' if acc != acc else f'{100 * acc:6.1f}%'}")
+        row = f"{name:<34} {_pct(acc)}"
+        lines.append(row + (f"  {_pct(f1[name])}" if name in f1 else ""))
     return "\n".join(lines)
+
+
+def _pct(v: float) -> str:
+    return "   n/a" if v != v else f"{100 * v:6.1f}%"
 
 
 def save_confusion_png(confusion: list[list[int]], classes: list[str], path: str) -> None:
@@ -188,7 +216,13 @@ def evaluate_checkpoint(
     dev = resolve_device(device)
     model, ckpt = model_from_checkpoint(checkpoint, dev)
     cfg = ckpt["config"]
-    data = load_splits(data_path, family=cfg["model"], device=dev, frames=cfg.get("frames", 4))
+    data = load_splits(
+        data_path,
+        family=cfg["model"],
+        device=dev,
+        frames=cfg.get("frames", 4),
+        eval_frames=cfg.get("eval_frames", 0),
+    )
     check_data_params(ckpt, data.meta, str(data_path))
     if split not in ("train", "val", "test"):
         raise ValueError(f"unknown split {split!r}; valid: ['train', 'val', 'test']")

@@ -76,3 +76,40 @@ def event_detection_prf(pred: Tensor, labels: Tensor, background: int) -> dict[s
 def always_background_accuracy(labels: Tensor, background: int) -> float:
     """The trivial baseline of AVE: predict background everywhere (17.8% on the AVE test split)."""
     return (labels == background).float().mean().item()
+
+
+def f1_per_class(pred: Tensor, labels: Tensor, num_classes: int) -> list[float]:
+    """F1 of each class k (one-vs-rest): 2·TP / (2·TP + FP + FN); NaN where k is neither true nor guessed."""
+    pred, labels = pred.reshape(-1), labels.reshape(-1)
+    tp = torch.bincount(labels[pred == labels], minlength=num_classes).float()
+    n_pred = torch.bincount(pred, minlength=num_classes).float()
+    n_true = torch.bincount(labels, minlength=num_classes).float()
+    denom = n_pred + n_true  # = 2·TP + FP + FN
+    f1 = 2 * tp / denom.clamp_min(1)
+    return [float("nan") if d == 0 else v for v, d in zip(f1.tolist(), denom.tolist(), strict=True)]
+
+
+def macro_f1(pred: Tensor, labels: Tensor, num_classes: int) -> float:
+    """Unweighted mean of the per-class F1 over the classes present in labels or predictions."""
+    vals = [v for v in f1_per_class(pred, labels, num_classes) if v == v]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def average_precision(scores: Tensor, positive: Tensor) -> float:
+    """AP of one class: mean over its positives of the precision at their rank (scores sorted descending,
+    ties in index order; NaN without positives). Equals scikit-learn's ``average_precision_score`` when
+    scores have no ties."""
+    if not positive.any():
+        return float("nan")
+    order = torch.argsort(scores, descending=True, stable=True)
+    hits = positive[order].float()
+    precision = hits.cumsum(0) / torch.arange(1, len(hits) + 1, device=hits.device)
+    return (precision * hits).sum().item() / hits.sum().item()
+
+
+def mean_average_precision(scores: Tensor, labels: Tensor) -> float:
+    """mAP over classes (OGM-GE reports it on Kinetics-Sounds / VGGSound): (N, C) scores, (N,) labels;
+    the mean of ``average_precision`` over the classes that occur in labels."""
+    aps = [average_precision(scores[:, k], labels == k) for k in range(scores.shape[1])]
+    aps = [a for a in aps if a == a]
+    return sum(aps) / len(aps) if aps else float("nan")

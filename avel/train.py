@@ -238,6 +238,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[s
         frames=cfg.frames,
         augment=cfg.augment,
         augment_audio=cfg.augment_audio,
+        eval_frames=cfg.eval_frames,
     )
     for split, n in data.meta.get("skipped_no_event", {}).items():
         log(f"{cfg.data}: skipped {n} {split} video(s) without an event segment (no clip sample)")
@@ -329,6 +330,7 @@ def _data_params(meta: dict[str, Any]) -> dict[str, Any]:
         "win_length",
         "hop_length",
         "segments",
+        "audio_seconds",
     )
     return {k: meta[k] for k in keys if k in meta}
 

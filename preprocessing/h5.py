@@ -26,6 +26,7 @@ SCHEMA_VERSION = 1
 PREPROCESS_KIND = "avel-preprocess"
 FEATURES_KIND = "avel-features"
 CGMNIST_KIND = "avel-cgmnist"
+CLIPS_KIND = "avel-clips"
 SPLIT_NAMES = ("train", "val", "test")
 STR = h5py.string_dtype("utf-8")
 CHUNK_ROWS = 64  # rows copied per step when streaming large arrays
@@ -219,10 +220,12 @@ def describe(path: str | Path) -> str:
         kind = attrs.get("kind")
         if kind == CGMNIST_KIND:
             return describe_cgmnist(path, f, attrs)
-        if kind not in (PREPROCESS_KIND, FEATURES_KIND):
+        if kind not in (PREPROCESS_KIND, FEATURES_KIND, CLIPS_KIND):
             raise ValueError(f"{path}: not an avel file (attribute kind={kind!r})")
         classes = json.loads(attrs["classes"])
-        seg = f["segment_labels"][()]
+        if kind == CLIPS_KIND:
+            classes = [*classes, ""]  # one label per clip, no background label
+        seg = f["segment_labels"][()] if "segment_labels" in f else np.zeros((0,), np.int64)
         label = f["label"][()]
         splits = {k: len(f[f"splits/{k}"]) for k in f.get("splits", {})}
         data = [
@@ -234,7 +237,7 @@ def describe(path: str | Path) -> str:
     lines += ["splits:", *_table((k, v) for k, v in splits.items())]
     lines += ["arrays:", *_table(data)]
     lines.append(f"background segments: {100 * (seg == bg).mean():.1f}% of {seg.size}" if seg.size else "")
-    lines += [f"classes ({bg} + background), rows per class:"]
+    lines += [f"classes ({bg}{'' if kind == CLIPS_KIND else ' + background'}), rows per class:"]
     lines += _table((f"{i:2d} {c}", counts.get(i, 0)) for i, c in enumerate(classes[:-1]))
     params = {k: v for k, v in attrs.items() if k not in ("kind", "schema_version", "classes")}
     lines += ["parameters:", *_table(sorted(params.items()))]
