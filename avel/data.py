@@ -124,7 +124,8 @@ def file_kind(path: str | Path) -> str:
     if kind not in KINDS:
         raise ValueError(
             f"{path}: not an avel file (attribute kind={kind!r}; expected {PREPROCESS_KIND!r} from "
-            f"`avel preprocess` (AVE), {CLIPS_KIND!r} from `avel preprocess` (clip sets), {FEATURES_KIND!r} from `avel import-features` / `avel extract`, or "
+            f"`avel preprocess` (AVE), {CLIPS_KIND!r} from `avel preprocess` (clip sets), "
+            f"{FEATURES_KIND!r} from `avel import-features` / `avel extract`, or "
             f"{CGMNIST_KIND!r} from `avel cgmnist`)"
         )
     return str(kind)
@@ -212,13 +213,13 @@ def load_splits(
                     else "the cgmnist model family trains on `avel cgmnist` files"
                 )
             )
-        if family == "cgmnist":
-            loader = _cgmnist_split
-        elif kind == CLIPS_KIND and family != "resnet18":
+        if kind == CLIPS_KIND and family != "resnet18":
             raise ValueError(
                 f"{path}: a clip dataset (one label per clip) trains clip classifiers (--model resnet18), "
                 f"not {family!r}"
             )
+        if family == "cgmnist":
+            loader = _cgmnist_split
         elif kind == CLIPS_KIND:
             loader = _stored_clip_split
         elif family == "avel":
