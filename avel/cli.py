@@ -428,5 +428,18 @@ def demo(
     run_demo(workdir, videos=videos, classes=classes, epochs=epochs)
 
 
+@app.command("demo-cgmnist")
+def demo_cgmnist(
+    workdir: Path = typer.Option(Path("data/demo-cgmnist"), help="where the demo writes its data and runs"),
+    epochs: int = typer.Option(8, help="training epochs of each run"),
+    train: int = typer.Option(1500, help="rendered train digits"),
+    test: int = typer.Option(500, help="rendered test digits"),
+) -> None:
+    """CG-MNIST's modality imbalance and what PMR does: naive vs PMR concat, per-modality accuracy, ρ plot."""
+    from avel.demo import run_cgmnist_demo
+
+    run_cgmnist_demo(workdir, epochs=epochs, train=train, test=test)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
