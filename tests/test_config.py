@@ -52,4 +52,4 @@ CONFIGS = sorted(Path(__file__).parents[1].glob("configs/*.toml"))
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)  # an unknown or mistyped key raises, naming the file
-    assert cfg.model in ("avel", "resnet18") and cfg.epochs >= 1
+    assert cfg.model in ("avel", "resnet18", "cgmnist") and cfg.epochs >= 1
