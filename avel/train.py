@@ -152,7 +152,7 @@ def train_one_epoch(
     return meter.result()
 
 
-def _modality_epoch(cfg: TrainConfig, epoch: int) -> bool:
+def modality_epoch(cfg: TrainConfig, epoch: int) -> bool:
     """Per-modality accuracies at this epoch: every ``modality_eval_every`` epochs (0: never) and the last."""
     every = cfg.modality_eval_every
     return epoch + 1 == cfg.epochs or (every > 0 and (epoch + 1) % every == 0)
@@ -283,7 +283,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[s
         t_train = time.perf_counter() - t0
         line: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **logs}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            val = evaluate_split(model, data, data.val, cfg, with_modalities=_modality_epoch(cfg, epoch))
+            val = evaluate_split(model, data, data.val, cfg, with_modalities=modality_epoch(cfg, epoch))
             line.update({f"val_{k}": v for k, v in val.items()})
         line.update(
             {

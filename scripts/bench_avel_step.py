@@ -10,7 +10,8 @@ avel's side is ``avel.train.train_one_epoch`` itself (split on the device, no ho
 in fp32, with bf16 autocast (``amp``, where the device has native bf16) and optionally ``torch.compile``
 (its compile time is reported on its own). Both sides see the same batches in the same order, in one
 process; runs are interleaved (reference, then each avel variant, ``--repeat`` times) and the medians are
-reported. Not a test: figures go to BENCHMARKS.md.
+reported: process CPU time on a CPU (one torch thread; other processes on a shared machine do not count),
+wall time on CUDA. Not a test: figures go to BENCHMARKS.md.
 
     python scripts/bench_avel_step.py --device cpu --videos 256 --steps 4 --repeat 3
     python scripts/bench_avel_step.py --device cuda --videos 3339 --steps 52 --variants fp32,bf16,compile
@@ -138,12 +139,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def clock(device: torch.device):
+    """Process CPU time on a CPU (one thread: other processes on a shared machine do not count), else wall."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
 def timed(fn, device: torch.device) -> float:
     sync(device)
-    t0 = time.perf_counter()
+    t0 = clock(device)()
     fn()
     sync(device)
-    return time.perf_counter() - t0
+    return clock(device)() - t0
 
 
 def peak_memory(device: torch.device) -> str:

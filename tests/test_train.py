@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from avel.balance import build_balancer
 from avel.config import load_config
-from avel.train import run_training
+from avel.data import load_splits
+from avel.models import build_model
+from avel.train import bf16_supported, build_optimizer, model_kwargs, run_training, train_one_epoch
 
 TIMING = {"time_s", "train_time_s", "prototype_time_s", "samples_per_s"}
 
@@ -126,3 +130,19 @@ def test_resnet18_classifier_one_epoch(tiny_h5, tmp_path):
         log=lambda s: None,
     )
     assert 0.0 <= res["test_accuracy"] <= 1.0
+
+
+def test_amp_on_a_bf16_cpu_trains_in_bf16_close_to_fp32(features_h5):
+    if not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16")
+    data = load_splits(features_h5, splits=("train",))
+    losses = {}
+    for amp in (False, True):
+        cfg = _cfg(features_h5, "unused", amp=amp)
+        torch.manual_seed(0)
+        model = build_model(**model_kwargs(cfg, data))
+        opt = build_optimizer(cfg, model.parameters())
+        gen = torch.Generator().manual_seed(0)
+        losses[amp] = train_one_epoch(model, build_balancer("none"), data.train, opt, cfg, gen)["loss"]
+    assert losses[True] != losses[False]  # bf16 matmuls round differently: autocast was on
+    assert losses[True] == pytest.approx(losses[False], rel=2e-2)
