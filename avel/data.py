@@ -363,7 +363,7 @@ def _cgmnist_split(f: h5py.File, rows: np.ndarray, device, meta: dict, **_) -> S
     second (visual) slot, clip labels (B,). Stored as uint8, normalised per batch (released code's means)."""
     gray = torch.from_numpy(_rows(f["gray"], rows)).to(device)  # (N, 28, 28) uint8
     colored = torch.from_numpy(_rows(f["colored"], rows)).to(device)  # (N, 28, 28, 3) uint8
-    labels = torch.from_numpy(_rows(f["label"], rows).astype(np.int64)).to(device)
+    labels = torch.from_numpy(_rows(f["label"], rows, np.int64)).to(device)
     c_mean = torch.tensor(COLOR_MEAN, device=device)[:, None, None]
     c_std = torch.tensor(COLOR_STD, device=device)[:, None, None]
 
@@ -396,9 +396,9 @@ def _stored_clip_split(
     eval_frames: int = 0,
     **_,
 ) -> SplitData:
-    spec = torch.from_numpy(_rows(f["spectrogram"], rows).astype(np.float32)).to(device)  # (N, F, L)
+    spec = torch.from_numpy(_rows(f["spectrogram"], rows, np.float32)).to(device)  # (N, F, L)
     stored = torch.from_numpy(_rows(f["frames"], rows)).to(device)  # (N, K, S, S, 3) uint8
-    labels = torch.from_numpy(_rows(f["label"], rows).astype(np.int64)).to(device)
+    labels = torch.from_numpy(_rows(f["label"], rows, np.int64)).to(device)
     k_stored = int(f["frames"].shape[1])
     if not 1 <= frames <= k_stored or not 0 <= eval_frames <= k_stored:
         raise ValueError(
