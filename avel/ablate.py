@@ -28,6 +28,7 @@ import h5py
 
 from avel import config as config_mod
 from avel.config import TrainConfig, load_config
+from avel.provenance import describe
 from preprocessing.h5 import attr_value
 
 GRID_KINDS = ("optimizers", "fusions", "subset", "balancers")
@@ -367,6 +368,7 @@ class Table:
     header: str  # the command and config that produced the grid
     columns: list[str]
     rows: list[tuple[str, list[CellSummary]]]
+    produced_on: list[str] = field(default_factory=list)  # provenance.describe() of the finished runs
 
     def cell(self, row: str, column: str) -> CellSummary:
         for label, cells in self.rows:
@@ -382,6 +384,8 @@ class Table:
             "",
             self.header,
             "",
+            *[f"Produced on {p}." for p in self.produced_on],
+            *([""] if self.produced_on else []),
             "Test accuracy (%), mean ± sample std over seeds (selected on val); (paper: published value).",
             "",
             "| | " + " | ".join(self.columns) + " |",
@@ -472,7 +476,7 @@ def tabulate(out_dir: Path) -> Table:
     """Re-tabulate a grid directory from its ``grid.json`` and the runs' ``results.json`` files."""
     out_dir = Path(out_dir)
     grid = _read_grid(out_dir)
-    summaries = []
+    summaries, produced_on = [], {}
     for cell in _grid_cells(grid, out_dir):
         summary = CellSummary(cell, grid["seeds"])
         for seed in range(grid["seeds"]):
@@ -480,8 +484,11 @@ def tabulate(out_dir: Path) -> Table:
             if res is not None and not cell.na_reason:
                 summary.accuracies.append(float(res["test_accuracy"]))
                 summary.run_dirs.append(f"{cell.name}/seed{seed}")
+                produced_on[describe(res.get("provenance", {}))] = None
         summaries.append(summary)
-    return _table(grid, summaries)
+    table = _table(grid, summaries)
+    table.produced_on = list(produced_on)
+    return table
 
 
 def _table(grid: dict[str, Any], summaries: list[CellSummary]) -> Table:
@@ -634,7 +641,9 @@ def _train(cfg: TrainConfig, seed: int, run_dir: Path, cell: Cell, log: Callable
     """Train one seed of a cell; a method that turns out not to apply marks the cell n/a (returns False)."""
     from avel.train import run_training
 
-    cfg = config_mod.apply(cfg, {"seed": seed, "out": str(run_dir)}, "grid")
+    # a data path with "{seed}" names one file per seed (e.g. features from seed-s encoders)
+    changes = {"seed": seed, "out": str(run_dir), "data": cfg.data.replace("{seed}", str(seed))}
+    cfg = config_mod.apply(cfg, changes, "grid")
     try:
         run_training(cfg, log=log)
     except ValueError as e:

@@ -59,7 +59,7 @@ class TrainConfig:
     pmr_coef: str = "paper"  # paper (Eq. 11) | step (released code)
     ogm_alpha: float = 0.1
     ogm_window: list[int] = field(default_factory=lambda: [0, 50])
-    ogm_warmup: int | None = None  # epochs without modulation (default: 0 for ogm-ge, 5 for ogm)
+    ogm_warmup: int = -1  # epochs without modulation; -1 = the method's own (0 for ogm-ge, 5 for ogm)
     opm_q_base: float = 0.5
     opm_lam: float = 0.5
     opm_p_exe: float = 0.7
@@ -67,6 +67,10 @@ class TrainConfig:
     iprm_alpha: float = 0.8
     dropout_p: float = 0.3
 
+
+# An integer option set to UNSET takes the method's own default (every saved value stays explicit: TOML has
+# no null, and a saved config must say what it ran with)
+UNSET = -1
 
 BALANCER_PREFIX = {
     "pmr": "pmr_",
@@ -85,8 +89,6 @@ def field_names() -> list[str]:
 def _coerce(name: str, value: Any) -> Any:
     """Convert a value (possibly a CLI string) to the type of the field's default."""
     default = getattr(TrainConfig(), name)
-    if default is None and isinstance(value, str):
-        return int(value) if value.lstrip("-").isdigit() else value
     if isinstance(value, str) and not isinstance(default, str):
         if isinstance(default, bool):
             if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
@@ -142,8 +144,9 @@ def balancer_options(cfg: TrainConfig) -> dict[str, Any]:
         return {}
     opts: dict[str, Any] = {}
     for name in balancer_option_names(cfg.balance):
-        if getattr(cfg, prefix + name, None) is not None:
-            opts[name] = getattr(cfg, prefix + name)
+        value = getattr(cfg, prefix + name, None)
+        if value is not None and not (value == UNSET and getattr(TrainConfig(), prefix + name) == UNSET):
+            opts[name] = value
         elif name == "seed":
             opts[name] = cfg.seed
     if "subset" in opts:
@@ -158,13 +161,25 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
-    """The resolved config, as TOML-like JSON for machines and a TOML file for people."""
+    """The resolved config: ``config.toml`` (every key, valid TOML: ``avel train -c`` re-runs it) and the
+    same values as ``config.json``."""
     path.write_text(to_toml(cfg))
     path.with_suffix(".json").write_text(json.dumps(to_dict(cfg), indent=2))
 
 
 def to_toml(cfg: TrainConfig) -> str:
-    lines = []
-    for k, v in to_dict(cfg).items():
-        lines.append(f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}")
-    return "\n".join(lines) + "\n"
+    """Every field of ``cfg`` as a flat TOML table, one ``key = value`` line each; round-trips through
+    ``load_config``."""
+    return "".join(f"{k} = {_toml_value(k, v)}\n" for k, v in to_dict(cfg).items())
+
+
+def _toml_value(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, float):
+        return {"inf": "inf", "-inf": "-inf", "nan": "nan"}.get(repr(value), repr(value))
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(key, v) for v in value) + "]"
+    raise ValueError(f"config key {key!r}: {value!r} has no TOML form (TOML has no null)")

@@ -31,6 +31,7 @@ from avel.evaluate import evaluate, train_prototypes
 from avel.models import build_model
 from avel.models.base import AVModel
 from avel.models.encoders import resnet_grid
+from avel.provenance import provenance
 
 # config keys that may change when a run is resumed (they do not change what is computed)
 RESUMABLE_CHANGES = {"epochs", "progress", "out", "device", "eval_every", "modality_eval_every"}
@@ -177,6 +178,7 @@ def default_run_dir(cfg: TrainConfig) -> Path:
 def _check_resumable(stored: dict[str, Any], cfg: TrainConfig, run_dir: Path) -> None:
     now = config_mod.to_dict(cfg)
     stored = {**config_mod.to_dict(TrainConfig()), **stored}  # keys added since the run began: defaults
+    stored = {k: config_mod.UNSET if v is None else v for k, v in stored.items()}  # None before UNSET
     diff = sorted(k for k in now if k not in RESUMABLE_CHANGES and stored.get(k) != now[k])
     if diff:
         changes = ", ".join(f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in diff)
@@ -230,6 +232,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[s
     device = resolve_device(cfg.device)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = config_mod.apply(cfg, {"out": str(run_dir)}, "run")  # the saved config names its own directory
     generator = seed_everything(cfg.seed)
     data = load_splits(
         cfg.data,
@@ -364,6 +367,7 @@ def _finish(run_dir: Path, cfg: TrainConfig, data: DataSplits, device, best, log
         "modalities": list(data.meta["modalities"]),
         **{f"test_{k}": v for k, v in test.items() if k != "accuracy"},
         "config": config_mod.to_dict(cfg),
+        "provenance": provenance(device),
     }
     if model.background is not None:
         results["test_always_background"] = float((data.test.labels == model.background).float().mean())

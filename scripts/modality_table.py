@@ -13,6 +13,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from avel.provenance import describe
+
 
 def mean_std(values: list[float]) -> str:
     if not values:
@@ -23,6 +25,7 @@ def mean_std(values: list[float]) -> str:
 
 def table(grid_dir: Path) -> str:
     grid = json.loads((grid_dir / "grid.json").read_text())
+    produced_on: dict[str, None] = {}
     lines = [
         f"`{grid['command']}`",
         "",
@@ -32,6 +35,7 @@ def table(grid_dir: Path) -> str:
     for cell in grid["cells"]:
         paths = sorted((grid_dir / cell["name"]).glob("seed*/results.json"))
         runs = [json.loads(p.read_text()) for p in paths]
+        produced_on.update({describe(r.get("provenance", {})): None for r in runs})
         if cell.get("na_reason") or not runs:
             continue
         acc = [r["test_accuracy"] for r in runs]
@@ -41,6 +45,7 @@ def table(grid_dir: Path) -> str:
         cells = [cell["row"], cell["column"], str(len(runs)), mean_std(acc), per_seed]
         cells += [mean_std(a), mean_std(v)]
         lines.append("| " + " | ".join(cells) + " |")
+    lines[1:1] = ["", *[f"Produced on {p}." for p in produced_on]]
     return "\n".join(lines)
 
 

@@ -11,9 +11,15 @@ and each modality's prototype accuracy (scripts/modality_table.py); docs/results
     python scripts/pmr_effect.py --features                # AVEL on features, ~10 min per setting
 
 ``--features``: AVEL on a features file instead of end to end, as the paper's Table 4 runs it on the released
-VGGish + VGG19 features: per setting, an audio-only and a visual-only end-to-end model are trained
-(``avel train --modality``), ``avel extract --visual-from`` pairs their encoders into a features file, and the
-grid runs on it with ``configs/embedded_features.toml`` (in ``--runs``/features-<folder>).
+VGGish + VGG19 features: per setting and **per seed s**, an audio-only and a visual-only end-to-end model are
+trained with seed s (``avel train --modality``), ``avel extract --visual-from`` pairs their encoders into the
+features file ``<folder>-s<s>-pair.h5``, and seed s of every cell of the grid runs on that file with
+``configs/embedded_features.toml`` (in ``--runs``/features-<folder>; the grid's data is
+``<folder>-s{seed}-pair.h5``). A cell's mean ± std thus covers every draw of the pipeline that follows the
+seed: encoder initialisation and batch order, then AVEL's.
+
+The generated data set is **fixed** (``avel synth --seed 0`` for every seed, as AVE is one fixed data set):
+the spread over seeds is that of training, not of drawing another data set.
 """
 
 from __future__ import annotations
@@ -89,19 +95,43 @@ def make_dataset(root: Path, folder_name: str, overrides: dict, args: argparse.N
 ENCODER = Path("configs/embedded_encoder.toml")  # the uni-modal encoders behind a features file
 
 
-def make_features(h5: Path) -> Path:
-    """Audio vectors from an audio-only model, visual maps from a visual-only model: one features file."""
-    pair = h5.with_name(h5.stem + "-pair.h5")
+def features_path(h5: Path, seed: int | str) -> Path:
+    """The features file of seed ``seed`` (``"{seed}"``: the template the grid fills in per run)."""
+    return h5.with_name(f"{h5.stem}-s{seed}-pair.h5")
+
+
+def make_features(h5: Path, seed: int) -> Path:
+    """Audio vectors from an audio-only model, visual maps from a visual-only model, both trained with
+    ``seed``: one features file per seed."""
+    pair = features_path(h5, seed)
     if pair.exists():
         return pair
     checkpoints = {}
     for modality in ("audio", "visual"):
-        out = h5.with_name(f"{h5.stem}-{modality}")
-        if not (out / "best.pt").exists():
-            run = {"data": str(h5), "modality": modality, "out": str(out), "progress": False}
+        out = encoder_dir(h5, seed, modality)
+        if not (out / "results.json").exists():
+            run = {"data": str(h5), "modality": modality, "out": str(out), "progress": False, "seed": seed}
             run_training(load_config(ENCODER, run))
         checkpoints[modality] = out / "best.pt"
     return extract_features(checkpoints["audio"], h5, pair, visual_checkpoint=checkpoints["visual"])
+
+
+def encoder_dir(h5: Path, seed: int, modality: str) -> Path:
+    return h5.with_name(f"{h5.stem}-s{seed}-{modality}")
+
+
+def encoder_table(h5: Path, seeds: int) -> str:
+    """Test segment accuracy of the uni-modal end-to-end models behind the features files, per seed."""
+    from avel.ablate import format_mean_std
+
+    lines = ["| encoder | test accuracy | per seed | run directories |", "|---|---|---|---|"]
+    for modality in ("audio", "visual"):
+        dirs = [encoder_dir(h5, s, modality) for s in range(seeds)]
+        acc = [json.loads((d / "results.json").read_text())["test_accuracy"] for d in dirs]
+        per_seed = ", ".join(f"{100 * a:.1f}" for a in acc)
+        where = ", ".join(map(str, dirs))
+        lines.append(f"| {modality} only | {format_mean_std(acc)} | {per_seed} | {where} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -126,9 +156,13 @@ def main() -> None:
         name, folder_name, synth_overrides = SETTINGS[key]
         t0 = time.time()
         h5 = make_dataset(args.root, folder_name, synth_overrides, args)
+        data, encoders = h5, ""
         if args.features:
-            h5, folder_name = make_features(h5), "features-" + folder_name
-        overrides = {"data": str(h5), "epochs": args.epochs}
+            for seed in range(args.seeds):
+                make_features(h5, seed)
+            data, folder_name = features_path(h5, "{seed}"), "features-" + folder_name
+            encoders = "\n\nUni-modal encoders behind the features files:\n\n" + encoder_table(h5, args.seeds)
+        overrides = {"data": str(data), "epochs": args.epochs}
         out = args.runs / folder_name
         grid = {"config": args.config, "seeds": args.seeds, "model": "avel", "rows": args.row}
         table = run_grid("fusions", out, overrides=overrides, **grid)
@@ -138,6 +172,7 @@ def main() -> None:
             + table.markdown()
             + "\n\nEach modality's prototype accuracy on test event segments:\n\n"
             + modality_table(out)
+            + encoders
         )
         print(table.markdown())
     text = "\n\n".join(sections)
