@@ -31,7 +31,7 @@ from avel.config import TrainConfig, load_config
 from avel.provenance import describe
 from preprocessing.h5 import attr_value
 
-GRID_KINDS = ("optimizers", "fusions", "subset", "balancers")
+GRID_KINDS = ("optimizers", "fusions", "subset", "balancers", "intermediate")
 FAMILIES = ("resnet18", "avel", "cgmnist")
 FUSIONS = {
     "resnet18": ["concat", "sum", "film", "gated"],
@@ -52,6 +52,7 @@ TITLES = {
     "fusions": "PMR Table 1: fusion methods, without and with PMR, and uni-modal baselines",
     "subset": "PMR Table 5: size of the prototype subset",
     "balancers": "PMR Table 2: rebalancing methods",
+    "intermediate": "PMR Table 3: intermediate fusions (MMTM, CentralNet), without and with PMR",
 }
 # published AVE accuracies (%), keyed (kind, family) -> (row, column) -> value (PMR Tables 1, 2, 4, 5, 6)
 PUBLISHED: dict[tuple[str, str], dict[tuple[str, str], float]] = {
@@ -96,6 +97,8 @@ PUBLISHED: dict[tuple[str, str], dict[tuple[str, str], float]] = {
         ("dropout", "FiLM"): 63.9,
         ("OGM-GE", "concat"): 65.9,
         ("OGM-GE", "FiLM"): 65.1,
+        ("Gradient-Blending", "concat"): 65.5,
+        ("Gradient-Blending", "FiLM"): 65.2,
         ("PMR w/o PER", "concat"): 67.2,
         ("PMR w/o PER", "FiLM"): 65.6,
         ("PMR", "concat"): 67.1,
@@ -120,6 +123,12 @@ PUBLISHED: dict[tuple[str, str], dict[tuple[str, str], float]] = {
         ("PMR", "concat"): 77.2,
         ("PMR", "FiLM"): 76.3,
     },
+    ("intermediate", "cgmnist"): {
+        ("MMTM", "naive"): 71.4,
+        ("MMTM", "PMR"): 74.2,
+        ("CentralNet", "naive"): 69.3,
+        ("CentralNet", "PMR"): 72.1,
+    },
     ("balancers", "avel"): {
         ("naive", "concat"): 72.7,
         ("naive", "DMRN"): 73.1,
@@ -129,7 +138,7 @@ PUBLISHED: dict[tuple[str, str], dict[tuple[str, str], float]] = {
 }
 
 
-# published CREMA-D accuracies (%), keyed grid kind -> (row, column) -> value (PMR Tables 1, 2, 5, 6)
+# published CREMA-D accuracies (%), keyed grid kind -> (row, column) -> value (PMR Tables 1, 2, 3, 5, 6)
 PUBLISHED_CREMAD: dict[str, dict[tuple[str, str], float]] = {
     "optimizers": {
         ("SGD", "baseline"): 53.2,
@@ -164,12 +173,20 @@ PUBLISHED_CREMAD: dict[str, dict[tuple[str, str], float]] = {
         ("naive", "FiLM"): 57.2,
         ("dropout", "concat"): 55.8,
         ("dropout", "FiLM"): 58.3,
+        ("Gradient-Blending", "concat"): 56.7,
+        ("Gradient-Blending", "FiLM"): 58.7,
         ("OGM-GE", "concat"): 57.7,
         ("OGM-GE", "FiLM"): 58.0,
         ("PMR w/o PER", "concat"): 60.3,
         ("PMR w/o PER", "FiLM"): 61.3,
         ("PMR", "concat"): 61.1,
         ("PMR", "FiLM"): 61.8,
+    },
+    "intermediate": {  # Table 3 (one frame per clip in the paper)
+        ("MMTM", "naive"): 51.6,
+        ("MMTM", "PMR"): 55.1,
+        ("CentralNet", "naive"): 50.2,
+        ("CentralNet", "PMR"): 52.9,
     },
 }
 
@@ -248,6 +265,7 @@ def _balancers(model: str) -> list[Cell]:
     rows = [
         ("naive", {"balance": "none"}),
         ("dropout", {"balance": "dropout"}),
+        ("Gradient-Blending", {"balance": "gblend"}),
         ("OGM-GE", {"balance": "ogm-ge"}),
         ("OPM", {"balance": "opm"}),
         ("IPRM", {"balance": "iprm"}),
@@ -258,11 +276,21 @@ def _balancers(model: str) -> list[Cell]:
     return _cells(rows, [(FUSION_LABEL[f], {"fusion": f}) for f in BALANCER_FUSIONS[model]])
 
 
+def _intermediate(model: str) -> list[Cell]:
+    rows = [("MMTM", {"fusion": "mmtm"}), ("CentralNet", {"fusion": "centralnet"})]
+    cells = _cells(rows, [("naive", BASELINE), ("PMR", PMR)])
+    if model == "avel":  # MMTM / CentralNet sit between the stages of two CNN encoders
+        for cell in cells:
+            cell.na_reason = f"{cell.row} fuses inside the encoders' stages (no AVEL localizer version)"
+    return cells
+
+
 BUILDERS: dict[str, Callable[[str], list[Cell]]] = {
     "optimizers": _optimizers,
     "fusions": _fusions,
     "subset": _subset,
     "balancers": _balancers,
+    "intermediate": _intermediate,
 }
 
 

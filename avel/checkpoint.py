@@ -41,10 +41,13 @@ def model_from_checkpoint(
         raise ValueError(f"{path}: not an avel checkpoint (no model_kwargs)")
     model = build_model(**ckpt["model_kwargs"])
     balance = ckpt.get("config", {}).get("balance", "none")
-    if balance == "iprm":  # IPRM replaces the fusion with its own heads
+    if balance in ("iprm", "gblend"):  # IPRM replaces the fusion with its own heads; G-Blend adds heads
+        from avel import config as config_mod
         from avel.balance import build_balancer
 
-        model = build_balancer("iprm").prepare_model(model)
+        stored = {k: v for k, v in ckpt["config"].items() if k in config_mod.field_names()}
+        cfg = config_mod.apply(config_mod.TrainConfig(), stored, str(path))
+        model = build_balancer(balance, **config_mod.balancer_options(cfg)).prepare_model(model)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 

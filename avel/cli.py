@@ -214,10 +214,10 @@ def train(
     config: Path = typer.Option(None, "--config", "-c", help="TOML config file (configs/*.toml)"),
     model: str = typer.Option(None, help="avel | resnet18 | cgmnist"),
     fusion: str = typer.Option(
-        None, help="avel: concat | dmrn; resnet18, cgmnist: concat | sum | film | gated"
+        None, help="avel: concat | dmrn; resnet18, cgmnist: concat | sum | film | gated | mmtm | centralnet"
     ),
     modality: str = typer.Option(None, help="both | audio | visual (cgmnist: gray | colored): uni-modal"),
-    balance: str = typer.Option(None, help="none | pmr | ogm-ge | ogm | opm | iprm | dropout"),
+    balance: str = typer.Option(None, help="none | pmr | ogm-ge | ogm | opm | iprm | dropout | gblend"),
     pmr: bool = typer.Option(False, "--pmr", help="short for --balance pmr"),
     optimizer: str = typer.Option(None, help="sgd | adam | adagrad"),
     lr: float = typer.Option(None),
@@ -350,7 +350,7 @@ def plot(
 
 
 ablate_app = typer.Typer(
-    help="The PMR paper's experiment grids (Tables 1, 2, 5, 6) as tables; resumable.", no_args_is_help=True
+    help="The PMR paper's experiment grids (Tables 1, 2, 3, 5, 6) as tables; resumable.", no_args_is_help=True
 )
 app.add_typer(ablate_app, name="ablate")
 
@@ -384,12 +384,13 @@ def _ablate(kind: str):
         "optimizers": "SGD / AdaGrad / Adam, without and with PMR (PMR Table 6).",
         "fusions": "concat / sum / FiLM / gated (or AVEL concat / DMRN) ± PMR, and uni-modal rows (Table 1).",
         "subset": "PMR with prototypes from 1/5/10/50/100% of train (Table 5).",
-        "balancers": "naive / dropout / OGM-GE / OPM / IPRM / PMR w/o PER / PMR (Table 2).",
+        "balancers": "naive / dropout / G-Blend / OGM-GE / OPM / IPRM / PMR w/o PER / PMR (Table 2).",
+        "intermediate": "MMTM / CentralNet inside the ResNet18 pair, without and with PMR (Table 3).",
     }[kind]
     return command
 
 
-for _kind in ("optimizers", "fusions", "subset", "balancers"):
+for _kind in ("optimizers", "fusions", "subset", "balancers", "intermediate"):
     ablate_app.command(_kind)(_ablate(_kind))
 
 

@@ -19,7 +19,9 @@ class TrainConfig:
     # data and model
     data: str = ""  # an avel HDF5 file: preprocess output (end-to-end) or a features file
     model: str = "avel"  # avel (temporal localizer) | resnet18 (clip classifier)
-    fusion: str = "concat"  # avel: concat | dmrn; resnet18: concat | sum | film | gated
+    fusion: str = "concat"  # avel: concat | dmrn; resnet18: concat | sum | film | gated | mmtm | centralnet
+    mmtm_gate: str = "paper"  # MMTM gates: paper (2·sigmoid) | code (sigmoid, the released code)
+    centralnet_unimodal_loss: bool = True  # CentralNet: uni-modal heads' losses added (the paper)
     modality: str = "both"  # both | audio | visual (uni-modal baselines)
     width: int = 64  # ResNet18 base width (64 = standard; 8-16 for CPU runs)
     pretrained: bool = False  # torchvision ImageNet weights for the visual ResNet18
@@ -48,7 +50,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate on val every N epochs (and at the last)
     modality_eval_every: int = 0  # each modality's prototype accuracy on val every N epochs (0: last only)
     progress: bool = True
-    # rebalancing: none | pmr | ogm-ge | ogm | opm | iprm | dropout
+    # rebalancing: none | pmr | ogm-ge | ogm | opm | iprm | dropout | gblend
     balance: str = "none"
     pmr_alpha: float = 2.0  # Eq. 10
     pmr_mu: float = 1e-3  # Eq. 13
@@ -66,6 +68,9 @@ class TrainConfig:
     opm_warmup: int = 5
     iprm_alpha: float = 0.8
     dropout_p: float = 0.3
+    gblend_super_epoch: int = 5  # Gradient-Blending: epochs between weight estimates (online G-Blend)
+    gblend_holdout: float = 0.1  # fraction of train held out of training to measure G and O
+    gblend_predict: str = "fused"  # fused (paper) | mean (of the fused and uni-modal heads)
 
 
 # An integer option set to UNSET takes the method's own default (every saved value stays explicit: TOML has
@@ -79,6 +84,7 @@ BALANCER_PREFIX = {
     "opm": "opm_",
     "iprm": "iprm_",
     "dropout": "dropout_",
+    "gblend": "gblend_",
 }
 
 

@@ -103,6 +103,10 @@ def model_kwargs(cfg: TrainConfig, data: DataSplits) -> dict[str, Any]:
         "width": cfg.width,
         "pretrained": cfg.pretrained,
     }
+    if cfg.fusion == "mmtm":
+        kwargs["mmtm_gate"] = cfg.mmtm_gate
+    if cfg.fusion == "centralnet":
+        kwargs["centralnet_unimodal_loss"] = cfg.centralnet_unimodal_loss
     if cfg.model != "avel":
         return kwargs
     visual = data.train.visual
@@ -138,7 +142,8 @@ def train_one_epoch(
     model.train()
     meter = EpochMeter()
     amp = cfg.amp and bf16_supported(train.device)
-    for batch in train.batches(cfg.batch_size, shuffle=True, generator=generator, train=True):
+    rows = getattr(balancer, "train_indices", lambda split: None)(train)  # None: every row
+    for batch in train.batches(cfg.batch_size, shuffle=True, generator=generator, indices=rows, train=True):
         with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=amp):
             result = balancer.training_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)

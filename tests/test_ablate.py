@@ -132,7 +132,7 @@ def test_grid_shapes(model):
     assert [c.row for c in sub] == ["baseline", "PMR, 1%", "PMR, 5%", "PMR, 10%", "PMR, 50%", "PMR, 100%"]
     assert [c.overrides.get("pmr_subset") for c in sub] == [None, "0.01", "0.05", "0.1", "0.5", "1.0"]
     bal = build_grid("balancers", model)
-    rows = ["naive", "dropout", "OGM-GE", "OPM", "IPRM", "PMR w/o PER", "PMR"]
+    rows = ["naive", "dropout", "Gradient-Blending", "OGM-GE", "OPM", "IPRM", "PMR w/o PER", "PMR"]
     assert list(dict.fromkeys(c.row for c in bal)) == rows
     second = "FiLM" if model == "resnet18" else "DMRN"
     assert list(dict.fromkeys(c.column for c in bal)) == ["concat", second]
@@ -140,6 +140,13 @@ def test_grid_shapes(model):
     assert ("OGM-GE", "concat") not in na and ("PMR", "concat") not in na
     assert ("OGM-GE", second) in na  # no split logits
     assert next(c for c in bal if c.row == "PMR w/o PER").overrides["pmr_mu"] == 0.0
+    assert not {c.column for c in bal if c.row == "Gradient-Blending" and c.na_reason}  # both fusions
+    inter = build_grid("intermediate", model)
+    assert [(c.row, c.column) for c in inter] == [
+        ("MMTM", "naive"), ("MMTM", "PMR"), ("CentralNet", "naive"), ("CentralNet", "PMR")
+    ]  # fmt: skip
+    assert all(c.na_reason for c in inter) == (model == "avel")
+    assert [c.overrides["fusion"] for c in inter] == ["mmtm", "mmtm", "centralnet", "centralnet"]
 
 
 def test_unknown_grid_lists_the_valid_ones():

@@ -62,7 +62,7 @@ def make_model(kind: str) -> AVModel:
 
 
 def test_registry_names_and_errors():
-    assert set(BALANCERS) == {"none", "pmr", "ogm-ge", "ogm", "opm", "iprm", "dropout"}
+    assert set(BALANCERS) == {"none", "pmr", "ogm-ge", "ogm", "opm", "iprm", "dropout", "gblend"}
     with pytest.raises(ValueError, match=r"unknown balancer 'pgm'; valid: \['none', 'pmr', 'ogm-ge'"):
         build_balancer("pgm")
     with pytest.raises(ValueError, match=r"balancer 'ogm-ge' does not take option\(s\) \['q_base'\]"):

@@ -12,6 +12,7 @@ from typing import Any
 
 from avel.balance.base import Balancer, NoBalance, StepResult
 from avel.balance.dropout import ModalityDropout
+from avel.balance.gblend import GBlendModel, GradientBlending
 from avel.balance.iprm import IPRM, IPRMModel
 from avel.balance.ogm import OGM, OGMGE
 from avel.balance.opm import OPM
@@ -25,6 +26,7 @@ BALANCERS: dict[str, type] = {
     "opm": OPM,
     "iprm": IPRM,
     "dropout": ModalityDropout,
+    "gblend": GradientBlending,
 }
 
 
@@ -53,6 +55,8 @@ __all__ = [
     "OPM",
     "PMR",
     "Balancer",
+    "GBlendModel",
+    "GradientBlending",
     "IPRMModel",
     "ModalityDropout",
     "NoBalance",

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from avel.models.base import AVModel, ModelOutput
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits
+    from avel.data import Batch, DataSplits, SplitData
 
 
 @dataclass
@@ -54,6 +54,14 @@ class Balancer(Protocol):
 def task_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Cross-entropy on logits over all samples / segments (background included on AVEL)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1))
+
+
+def output_loss(out: ModelOutput, labels: Tensor) -> Tensor:
+    """The model's training loss: the task loss on the fused logits plus that of every auxiliary head."""
+    loss = task_loss(out.logits, labels)
+    for logits in out.aux_logits:
+        loss = loss + task_loss(logits, labels)
+    return loss
 
 
 def flatten_samples(z: Tensor) -> Tensor:
@@ -115,6 +123,11 @@ class BalancerHooks:
     def prepare_model(self, model: AVModel) -> AVModel:
         return model
 
+    def train_indices(self, train: SplitData) -> Tensor | None:
+        return (
+            None  # rows of the train split the loop trains on (None: all; Gradient-Blending holds some out)
+        )
+
     def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:
         self.epoch = epoch
 
@@ -142,7 +155,7 @@ class NoBalance(BalancerHooks):
 
     def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
         out = model(batch.audio, batch.visual)
-        loss = task_loss(out.logits, batch.labels)
+        loss = output_loss(out, batch.labels)
         return StepResult(loss, out, {"loss_ce": loss.detach()})
 
 
@@ -155,6 +168,7 @@ __all__ = [
     "event_weights",
     "flatten_samples",
     "nn",
+    "output_loss",
     "task_loss",
     "weighted_mean",
 ]

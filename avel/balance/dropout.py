@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from avel.balance.base import BalancerHooks, StepResult, task_loss
+from avel.balance.base import BalancerHooks, StepResult, output_loss
 from avel.models.base import AVModel
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class ModalityDropout(BalancerHooks):
         z_a, z_v = model.encode(batch.audio, batch.visual)
         keep_a, keep_v, dropped = self.drop_masks(z_a)
         out = model.fuse(z_a * keep_a.to(z_a.dtype), z_v * keep_v.to(z_v.dtype))
-        loss = task_loss(out.logits, batch.labels)
+        loss = output_loss(out, batch.labels)
         logs = {
             "loss_ce": loss.detach(),
             "drop_rate": dropped.mean(),

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import BalancerHooks, StepResult, event_weights, task_loss
+from avel.balance.base import BalancerHooks, StepResult, event_weights, output_loss
 from avel.balance.dropout import DeviceGenerator
 from avel.models.base import AVModel, ModelOutput
 
@@ -135,7 +135,7 @@ class OGMGE(BalancerHooks):
 
     def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
         out = model(batch.audio, batch.visual)
-        loss = task_loss(out.logits, batch.labels)
+        loss = output_loss(out, batch.labels)
         s_a, s_v = modality_scores(out, batch.labels, model.background, self.method)
         k_a, k_v, rho_a = ogm_coefficients(s_a, s_v, self.alpha)
         logs = {"loss_ce": loss.detach(), "coef_audio": k_a, "coef_visual": k_v, "score_ratio": rho_a}

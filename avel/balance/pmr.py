@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avel.balance.base import StepResult, event_weights, flatten_samples, task_loss, weighted_mean
+from avel.balance.base import StepResult, event_weights, flatten_samples, output_loss, weighted_mean
 from avel.models.base import AVModel
 
 if TYPE_CHECKING:
@@ -220,7 +220,7 @@ class PMR:
 
     def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
         out = model(batch.audio, batch.visual)
-        loss_ce = task_loss(out.logits, batch.labels)
+        loss_ce = output_loss(out, batch.labels)
         logs = {"loss_ce": loss_ce.detach()}
         if self.prototypes is None:  # on_epoch_start not called: plain joint training
             return StepResult(loss_ce, out, logs)

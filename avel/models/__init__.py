@@ -6,7 +6,15 @@
 from __future__ import annotations
 
 from avel.models.base import AVModel, ModelOutput, count_parameters
-from avel.models.classifier import AVClassifier, CGClassifier
+from avel.models.classifier import (
+    AudioEncoder,
+    AVClassifier,
+    CentralNetClassifier,
+    CGClassifier,
+    MMTMClassifier,
+    VisualEncoder,
+)
+from avel.models.encoders import CGConvNet
 from avel.models.localizer import AVELocalizer
 
 MODEL_FAMILIES: dict[str, type[AVModel]] = {
@@ -16,9 +24,10 @@ MODEL_FAMILIES: dict[str, type[AVModel]] = {
 }
 FUSIONS: dict[str, tuple[str, ...]] = {
     "avel": ("concat", "dmrn"),
-    "resnet18": ("concat", "sum", "film", "gated"),
-    "cgmnist": ("concat", "sum", "film", "gated"),
+    "resnet18": ("concat", "sum", "film", "gated", "mmtm", "centralnet"),
+    "cgmnist": ("concat", "sum", "film", "gated", "mmtm", "centralnet"),
 }
+INTERMEDIATE_FUSIONS = ("mmtm", "centralnet")  # inside the encoders (PMR Table 3)
 MODALITIES = ("both", "audio", "visual")
 # what each family's two branch slots hold (PMR's modality 1 and 2); on CG-MNIST --modality gray / colored
 # name the slots
@@ -51,6 +60,8 @@ def build_model(
     width: int = 64,
     pretrained: bool = False,
     hidden: int = 128,
+    mmtm_gate: str = "paper",
+    centralnet_unimodal_loss: bool = True,
 ) -> AVModel:
     """An AVEL localizer (``family="avel"``, per segment, background = the last class) or a ResNet18 clip
     classifier (``family="resnet18"``). ``regions`` is the attention's grid size h·w (49 on 7×7)."""
@@ -59,11 +70,16 @@ def build_model(
     modality = modality_slot(family, modality)
     _check("modality", modality, MODALITIES)
     _check("input mode", input_mode, INPUT_MODES)
+    if family == "resnet18" and input_mode != "e2e":
+        raise ValueError("resnet18 classifiers train end to end (input_mode 'e2e'), not on features")
+    if fusion in INTERMEDIATE_FUSIONS:
+        if modality != "both":
+            raise ValueError(f"fusion {fusion!r} fuses inside the encoders: it needs both modalities")
+        options = {"gate": mmtm_gate} if fusion == "mmtm" else {"unimodal_loss": centralnet_unimodal_loss}
+        return _intermediate(family, fusion, num_classes, width, pretrained, **options)
     if family == "cgmnist":
         return CGClassifier(fusion, num_classes=num_classes, modality=modality)
     if family == "resnet18":
-        if input_mode != "e2e":
-            raise ValueError("resnet18 classifiers train end to end (input_mode 'e2e'), not on features")
         return AVClassifier(
             fusion, num_classes=num_classes, modality=modality, width=width, pretrained=pretrained
         )
@@ -81,6 +97,22 @@ def build_model(
     )
 
 
+def _intermediate(
+    family: str, fusion: str, num_classes: int, width: int, pretrained: bool, **options
+) -> AVModel:
+    """MMTM / CentralNet between the stages of two staged encoders (PMR Table 3): the ResNet18 pair (the
+    three final residual stages) or the CG-MNIST pair of 4-conv encoders (the last three convolutions)."""
+    if family == "cgmnist":
+        audio, visual = CGConvNet(1), CGConvNet(3)
+        dim = audio.fc.out_features
+    else:
+        audio, visual, dim = AudioEncoder(width), VisualEncoder(width, pretrained), 8 * width
+    assembly = MMTMClassifier if fusion == "mmtm" else CentralNetClassifier
+    model = assembly(audio, visual, num_classes=num_classes, dim=dim, **options)
+    model.family = family
+    return model
+
+
 def _check(what: str, value: str, valid) -> None:
     if value not in valid:
         raise ValueError(f"unknown {what} {value!r}; valid: {list(valid)}")
@@ -88,13 +120,16 @@ def _check(what: str, value: str, valid) -> None:
 
 def describe(model: AVModel) -> str:
     """One line: family, fusion, input mode, parameter count."""
-    family = {AVELocalizer: "avel", CGClassifier: "cgmnist"}.get(type(model), "resnet18")
+    family = getattr(model, "family", None) or {AVELocalizer: "avel", CGClassifier: "cgmnist"}.get(
+        type(model), "resnet18"
+    )
     mode = f", {model.input_mode}" if isinstance(model, AVELocalizer) else ""
     return f"{family} {model.fusion_name}{mode}: {count_parameters(model):,} parameters"
 
 
 __all__ = [
     "FUSIONS",
+    "INTERMEDIATE_FUSIONS",
     "MODALITY_NAMES",
     "MODEL_FAMILIES",
     "modality_slot",

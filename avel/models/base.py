@@ -26,6 +26,8 @@ class ModelOutput:
     z_visual: Tensor  # visual representation before fusion: h^v_t on AVEL
     logits_audio: Tensor | None = None  # each modality's share of the logits where the fusion splits
     logits_visual: Tensor | None = None  # (concat, sum; AVEL concat by its halves), else None
+    # extra heads trained with the task loss but not part of the prediction (CentralNet's uni-modal heads)
+    aux_logits: tuple[Tensor, ...] = ()
 
 
 class AVModel(nn.Module):

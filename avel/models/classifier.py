@@ -2,7 +2,8 @@
 
 Audio: a 1-channel ResNet18 on the (1, 257, L) log-spectrogram, average-pooled to D. Visual: a ResNet18 on
 each of K frames, average-pooled jointly over frames and space to D. D = 8·width (512 for the standard
-ResNet18). Fusion: concat / sum / FiLM / gated (``avel.models.fusion``) or one modality alone.
+ResNet18). Fusion: concat / sum / FiLM / gated (``avel.models.fusion``) or one modality alone, or an
+intermediate fusion inside the encoders, MMTM / CentralNet (``avel.models.intermediate``).
 """
 
 from __future__ import annotations
@@ -12,18 +13,29 @@ from torch import Tensor, nn
 
 from avel.models.base import AVModel, ModelOutput
 from avel.models.encoders import CGConvNet, ResNet18, load_imagenet
-from avel.models.fusion import CLASSIFIER_FUSIONS, UniModal
+from avel.models.fusion import CLASSIFIER_FUSIONS, ConcatFusion, UniModal
+from avel.models.intermediate import CentralBranch, MMTMStreams, StagedEncoder
 
 
 class AudioEncoder(nn.Module):
-    """(B, 1, F, L) → (B, D)."""
+    """(B, 1, F, L) → (B, D). A staged encoder (``avel.models.intermediate.StagedEncoder``)."""
 
     def __init__(self, width: int):
         super().__init__()
         self.net = ResNet18(1, width)
+        self.stage_channels = self.net.stage_channels
+
+    def fold(self, audio: Tensor) -> Tensor:
+        return audio.contiguous(memory_format=torch.channels_last)
+
+    def stages(self) -> list[nn.Module]:
+        return self.net.stages()
+
+    def pool(self, x: Tensor, batch: int) -> Tensor:
+        return pool_frames(x, batch)
 
     def forward(self, audio: Tensor) -> Tensor:
-        return self.net(audio.contiguous(memory_format=torch.channels_last)).mean((-2, -1))
+        return self.pool(self.net(self.fold(audio)), audio.shape[0])
 
 
 class VisualEncoder(nn.Module):
@@ -32,13 +44,26 @@ class VisualEncoder(nn.Module):
     def __init__(self, width: int, pretrained: bool = False):
         super().__init__()
         self.net = ResNet18(3, width)
+        self.stage_channels = self.net.stage_channels
         if pretrained:
             load_imagenet(self.net)
 
+    def fold(self, visual: Tensor) -> Tensor:
+        return visual.flatten(0, 1).contiguous(memory_format=torch.channels_last)  # (BK, 3, S, S)
+
+    def stages(self) -> list[nn.Module]:
+        return self.net.stages()
+
+    def pool(self, x: Tensor, batch: int) -> Tensor:
+        return pool_frames(x, batch)
+
     def forward(self, visual: Tensor) -> Tensor:
-        b, k = visual.shape[:2]
-        x = self.net(visual.flatten(0, 1).contiguous(memory_format=torch.channels_last))  # (BK, D, h, w)
-        return x.view(b, k, *x.shape[1:]).mean((1, 3, 4))
+        return self.pool(self.net(self.fold(visual)), visual.shape[0])
+
+
+def pool_frames(x: Tensor, batch: int) -> Tensor:
+    """(B·K, D, h, w) → (B, D): the mean over frames and space together."""
+    return x.unflatten(0, (batch, -1)).mean((1, 3, 4))
 
 
 class AVClassifier(AVModel):
@@ -91,3 +116,82 @@ class CGClassifier(AVClassifier):
 
     def make_encoders(self, width: int, pretrained: bool) -> tuple[nn.Module, nn.Module, int]:
         return CGConvNet(1), CGConvNet(3), 512
+
+
+class MMTMClassifier(AVModel):
+    """Two staged encoders with MMTMs between their last stages, then concatenation (PMR Table 3).
+
+    ``encode`` runs the two streams interleaved (the MMTMs exchange information mid-encoder) and returns
+    each stream's pooled output: the uni-modal representations PMR reads. ``fuse`` is the concat head.
+    """
+
+    fusion_name = "mmtm"
+    splits_logits = True
+
+    def __init__(
+        self,
+        audio: StagedEncoder,
+        visual: StagedEncoder,
+        *,
+        num_classes: int,
+        dim: int,
+        points: tuple[int, ...] = (1, 2, 3),
+        gate: str = "paper",
+    ):
+        super().__init__()
+        self.num_classes, self.background, self.z_dim = num_classes, None, dim
+        self.audio_branch, self.visual_branch = audio, visual
+        self.mmtm = MMTMStreams(audio, visual, points, gate)
+        self.head = ConcatFusion(dim, num_classes)
+
+    def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
+        return self.mmtm(self.audio_branch, self.visual_branch, audio, visual)
+
+    def fuse(self, z_audio: Tensor, z_visual: Tensor) -> ModelOutput:
+        logits, la, lv = self.head(z_audio, z_visual)
+        return ModelOutput(logits, z_audio, z_visual, la, lv)
+
+
+class CentralNetClassifier(AVModel):
+    """Two staged encoders and CentralNet's central branch; the prediction is the central head's.
+
+    ``encode`` returns the streams' pooled outputs (unchanged by the central branch: PMR reads them) and
+    keeps the pooled central map of that forward pass for ``fuse``, which takes the last fusion level on
+    pooled vectors: logits = fc_C(α_C c + α_A z^a + α_V z^v). With ``unimodal_loss`` (the paper's
+    multi-task loss, CentralNet Eq. 2 with unit weights) the uni-modal heads fc_A(z^a), fc_V(z^v) are
+    auxiliary logits that the balancers add to the task loss; they are never part of the prediction.
+    """
+
+    fusion_name = "centralnet"
+    splits_logits = False
+
+    def __init__(
+        self,
+        audio: StagedEncoder,
+        visual: StagedEncoder,
+        *,
+        num_classes: int,
+        dim: int,
+        points: tuple[int, ...] = (1, 2, 3),
+        unimodal_loss: bool = True,
+    ):
+        super().__init__()
+        self.num_classes, self.background, self.z_dim = num_classes, None, dim
+        self.audio_branch, self.visual_branch = audio, visual
+        self.central = CentralBranch(audio, visual, dim, points)
+        self.head = nn.Linear(dim, num_classes)
+        self.head_audio, self.head_visual = nn.Linear(dim, num_classes), nn.Linear(dim, num_classes)
+        self.unimodal_loss = unimodal_loss
+        self.pooled_central: Tensor | None = None  # of the last ``encode``
+
+    def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
+        z_a, z_v, self.pooled_central = self.central(self.audio_branch, self.visual_branch, audio, visual)
+        return z_a, z_v
+
+    def fuse(self, z_audio: Tensor, z_visual: Tensor) -> ModelOutput:
+        c = self.pooled_central
+        if c is not None and c.shape != z_audio.shape:
+            raise RuntimeError("CentralNet: fuse() needs the encode() of the same batch (central branch)")
+        logits = self.head(self.central.final_sum(z_audio, z_visual, c))  # CentralNet Eq. 1, last level
+        aux = (self.head_audio(z_audio), self.head_visual(z_visual)) if self.unimodal_loss else ()
+        return ModelOutput(logits, z_audio, z_visual, aux_logits=aux)

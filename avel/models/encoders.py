@@ -54,9 +54,20 @@ class ResNet18(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
+    def stages(self) -> list[nn.Module]:
+        """The network as four stages, stem + layer1, layer2, layer3, layer4 (intermediate fusions sit
+        between them); the wrappers are not registered, so parameter names stay torchvision's."""
+        stem = nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool, self.layer1)
+        return [stem, self.layer2, self.layer3, self.layer4]
+
+    @property
+    def stage_channels(self) -> tuple[int, ...]:
+        return (self.width, 2 * self.width, 4 * self.width, 8 * self.width)
+
     def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for stage in self.stages():
+            x = stage(x)
+        return x
 
 
 def resnet_grid(size: int) -> int:
@@ -109,11 +120,29 @@ class CGConvNet(nn.Module):
                 nn.init.xavier_normal_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    stage_channels = (32, 32, 64, 64)
+
+    def stages(self) -> list[nn.Module]:
+        """Four stages, one per convolution (28 → 14 → 14 → 7 → 7); intermediate fusions sit between
+        them. The wrappers are not registered: parameter names stay the released code's."""
+        return [
+            nn.Sequential(self.bn0, self.conv1, self.relu, self.maxpool),
+            nn.Sequential(self.conv2, self.relu),
+            nn.Sequential(self.conv3, self.relu),
+            nn.Sequential(self.conv4, self.relu),
+        ]
+
+    def fold(self, x: Tensor) -> Tensor:
+        return x  # one image per sample
+
     def features(self, x: Tensor) -> Tensor:
         """The (B, 64, 7, 7) map after the last convolution."""
-        x = self.maxpool(self.relu(self.conv1(self.bn0(x))))  # 28 -> 14
-        x = self.relu(self.conv3(self.relu(self.conv2(x))))  # 14 -> 7
-        return self.relu(self.conv4(x))
+        for stage in self.stages():
+            x = stage(x)
+        return x
+
+    def pool(self, x: Tensor, batch: int) -> Tensor:
+        return self.fc(x.mean((-2, -1)))  # 7×7 average pool, as AvgPool2d(7) on 28×28 input
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.features(x).mean((-2, -1)))  # 7×7 average pool, as AvgPool2d(7) on 28×28 input
+        return self.pool(self.features(x), x.shape[0])

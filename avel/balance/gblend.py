@@ -1,0 +1,212 @@
+"""Gradient-Blending (G-Blend; Wang, Tran, Feiszli, CVPR 2020, "What Makes Training Multi-modal
+Classification Networks Hard?").
+
+``prepare_model`` wraps the model in ``GBlendModel``: the base model (its fused head) plus a linear
+uni-modal head on each representation, h_a(z^a) and h_v(z^v). The loss is the blend
+L = w_a L_a + w_v L_v + w_f L_f of the three heads' cross-entropies (G-Blend §3.3, the weighted multi-task
+loss). The weights come from each head's overfitting-to-generalization behaviour over a super-epoch of n
+epochs (§3.2): with L^T_k, L^V_k the losses of head k on train data and on data held out of training,
+
+    G_k = L^V_{k,N} − L^V_{k,N+n}                                     generalization gain, ΔG_{N,n}
+    O_k = (L^V_{k,N+n} − L^T_{k,N+n}) − (L^V_{k,N} − L^T_{k,N})       change of overfitting, ΔO_{N,n}
+    w_k = (G_k / O_k²) / Z,  Z = Σ_j G_j / O_j²                      Proposition 1 (in practice)
+
+The held-out set V is a fixed fraction of the *train* split (never val or test): the loop trains on the
+rest T' (``train_indices``); L^T is measured on a fixed subset of T' of the same size as V.
+
+This is the paper's *online* G-Blend (weights re-estimated every super-epoch of n epochs), with one
+deviation: the paper estimates each head's G_k, O_k by training a copy of the current model for n epochs
+on that head's loss alone (Algorithm 1, called by Algorithm 2 at each super-epoch); here G_k, O_k are
+measured on the jointly trained model itself over the super-epoch that just ended (no extra training).
+The first super-epoch uses equal weights. A head without generalization gain (G_k ≤ 0) gets weight 0;
+when no head gained, the weights are kept. Prediction: the fused head (``predict="fused"``, the paper) or
+the mean of the three heads' logits (``predict="mean"``, the PMR authors' three-head classifier).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
+from avel.models.base import AVModel, ModelOutput
+
+if TYPE_CHECKING:
+    from avel.data import Batch, DataSplits, SplitData
+
+HEADS = ("audio", "visual", "fused")
+PREDICT = ("fused", "mean")
+EPS = 1e-12
+
+
+def blend_weights(
+    train_before: Tensor, held_before: Tensor, train_after: Tensor, held_after: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(w, G, O) per head from the losses at the start (N) and end (N+n) of a super-epoch, each shape (K,).
+
+    w sums to 1; w = 0 where G ≤ 0; w is all zeros when no head has G > 0 (the caller keeps its weights).
+    """
+    gain = held_before - held_after  # G_k = ΔG_{N,n} (G-Blend §3.2)
+    over = (held_after - train_after) - (held_before - train_before)  # O_k = ΔO_{N,n} (§3.2)
+    raw = torch.where(gain > 0, gain / over.square().clamp_min(EPS), torch.zeros_like(gain))
+    total = raw.sum()
+    w = torch.where(total > 0, raw / total.clamp_min(EPS), torch.zeros_like(raw))  # w_k = G_k/O_k² / Z
+    return w, gain, over
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """(train rows T', held-out rows V) of a split of ``n`` rows: a seeded random ``fraction`` held out."""
+    k = max(1, round(fraction * n)) if n > 1 else 0
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[k:].sort().values, perm[:k].sort().values
+
+
+class GBlendModel(AVModel):
+    """A base model plus uni-modal heads h_a, h_v; ``heads`` gives (fused output, h_a(z^a), h_v(z^v))."""
+
+    def __init__(self, base: AVModel, predict: str = "fused", dim: int | None = None) -> None:
+        super().__init__()
+        if predict not in PREDICT:
+            raise ValueError(f"unknown G-Blend prediction {predict!r}; valid: {list(PREDICT)}")
+        self.base, self.predict = base, predict
+        self.num_classes, self.background = base.num_classes, base.background
+        self.per_segment, self.fusion_name = base.per_segment, base.fusion_name
+        self.z_dim = dim = dim or base.z_dim
+        self.head_audio = nn.Linear(dim, base.num_classes) if dim else nn.LazyLinear(base.num_classes)
+        self.head_visual = nn.Linear(dim, base.num_classes) if dim else nn.LazyLinear(base.num_classes)
+
+    @property
+    def audio_branch(self) -> nn.Module:
+        return self.base.audio_branch
+
+    @property
+    def visual_branch(self) -> nn.Module:
+        return self.base.visual_branch
+
+    def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
+        return self.base.encode(audio, visual)
+
+    def heads(self, z_audio: Tensor, z_visual: Tensor) -> tuple[ModelOutput, Tensor, Tensor]:
+        return self.base.fuse(z_audio, z_visual), self.head_audio(z_audio), self.head_visual(z_visual)
+
+    def fuse(self, z_audio: Tensor, z_visual: Tensor) -> ModelOutput:
+        fused, logits_a, logits_v = self.heads(z_audio, z_visual)
+        logits = fused.logits if self.predict == "fused" else (fused.logits + logits_a + logits_v) / 3
+        return ModelOutput(logits, z_audio, z_visual, logits_a, logits_v)
+
+
+@torch.no_grad()
+def head_losses(model: GBlendModel, split: SplitData, rows: Tensor, batch_size: int = 256) -> Tensor:
+    """Mean cross-entropy of the (audio, visual, fused) heads over ``rows`` of ``split``, eval mode, (3,)."""
+    was_training = model.training
+    model.eval()
+    sums, count = None, 0
+    try:
+        for batch in split.batches(batch_size, indices=rows, train=False):
+            fused, logits_a, logits_v = model.heads(*model.encode(batch.audio, batch.visual))
+            n = len(batch.index)
+            losses = [task_loss(x, batch.labels) * n for x in (logits_a, logits_v, fused.logits)]
+            step = torch.stack(losses)
+            sums, count = (step if sums is None else sums + step), count + n
+    finally:
+        model.train(was_training)
+    if sums is None:
+        raise ValueError("Gradient-Blending: no rows to measure the head losses on")
+    return (sums / count).float().cpu()
+
+
+class GradientBlending(BalancerHooks):
+    """Online G-Blend: uni-modal heads + the fused head, loss weights re-estimated every super-epoch."""
+
+    name = "gblend"
+
+    def __init__(
+        self, *, super_epoch: int = 5, holdout: float = 0.1, predict: str = "fused", seed: int = 0
+    ) -> None:
+        if super_epoch < 1:
+            raise ValueError(f"G-Blend super_epoch must be >= 1 epoch, got {super_epoch!r}")
+        if not 0.0 < holdout < 1.0:
+            raise ValueError(f"G-Blend holdout must be a fraction in (0, 1), got {holdout!r}")
+        if predict not in PREDICT:
+            raise ValueError(f"unknown G-Blend predict {predict!r}; valid: {list(PREDICT)}")
+        self.super_epoch, self.holdout, self.predict, self.seed = (
+            int(super_epoch),
+            float(holdout),
+            predict,
+            seed,
+        )
+        self.epoch = 0
+        self.weights = torch.full((3,), 1.0 / 3)  # (audio, visual, fused); equal in the first super-epoch
+        self.last: tuple[Tensor, Tensor] | None = None  # (L^T, L^V) at the start of the super-epoch
+        self.estimate: dict[str, float] = {}
+
+    def applies_to(self, model: AVModel) -> str | None:
+        return None  # brings its own uni-modal heads; the fused head is the model's own
+
+    def prepare_model(self, model: AVModel) -> AVModel:
+        return model if isinstance(model, GBlendModel) else GBlendModel(model, self.predict)
+
+    def split(self, train: SplitData) -> tuple[Tensor, Tensor]:
+        return holdout_split(len(train), self.holdout, self.seed)
+
+    def train_indices(self, train: SplitData) -> Tensor | None:
+        return self.split(train)[0]
+
+    def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:
+        self.epoch = epoch
+        if epoch % self.super_epoch != 0 or not isinstance(model, GBlendModel):
+            return
+        rows_t, rows_v = self.split(data.train)
+        measured = (
+            head_losses(model, data.train, rows_t[: len(rows_v)]),
+            head_losses(model, data.train, rows_v),
+        )
+        if self.last is not None:
+            w, gain, over = blend_weights(*self.last, *measured)
+            if w.sum() > 0:
+                self.weights = w
+            self.estimate = {
+                f"{k}_{h}": float(v[i]) for k, v in (("G", gain), ("O", over)) for i, h in enumerate(HEADS)
+            }
+        self.last = measured
+
+    def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
+        if not isinstance(model, GBlendModel):
+            raise ValueError(
+                "Gradient-Blending trains the model returned by prepare_model (it adds the heads)"
+            )
+        fused, logits_a, logits_v = model.heads(*model.encode(batch.audio, batch.visual))
+        losses = (
+            task_loss(logits_a, batch.labels),
+            task_loss(logits_v, batch.labels),
+            output_loss(fused, batch.labels),
+        )
+        w = self.weights.to(logits_a.device)
+        loss = w[0] * losses[0] + w[1] * losses[1] + w[2] * losses[2]  # L = Σ_k w_k L_k (G-Blend §3.3)
+        prediction = fused.logits if model.predict == "fused" else (fused.logits + logits_a + logits_v) / 3
+        out = ModelOutput(prediction, fused.z_audio, fused.z_visual, logits_a, logits_v)
+        logs = {f"loss_{h}": x.detach() for h, x in zip(HEADS, losses, strict=True)}
+        return StepResult(loss, out, logs)
+
+    def epoch_logs(self) -> dict[str, float]:
+        return {f"w_{h}": float(self.weights[i]) for i, h in enumerate(HEADS)} | self.estimate
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "weights": self.weights.clone(),
+            "last": None if self.last is None else tuple(x.clone() for x in self.last),
+            "estimate": dict(self.estimate),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state.get("epoch", 0))
+        self.weights = state.get("weights", torch.full((3,), 1.0 / 3)).float()
+        last = state.get("last")
+        self.last = None if last is None else (last[0], last[1])
+        self.estimate = dict(state.get("estimate", {}))
+
+
+__all__ = ["GBlendModel", "GradientBlending", "blend_weights", "head_losses", "holdout_split"]
