@@ -136,3 +136,61 @@ def test_real_training_with_pmr_and_checkpoint_rebuild(tiny_h5, tmp_path, fusion
 
 class _Meta:
     meta = {"input_mode": "e2e", "num_classes": 4}
+
+
+def test_cgmnist_encoders_are_staged_with_fusions_after_the_last_three_convolutions():
+    m = build_model("cgmnist", "mmtm", input_mode="e2e", num_classes=10)
+    assert [m.mmtm.mmtm[k].fc_audio.out_features for k in ("1", "2", "3")] == [32, 64, 64]
+    out = m(torch.randn(3, 1, 28, 28), torch.randn(3, 3, 28, 28))
+    assert out.logits.shape == (3, 10) and out.z_audio.shape == (3, 512)
+    c = build_model("cgmnist", "centralnet", input_mode="e2e", num_classes=10)
+    assert isinstance(c.central.project, nn.Linear) and c.central.project.in_features == 64  # 64 -> 512
+    assert c(torch.randn(3, 1, 28, 28), torch.randn(3, 3, 28, 28)).logits.shape == (3, 10)
+
+
+@pytest.fixture(scope="module")
+def cg_small(tmp_path_factory):
+    from avel.cgmnist import CGMNISTConfig, make_cgmnist
+
+    folder = tmp_path_factory.mktemp("mnist_idx")
+    _write_tiny_mnist(folder)
+    out = tmp_path_factory.mktemp("cg_inter") / "cg.h5"
+    make_cgmnist(out, CGMNISTConfig(seed=0, test_color_match=0.0), mnist_dir=folder)
+    return out
+
+
+def _write_tiny_mnist(folder):
+    import numpy as np
+    from test_cgmnist import write_idx
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 20)):
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        images = rng.integers(0, 30, (n, 28, 28)).astype(np.uint8)
+        for i, y in enumerate(labels):
+            images[i, 4:24, 2 + 2 * y : 4 + 2 * y] = 255
+        write_idx(folder / f"{split}-images-idx3-ubyte", images)
+        write_idx(folder / f"{split}-labels-idx1-ubyte", labels)
+
+
+@pytest.mark.parametrize(("fusion", "balance"), [("mmtm", "pmr"), ("centralnet", "gblend")])
+def test_cgmnist_training_steps(cg_small, tmp_path, fusion, balance):
+    cfg = load_config(
+        None,
+        {
+            "data": str(cg_small),
+            "model": "cgmnist",
+            "fusion": fusion,
+            "balance": balance,
+            "gblend_super_epoch": 1,
+            "epochs": 2,
+            "batch_size": 8,
+            "device": "cpu",
+            "progress": False,
+            "out": str(tmp_path / "run"),
+        },
+    )
+    res = run_training(cfg, log=lambda s: None)
+    assert 0.0 <= res["test_accuracy"] <= 1.0
+    model, _ = model_from_checkpoint(tmp_path / "run" / "best.pt")
+    assert model.fusion_name == fusion and getattr(model, "family", None) in (None, "cgmnist")
