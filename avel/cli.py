@@ -39,11 +39,16 @@ def synth(
     background_own_class: float = typer.Option(
         None, help="P(an off-screen sound / silent object in a background second is of the video's class)"
     ),
+    p_audio: float = typer.Option(None, help="crema-d / manifest: P(a clip's sound is its own class)"),
+    p_visual: float = typer.Option(None, help="crema-d / manifest: P(a clip's object is its own class)"),
 ) -> None:
     """Make an embedded dataset of real media files: AVE layout (mp4), CREMA-D layout (wav + flv) or a clip
     manifest (mp4 + csv)."""
     if layout != "ave":
-        _synth_clips(out_dir, layout, videos, seed, classes, fps, frame_size, audio_snr_db, visual_snr)
+        clip_opts = dict(layout=layout, clips=videos, seed=seed, classes=classes, fps=fps)
+        clip_opts.update(frame_size=frame_size)
+        clip_opts.update(audio_snr_db=audio_snr_db, visual_snr=visual_snr, p_audio=p_audio, p_visual=p_visual)
+        _synth_clips(out_dir, clip_opts)
         return
     from avel.synth import SynthConfig, synth_dataset
 
@@ -64,19 +69,9 @@ def synth(
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
-def _synth_clips(out_dir, layout, clips, seed, classes, fps, frame_size, audio_snr_db, visual_snr) -> None:
+def _synth_clips(out_dir: Path, opts: dict) -> None:
     from avel.synth_clips import ClipSynthConfig, synth_clips
 
-    opts = dict(
-        layout=layout,
-        clips=clips,
-        seed=seed,
-        classes=classes,
-        fps=fps,
-        frame_size=frame_size,
-        audio_snr_db=audio_snr_db,
-        visual_snr=visual_snr,
-    )
     try:
         summary = synth_clips(out_dir, ClipSynthConfig(**{k: v for k, v in opts.items() if v is not None}))
     except ValueError as e:
