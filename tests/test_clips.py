@@ -104,6 +104,18 @@ def test_missing_clip_is_reported_and_the_rest_written(release_h5):
         assert f["duration"][()] == pytest.approx([2.5, 2.0, 4.0], abs=0.05)
 
 
+def test_two_workers_write_the_same_file(release_h5, release_dir, tmp_path):
+    out, _ = release_h5
+    clip_list = load_cremad(release_dir, val_fraction=0.0)
+    report = preprocess_clips(
+        clip_list, tmp_path / "w2.h5", ClipParams(frame_size=32), workers=2, progress=False
+    )
+    assert [f["id"] for f in report.failed] == ["1004_ITH_NEU_XX"]
+    with h5py.File(out) as a, h5py.File(tmp_path / "w2.h5") as b:
+        for name in ("frames", "spectrogram", "label", "splits/train", "splits/test"):
+            np.testing.assert_array_equal(a[name][()], b[name][()])
+
+
 def test_frames_sit_at_the_centres_of_ten_parts(release_h5):
     out, _ = release_h5
     with h5py.File(out) as f:
