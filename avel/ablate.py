@@ -45,7 +45,7 @@ BALANCERS_NOT_IN_PAPER = {"cgmnist": ("OPM", "IPRM")}
 FUSION_LABEL = {"concat": "concat", "sum": "sum", "film": "FiLM", "gated": "gated", "dmrn": "DMRN"}
 SUBSETS = ("0.01", "0.05", "0.1", "0.5", "1.0")
 BASELINE, PMR = {"balance": "none"}, {"balance": "pmr"}
-UNIMODAL_NA = "PMR needs both modalities (uni-modal baseline)"
+UNIMODAL_NA = "pmr needs both modalities; uni-modal runs use --balance none"
 
 TITLES = {
     "optimizers": "PMR Table 6: optimizers, without and with PMR",
@@ -308,40 +308,10 @@ def build_grid(kind: str, model: str = "resnet18") -> list[Cell]:
 
 
 def not_applicable(cfg: TrainConfig) -> str | None:
-    """Why ``cfg``'s rebalancing method cannot train ``cfg``'s model, or None when it can.
+    """Why ``cfg``'s rebalancing method cannot train ``cfg``'s model, or None when it can."""
+    from avel.train import check_applicable
 
-    Asks the balancer's ``applies_to`` on a small model of the same family, fusion and modality (the answer
-    depends on the fusion's structure, not on the data or the width).
-    """
-    if cfg.balance == "none":
-        return None
-    if cfg.modality != "both":
-        return f"{cfg.balance} needs both modalities (uni-modal baseline)"
-    from avel.balance import build_balancer
-    from avel.models import build_model
-
-    balancer = build_balancer(cfg.balance, **config_mod.balancer_options(cfg))
-    applies_to = getattr(balancer, "applies_to", None)
-    if applies_to is None:
-        return None
-    return applies_to(build_model(**_probe_kwargs(cfg)))
-
-
-def _probe_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """Constructor arguments of the smallest model of ``cfg``'s family (see ``avel.train.model_kwargs``)."""
-    kwargs: dict[str, Any] = {
-        "family": cfg.model,
-        "fusion": cfg.fusion,
-        "num_classes": 5 if cfg.model == "avel" else 4,
-        "modality": cfg.modality,
-        "width": 8,
-        "pretrained": False,
-    }
-    if cfg.model == "avel":  # AVEL on precomputed features: no encoders to build
-        kwargs.update(input_mode="features", audio_dim=8, visual_dim=8)
-    else:
-        kwargs["input_mode"] = "e2e"
-    return kwargs
+    return check_applicable(cfg)
 
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -667,17 +637,15 @@ def _check_rows(cells: list[Cell], rows: list[str] | None) -> None:
 
 def _train(cfg: TrainConfig, seed: int, run_dir: Path, cell: Cell, log: Callable[[str], None]) -> bool:
     """Train one seed of a cell; a method that turns out not to apply marks the cell n/a (returns False)."""
-    from avel.train import run_training
+    from avel.train import NotApplicable, run_training
 
     # a data path with "{seed}" names one file per seed (e.g. features from seed-s encoders)
     changes = {"seed": seed, "out": str(run_dir), "data": cfg.data.replace("{seed}", str(seed))}
     cfg = config_mod.apply(cfg, changes, "grid")
     try:
         run_training(cfg, log=log)
-    except ValueError as e:
-        if "does not apply" not in str(e) and "needs both modalities" not in str(e):
-            raise
-        cell.na_reason = str(e).split(": ", 1)[-1]
+    except NotApplicable as e:
+        cell.na_reason = e.reason
         (run_dir.parent / "na.json").write_text(json.dumps({"reason": cell.na_reason}))
         log(f"n/a: {cell.row} / {cell.column}: {cell.na_reason}")
         return False

@@ -94,11 +94,25 @@ def build_scheduler(
 
 def model_kwargs(cfg: TrainConfig, data: DataSplits) -> dict[str, Any]:
     """Constructor arguments of the model; stored in every checkpoint to rebuild it."""
+    audio, visual = data.train.audio, data.train.visual
+    return _model_kwargs(
+        cfg, data.meta["input_mode"], data.meta["num_classes"], tuple(audio.shape), tuple(visual.shape)
+    )
+
+
+def _model_kwargs(
+    cfg: TrainConfig,
+    input_mode: str,
+    num_classes: int,
+    audio_shape: tuple[int, ...],
+    visual_shape: tuple[int, ...],
+) -> dict[str, Any]:
+    """``model_kwargs`` from the input mode, the class count and the shapes of the train arrays."""
     kwargs: dict[str, Any] = {
         "family": cfg.model,
         "fusion": cfg.fusion,
-        "input_mode": data.meta["input_mode"],
-        "num_classes": data.meta["num_classes"],
+        "input_mode": input_mode,
+        "num_classes": num_classes,
         "modality": cfg.modality,
         "width": cfg.width,
         "pretrained": cfg.pretrained,
@@ -109,24 +123,50 @@ def model_kwargs(cfg: TrainConfig, data: DataSplits) -> dict[str, Any]:
         kwargs["centralnet_unimodal_loss"] = cfg.centralnet_unimodal_loss
     if cfg.model != "avel":
         return kwargs
-    visual = data.train.visual
-    if data.meta["input_mode"] == "features":  # visual (N, T, h, w, C)
-        kwargs["audio_dim"] = int(data.train.audio.shape[-1])
-        kwargs["visual_dim"] = int(visual.shape[-1])
-        kwargs["regions"] = int(visual.shape[2] * visual.shape[3])
+    if input_mode == "features":  # visual (N, T, h, w, C)
+        kwargs["audio_dim"] = int(audio_shape[-1])
+        kwargs["visual_dim"] = int(visual_shape[-1])
+        kwargs["regions"] = int(visual_shape[2] * visual_shape[3])
     else:  # stored frames (N, T, K, S, S, 3): the ResNet18 layer4 grid
-        kwargs["regions"] = resnet_grid(int(visual.shape[3])) ** 2
+        kwargs["regions"] = resnet_grid(int(visual_shape[3])) ** 2
     return kwargs
 
 
-def make_balancer(cfg: TrainConfig, model: AVModel) -> Balancer:
-    if cfg.modality != "both" and cfg.balance != "none":
-        raise ValueError(f"--balance {cfg.balance} needs both modalities; uni-modal runs use --balance none")
+def probe_model(cfg: TrainConfig) -> AVModel:
+    """The smallest model of ``cfg``'s family, fusion and modality (width 8, features on AVEL, no data):
+    enough to ask a balancer's ``applies_to``, which depends on the fusion's structure only."""
+    input_mode = "features" if cfg.model == "avel" else "e2e"
+    kwargs = _model_kwargs(cfg, input_mode, 5, (1, 1, 8), (1, 1, 1, 1, 8))
+    return build_model(**{**kwargs, "width": 8, "pretrained": False})
+
+
+class NotApplicable(ValueError):
+    """The configured rebalancing method cannot train the configured model (ablate marks the cell n/a)."""
+
+    def __init__(self, balance: str, reason: str) -> None:
+        super().__init__(f"--balance {balance} does not apply to this model: {reason}")
+        self.reason = reason
+
+
+def check_applicable(cfg: TrainConfig, model: AVModel | None = None) -> str | None:
+    """Why ``cfg.balance`` cannot train ``cfg``'s model (balancer × model × modality), or None when it can.
+
+    ``model`` is the model to train; without it, ``probe_model(cfg)`` answers for the configuration.
+    """
+    if cfg.balance == "none":
+        return None
+    if cfg.modality != "both":
+        return f"{cfg.balance} needs both modalities; uni-modal runs use --balance none"
     balancer = build_balancer(cfg.balance, **config_mod.balancer_options(cfg))
-    reason = getattr(balancer, "applies_to", lambda m: None)(model)
+    return balancer.applies_to(model if model is not None else probe_model(cfg))
+
+
+def make_balancer(cfg: TrainConfig, model: AVModel) -> Balancer:
+    """The configured balancer for ``model``; ``NotApplicable`` when it cannot train it."""
+    reason = check_applicable(cfg, model)
     if reason:
-        raise ValueError(f"--balance {cfg.balance} does not apply to this model: {reason}")
-    return balancer
+        raise NotApplicable(cfg.balance, reason)
+    return build_balancer(cfg.balance, **config_mod.balancer_options(cfg))
 
 
 def train_one_epoch(

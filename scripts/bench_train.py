@@ -108,7 +108,7 @@ def main() -> None:
             )
             model = build_model(args.family, fusion, **kw).to(device)
             balancer = build_balancer(bal)
-            reason = getattr(balancer, "applies_to", lambda m: None)(model)
+            reason = balancer.applies_to(model)
             if reason:
                 print(f"| {fusion} | {bal} | n/a | | |")
                 continue

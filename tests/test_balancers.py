@@ -11,14 +11,17 @@ import torch.nn.functional as F
 from torch import nn
 from toy_models import ConcatModel
 
+from avel import config as config_mod
 from avel.balance import BALANCERS, build_balancer
 from avel.balance.base import StepResult
 from avel.balance.dropout import ModalityDropout
 from avel.balance.iprm import IPRM, IPRMModel, geodesic_mixup, probe
 from avel.balance.ogm import OGMGE, modality_scores, modulate_gradients, ogm_coefficients
 from avel.balance.opm import OPM, drop_probability, keep_masks
+from avel.config import load_config
 from avel.data import DataSplits, SplitData
 from avel.models.base import AVModel, ModelOutput
+from avel.train import NotApplicable, check_applicable, make_balancer
 
 
 class FilmModel(ConcatModel):
@@ -85,6 +88,24 @@ def test_applies_to():
     assert OGMGE().applies_to(film) is None
     with pytest.raises(ValueError, match="OGM-GE needs split logits"):
         OGMGE().training_loss(film, clip_data().batch(torch.arange(4)))
+
+
+def test_check_applicable_for_a_config_and_for_a_model():
+    """One answer for train and ablate: balancer × model × modality, from the config or a given model."""
+    film = load_config(None, {"model": "resnet18", "fusion": "film", "balance": "ogm-ge"})
+    assert check_applicable(film) == (
+        "OGM-GE needs split logits (concat or sum fusion); film fusion does not split them"
+    )
+    assert check_applicable(config_mod.apply(film, {"fusion": "concat"}, "test")) is None
+    assert check_applicable(config_mod.apply(film, {"balance": "none"}, "test")) is None
+    audio = load_config(None, {"model": "avel", "balance": "pmr", "modality": "audio"})
+    assert check_applicable(audio) == "pmr needs both modalities; uni-modal runs use --balance none"
+    dmrn = load_config(None, {"model": "avel", "fusion": "dmrn", "balance": "ogm"})
+    assert check_applicable(dmrn).startswith("OGM needs split logits")
+    with pytest.raises(NotApplicable, match="^--balance ogm-ge does not apply to this model: OGM-GE") as e:
+        make_balancer(film, make_model("film"))
+    assert e.value.reason == check_applicable(film, make_model("film"))
+    assert isinstance(make_balancer(film, make_model("clip")), OGMGE)
 
 
 # ------------------------------------------------------------------------------------------------ OGM

@@ -1,19 +1,21 @@
-"""The rebalancing interface every method implements (SPEC §5–6; STYLE.md).
+"""The rebalancing interface every method implements.
 
 A balancer owns "forward + loss"; the training loop owns backward, gradient edits' position, the
 optimizer step and everything after. The loop calls, in this order:
 
+    reason = balancer.applies_to(model)             # None, or why the method cannot train this model
     model = balancer.prepare_model(model)           # once, before the optimizer is built (IPRM adds heads)
     for epoch ...:
         balancer.on_epoch_start(model, data, epoch)  # PMR: prototypes without gradients
         for batch ...:
             result = balancer.training_loss(model, batch)  # forward + loss (OPM drops, IPRM probes)
-            backward(result.loss); unscale
+            backward(result.loss)
             balancer.before_optimizer_step(model, result)      # OGM-GE: gradient modulation
             optimizer.step()
         logs = balancer.epoch_logs()                 # per-epoch extras (the loop averages result.logs itself)
 
 ``BalancerHooks`` holds the no-op defaults, so a method writes only the hooks where it acts.
+``DeviceGenerator`` and ``sample_mask_shape`` serve the stochastic methods (dropout, OGM-GE noise, OPM).
 Logged values are detached device tensors; nothing here calls ``.item()`` or synchronises per step.
 """
 
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from avel.models.base import AVModel, ModelOutput
 
@@ -42,6 +44,7 @@ class StepResult:
 class Balancer(Protocol):
     name: str
 
+    def applies_to(self, model: AVModel) -> str | None: ...
     def prepare_model(self, model: AVModel) -> AVModel: ...
     def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None: ...
     def training_loss(self, model: AVModel, batch: Batch) -> StepResult: ...
@@ -84,6 +87,39 @@ def event_weights(labels: Tensor, background: int | None) -> Tensor:
 def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
     """sum(w·v) / max(sum(w), 1): zero, not NaN, when every weight is zero."""
     return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+class DeviceGenerator:
+    """A ``torch.Generator`` made on the device of first use from ``seed``; its state goes to checkpoints."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+        self.generator: torch.Generator | None = None
+        self.pending: Tensor | None = None  # a state loaded before the device was known
+
+    def get(self, device: torch.device) -> torch.Generator:
+        device = torch.device(device)
+        if self.generator is None or self.generator.device != device:
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(self.seed)
+            if self.pending is not None:
+                try:
+                    self.generator.set_state(self.pending)
+                except RuntimeError:  # state from another device type: start again from the seed
+                    self.generator.manual_seed(self.seed)
+                self.pending = None
+        return self.generator
+
+    def state(self) -> Tensor | None:
+        return self.generator.get_state() if self.generator is not None else self.pending
+
+    def load(self, state: Tensor | None) -> None:
+        self.generator, self.pending = None, state
+
+
+def sample_mask_shape(z: Tensor) -> tuple[int, ...]:
+    """One draw per sample (B, 1) or per sample-segment (B, T, 1)."""
+    return (*z.shape[:-1], 1)
 
 
 class EpochMeter:
@@ -157,18 +193,3 @@ class NoBalance(BalancerHooks):
         out = model(batch.audio, batch.visual)
         loss = output_loss(out, batch.labels)
         return StepResult(loss, out, {"loss_ce": loss.detach()})
-
-
-__all__ = [
-    "Balancer",
-    "BalancerHooks",
-    "EpochMeter",
-    "NoBalance",
-    "StepResult",
-    "event_weights",
-    "flatten_samples",
-    "nn",
-    "output_loss",
-    "task_loss",
-    "weighted_mean",
-]

@@ -1,5 +1,4 @@
-"""Modality dropout: a DropPathway-style baseline (PMR paper, Table 2), plus the seeded device RNG that the
-stochastic balancers share.
+"""Modality dropout: a DropPathway-style baseline (PMR paper, Table 2).
 
 Per sample (per sample-segment on AVEL), with probability ``p`` one modality, chosen uniformly, has its
 representation zeroed before fusion; never both. Kept features are NOT rescaled: a dropped modality plays
@@ -14,44 +13,17 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from avel.balance.base import BalancerHooks, StepResult, output_loss
+from avel.balance.base import (
+    BalancerHooks,
+    DeviceGenerator,
+    StepResult,
+    output_loss,
+    sample_mask_shape,
+)
 from avel.models.base import AVModel
 
 if TYPE_CHECKING:
     from avel.data import Batch
-
-
-class DeviceGenerator:
-    """A ``torch.Generator`` made on the device of first use from ``seed``; its state goes to checkpoints."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = int(seed)
-        self.generator: torch.Generator | None = None
-        self.pending: Tensor | None = None  # a state loaded before the device was known
-
-    def get(self, device: torch.device) -> torch.Generator:
-        device = torch.device(device)
-        if self.generator is None or self.generator.device != device:
-            self.generator = torch.Generator(device=device)
-            self.generator.manual_seed(self.seed)
-            if self.pending is not None:
-                try:
-                    self.generator.set_state(self.pending)
-                except RuntimeError:  # state from another device type: start again from the seed
-                    self.generator.manual_seed(self.seed)
-                self.pending = None
-        return self.generator
-
-    def state(self) -> Tensor | None:
-        return self.generator.get_state() if self.generator is not None else self.pending
-
-    def load(self, state: Tensor | None) -> None:
-        self.generator, self.pending = None, state
-
-
-def sample_mask_shape(z: Tensor) -> tuple[int, ...]:
-    """One draw per sample (B, 1) or per sample-segment (B, T, 1)."""
-    return (*z.shape[:-1], 1)
 
 
 class ModalityDropout(BalancerHooks):
@@ -86,6 +58,3 @@ class ModalityDropout(BalancerHooks):
             "drop_rate_visual": (1.0 - keep_v).mean(),
         }
         return StepResult(loss, out, logs)
-
-
-__all__ = ["DeviceGenerator", "ModalityDropout"]

@@ -23,8 +23,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import BalancerHooks, StepResult, event_weights, output_loss
-from avel.balance.dropout import DeviceGenerator
+from avel.balance.base import (
+    BalancerHooks,
+    DeviceGenerator,
+    StepResult,
+    event_weights,
+    output_loss,
+)
 from avel.models.base import AVModel, ModelOutput
 
 if TYPE_CHECKING:

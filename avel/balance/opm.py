@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avel.balance.base import BalancerHooks, StepResult, weighted_mean
-from avel.balance.dropout import DeviceGenerator, sample_mask_shape
+from avel.balance.base import BalancerHooks, DeviceGenerator, StepResult, sample_mask_shape, weighted_mean
 from avel.balance.ogm import modality_scores
 from avel.models.base import AVModel
 

@@ -1,4 +1,4 @@
-"""PMR: prototypical modal rebalance (Fan et al., CVPR 2023, §4; SPEC §5).
+"""PMR: prototypical modal rebalance (Fan et al., CVPR 2023, §4).
 
 Each modality gets class prototypes (Eq. 6/12), computed without gradients at the start of every epoch on
 a fixed subset of the training data. The prototype classifier (Eq. 7) measures how well each modality
@@ -27,7 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avel.balance.base import StepResult, event_weights, flatten_samples, output_loss, weighted_mean
+from avel.balance.base import (
+    BalancerHooks,
+    StepResult,
+    event_weights,
+    flatten_samples,
+    output_loss,
+    weighted_mean,
+)
 from avel.models.base import AVModel
 
 if TYPE_CHECKING:
@@ -147,7 +154,7 @@ def prototype_terms(z: Tensor, prototypes: Tensor, labels: Tensor, weights: Tens
     }
 
 
-class PMR:
+class PMR(BalancerHooks):
     """Prototypical modal rebalance: L = L_CE + αβ PCE^a + αγ PCE^v − μγ H(p^a) − μβ H(p^v) (Eqs. 10, 13)."""
 
     name = "pmr"
@@ -181,12 +188,6 @@ class PMR:
         self.indices: Tensor | None = None  # the fixed train subset D_s
         self.prototypes: tuple[Tensor, Tensor] | None = None  # (c_audio (K, D), c_visual (K, D))
         self.counts: Tensor | None = None
-
-    def applies_to(self, model: AVModel) -> str | None:
-        return None  # prototypes need only the representations: any fusion
-
-    def prepare_model(self, model: AVModel) -> AVModel:
-        return model
 
     @property
     def active(self) -> bool:
@@ -248,9 +249,6 @@ class PMR:
             proto_acc_visual=visual["acc"],
         )
         return StepResult(loss, out, logs)
-
-    def before_optimizer_step(self, model: AVModel, result: StepResult) -> None:
-        pass
 
     def epoch_logs(self) -> dict[str, float]:
         if self.counts is None:
