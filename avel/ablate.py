@@ -28,16 +28,12 @@ import h5py
 
 from avel import config as config_mod
 from avel.config import TrainConfig, load_config
+from avel.models import FUSIONS
 from avel.provenance import describe
 from preprocessing.h5 import attr_value
 
 GRID_KINDS = ("optimizers", "fusions", "subset", "balancers", "intermediate")
 FAMILIES = ("resnet18", "avel", "cgmnist")
-FUSIONS = {
-    "resnet18": ["concat", "sum", "film", "gated"],
-    "avel": ["concat", "dmrn"],
-    "cgmnist": ["concat", "sum", "film", "gated"],
-}
 # Table 2 compares on concat and FiLM; AVEL has concat and DMRN (Table 4)
 BALANCER_FUSIONS = {"resnet18": ["concat", "film"], "avel": ["concat", "dmrn"], "cgmnist": ["concat", "film"]}
 # Table 2's rows that the paper does not run (OPM and IPRM came later): left out on CG-MNIST to save CPU

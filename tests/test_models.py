@@ -10,7 +10,7 @@ import torchvision
 
 from avel.models import build_model, describe
 from avel.models.encoders import ResNet18, resnet_grid
-from avel.models.localizer import AudioGuidedAttention
+from avel.models.temporal import AudioGuidedAttention
 
 torch.manual_seed(0)
 

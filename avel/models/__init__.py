@@ -6,15 +6,8 @@
 from __future__ import annotations
 
 from avel.models.base import AVModel, ModelOutput, count_parameters
-from avel.models.classifier import (
-    AudioEncoder,
-    AVClassifier,
-    CentralNetClassifier,
-    CGClassifier,
-    MMTMClassifier,
-    VisualEncoder,
-)
-from avel.models.encoders import CGConvNet
+from avel.models.classifier import AVClassifier, CentralNetClassifier, CGClassifier, MMTMClassifier
+from avel.models.encoders import AudioEncoder, CGConvNet, VisualEncoder
 from avel.models.localizer import AVELocalizer
 
 MODEL_FAMILIES: dict[str, type[AVModel]] = {
@@ -106,7 +99,7 @@ def _intermediate(
         audio, visual = CGConvNet(1), CGConvNet(3)
         dim = audio.fc.out_features
     else:
-        audio, visual, dim = AudioEncoder(width), VisualEncoder(width, pretrained), 8 * width
+        audio, visual, dim = AudioEncoder(width), VisualEncoder(width, pretrained, pooled=True), 8 * width
     assembly = MMTMClassifier if fusion == "mmtm" else CentralNetClassifier
     model = assembly(audio, visual, num_classes=num_classes, dim=dim, **options)
     model.family = family

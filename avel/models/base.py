@@ -66,8 +66,17 @@ class AVModel(nn.Module):
         return self.num_classes - (1 if self.background is not None else 0)
 
 
+def fill_missing(z_audio: Tensor | None, z_visual: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Both representations of a model; the one a uni-modal model lacks (None) is zeros like the other."""
+    if z_audio is None:
+        return torch.zeros_like(z_visual), z_visual
+    if z_visual is None:
+        return z_audio, torch.zeros_like(z_audio)
+    return z_audio, z_visual
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["AVModel", "ModelOutput", "count_parameters", "torch"]
+__all__ = ["AVModel", "ModelOutput", "count_parameters", "fill_missing"]

@@ -1,69 +1,20 @@
-"""ResNet18 audio-visual clip classifiers (SPEC §4; the PMR / OGM-GE setting).
+"""Audio-visual clip classifiers (the PMR / OGM-GE setting): an assembly of two encoders
+(``avel.models.encoders``) and a fusion head (``avel.models.fusion``).
 
-Audio: a 1-channel ResNet18 on the (1, 257, L) log-spectrogram, average-pooled to D. Visual: a ResNet18 on
-each of K frames, average-pooled jointly over frames and space to D. D = 8·width (512 for the standard
-ResNet18). Fusion: concat / sum / FiLM / gated (``avel.models.fusion``) or one modality alone, or an
-intermediate fusion inside the encoders, MMTM / CentralNet (``avel.models.intermediate``).
+ResNet18: the audio encoder on the (1, 257, L) log-spectrogram, the visual encoder on K frames pooled over
+frames and space, D = 8·width (512 for the standard ResNet18). CG-MNIST: PMR's 4-conv encoders, D = 512.
+Fusion: concat / sum / FiLM / gated, or one modality alone, or an intermediate fusion inside the encoders,
+MMTM / CentralNet (``avel.models.intermediate``).
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from avel.models.base import AVModel, ModelOutput
-from avel.models.encoders import CGConvNet, ResNet18, load_imagenet
+from avel.models.base import AVModel, ModelOutput, fill_missing
+from avel.models.encoders import AudioEncoder, CGConvNet, VisualEncoder
 from avel.models.fusion import CLASSIFIER_FUSIONS, ConcatFusion, UniModal
 from avel.models.intermediate import CentralBranch, MMTMStreams, StagedEncoder
-
-
-class AudioEncoder(nn.Module):
-    """(B, 1, F, L) → (B, D). A staged encoder (``avel.models.intermediate.StagedEncoder``)."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.net = ResNet18(1, width)
-        self.stage_channels = self.net.stage_channels
-
-    def fold(self, audio: Tensor) -> Tensor:
-        return audio.contiguous(memory_format=torch.channels_last)
-
-    def stages(self) -> list[nn.Module]:
-        return self.net.stages()
-
-    def pool(self, x: Tensor, batch: int) -> Tensor:
-        return pool_frames(x, batch)
-
-    def forward(self, audio: Tensor) -> Tensor:
-        return self.pool(self.net(self.fold(audio)), audio.shape[0])
-
-
-class VisualEncoder(nn.Module):
-    """(B, K, 3, S, S) → (B, D): frames folded into the batch, pooled over frames and space together."""
-
-    def __init__(self, width: int, pretrained: bool = False):
-        super().__init__()
-        self.net = ResNet18(3, width)
-        self.stage_channels = self.net.stage_channels
-        if pretrained:
-            load_imagenet(self.net)
-
-    def fold(self, visual: Tensor) -> Tensor:
-        return visual.flatten(0, 1).contiguous(memory_format=torch.channels_last)  # (BK, 3, S, S)
-
-    def stages(self) -> list[nn.Module]:
-        return self.net.stages()
-
-    def pool(self, x: Tensor, batch: int) -> Tensor:
-        return pool_frames(x, batch)
-
-    def forward(self, visual: Tensor) -> Tensor:
-        return self.pool(self.net(self.fold(visual)), visual.shape[0])
-
-
-def pool_frames(x: Tensor, batch: int) -> Tensor:
-    """(B·K, D, h, w) → (B, D): the mean over frames and space together."""
-    return x.unflatten(0, (batch, -1)).mean((1, 3, 4))
 
 
 class AVClassifier(AVModel):
@@ -95,14 +46,12 @@ class AVClassifier(AVModel):
 
     def make_encoders(self, width: int, pretrained: bool) -> tuple[nn.Module, nn.Module, int]:
         """(first-slot encoder, second-slot encoder, representation width D)."""
-        return AudioEncoder(width), VisualEncoder(width, pretrained), 8 * width
+        return AudioEncoder(width), VisualEncoder(width, pretrained, pooled=True), 8 * width
 
     def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
         z_a = self.audio_branch(audio) if self.modality != "visual" else None
         z_v = self.visual_branch(visual) if self.modality != "audio" else None
-        ref = z_a if z_a is not None else z_v
-        zeros = torch.zeros_like(ref)  # the missing modality of a uni-modal model
-        return (z_a if z_a is not None else zeros), (z_v if z_v is not None else zeros)
+        return fill_missing(z_a, z_v)
 
     def fuse(self, z_audio: Tensor, z_visual: Tensor) -> ModelOutput:
         logits, la, lv = self.head(z_audio, z_visual)

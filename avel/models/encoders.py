@@ -1,14 +1,22 @@
-"""ResNet18 encoders (SPEC §4): torchvision's architecture and parameter names, with a base ``width``.
+"""Every encoder of avel: one modality's input → its representation, below the assemblies that use them.
 
-At ``width=64`` the module tree is torchvision's ``resnet18`` without ``avgpool``/``fc``, so its
-``state_dict`` (ImageNet weights included) loads strictly. Narrower widths (8, 16) keep the same layout for
-fast CPU runs. The audio encoder is the same network with a 1-channel stem on the log-spectrogram.
+- ``ResNet18``: torchvision's architecture and parameter names, with a base ``width``. At ``width=64`` the
+  module tree is torchvision's ``resnet18`` without ``avgpool``/``fc``, so its ``state_dict`` (ImageNet
+  weights included) loads strictly. Narrower widths (8, 16) keep the same layout for fast CPU runs.
+- ``AudioEncoder``: a 1-channel ResNet18 on log-spectrograms, average-pooled to D = 8·width, for a clip
+  (B, 1, F, L) or per segment (B, T, 1, F, W).
+- ``VisualEncoder``: a ResNet18 on each of K frames, averaged over the frames: the layer4 map per segment
+  (AVEL's attention reads its regions) or, with ``pooled``, a vector per clip.
+- Both are staged encoders (``fold``, ``stages``, ``pool``): MMTM and CentralNet fuse between their stages.
+- ``FeatureMap``: precomputed visual features, which already are the map.
+- ``CGConvNet``: PMR's 4-conv encoder for CG-MNIST.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 
@@ -93,6 +101,73 @@ def load_imagenet(encoder: ResNet18) -> None:
             "--no-pretrained"
         ) from e
     encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
+
+
+class AudioEncoder(nn.Module):
+    """A 1-channel ResNet18 on spectrograms, average-pooled over frequency and time:
+    (B, 1, F, L) → (B, D) for a clip, (B, T, 1, F, W) → (B, T, D) per segment.
+    A staged encoder (``avel.models.intermediate.StagedEncoder``) for the intermediate fusions."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.net = ResNet18(1, width)
+        self.stage_channels = self.net.stage_channels
+
+    def fold(self, audio: Tensor) -> Tensor:
+        return audio.flatten(0, -4).contiguous(memory_format=torch.channels_last)  # (N, 1, F, L)
+
+    def stages(self) -> list[nn.Module]:
+        return self.net.stages()
+
+    def pool(self, x: Tensor, batch: int) -> Tensor:
+        return pool_frames(x, batch)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        lead = audio.shape[:-3]
+        return self.net(self.fold(audio)).mean((-2, -1)).view(*lead, -1)
+
+
+class VisualEncoder(nn.Module):
+    """A ResNet18 on each of K frames, frames folded into the batch and averaged: (..., K, 3, S, S) → the
+    (..., h, w, C) layer4 map, or with ``pooled`` the (B, C) vector of a clip (B, K, 3, S, S), averaged over
+    frames and space together. A staged encoder (``avel.models.intermediate.StagedEncoder``)."""
+
+    def __init__(self, width: int, pretrained: bool = False, pooled: bool = False):
+        super().__init__()
+        self.pooled = pooled
+        self.net = ResNet18(3, width)
+        self.stage_channels = self.net.stage_channels
+        if pretrained:
+            load_imagenet(self.net)
+
+    def fold(self, visual: Tensor) -> Tensor:
+        return visual.flatten(0, -4).contiguous(memory_format=torch.channels_last)  # (N·K, 3, S, S)
+
+    def stages(self) -> list[nn.Module]:
+        return self.net.stages()
+
+    def pool(self, x: Tensor, batch: int) -> Tensor:
+        return pool_frames(x, batch)
+
+    def forward(self, visual: Tensor) -> Tensor:
+        x = self.net(self.fold(visual))  # (N·K, C, h, w)
+        if self.pooled:
+            return self.pool(x, visual.shape[0])
+        lead = visual.shape[:-4]  # (B, T) per segment
+        x = x.view(*lead, -1, *x.shape[1:]).mean(len(lead))  # average over the K frames: (..., C, h, w)
+        return x.movedim(-3, -1)
+
+
+def pool_frames(x: Tensor, batch: int) -> Tensor:
+    """(B·K, D, h, w) → (B, D): the mean over frames and space together."""
+    return x.unflatten(0, (batch, -1)).mean((1, 3, 4))
+
+
+class FeatureMap(nn.Module):
+    """Features mode: the visual features already are a (B, T, h, w, C) map."""
+
+    def forward(self, visual: Tensor) -> Tensor:
+        return visual
 
 
 class CGConvNet(nn.Module):

@@ -1,7 +1,9 @@
-"""Fusions of the ResNet18 classifiers on pooled a, v ∈ R^D (SPEC §4; the OGM-GE / PMR code's fusions).
+"""Fusions: the clip classifiers' heads on pooled a, v ∈ R^D (the OGM-GE / PMR code's fusions), and DMRN,
+the AVEL localizer's residual fusion of the per-segment h^a_t, h^v_t.
 
-Each returns ``(logits, logits_audio, logits_visual)``; the per-modality logits are ``None`` where the
-fusion does not split them (FiLM, gated), which is what OGM-GE needs to know.
+Each classifier fusion returns ``(logits, logits_audio, logits_visual)``; the per-modality logits are
+``None`` where the fusion does not split them (FiLM, gated), which is what OGM-GE needs to know.
+``CLASSIFIER_FUSIONS`` maps a fusion name to its class.
 """
 
 from __future__ import annotations
@@ -81,6 +83,24 @@ class UniModal(nn.Module):
 
     def forward(self, a: Tensor, v: Tensor) -> Split:
         return self.fc(a if self.modality == "audio" else v), None, None
+
+
+class DMRN(nn.Module):
+    """One dual multimodal residual block (DMRN, Tian et al. 2018).
+
+    m = (U_v h^v + U_a h^a)/2; h^v' = tanh(h^a + m), h^a' = tanh(h^v + m); out = (h^v' + h^a')/2.
+    """
+
+    def __init__(self, dim: int = 256):
+        super().__init__()
+        self.U_v = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, dim))
+        self.U_a = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, dim))
+
+    def forward(self, h_a: Tensor, h_v: Tensor) -> Tensor:
+        m = (self.U_v(h_v) + self.U_a(h_a)) / 2
+        h_v2 = torch.tanh(h_a + m)  # the cross-over of the reference: each adds the other's residual
+        h_a2 = torch.tanh(h_v + m)
+        return (h_v2 + h_a2) / 2
 
 
 CLASSIFIER_FUSIONS: dict[str, type[nn.Module]] = {

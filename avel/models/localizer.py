@@ -1,4 +1,5 @@
-"""The AVEL localizer of Tian et al. (ECCV 2018), wired exactly as the reference (SPEC §3).
+"""The AVEL localizer of Tian et al. (ECCV 2018), wired exactly as the reference: an assembly of the blocks of
+``encoders`` (e2e), ``temporal`` (attention, bi-LSTMs) and ``fusion`` (DMRN) with the concat head.
 
 Per segment t: audio vector a_t and visual map v_t (R regions × C) → audio-guided visual attention → one
 bi-LSTM per modality (h^a_t, h^v_t ∈ R^256, the representations PMR and the other balancers read) →
@@ -14,83 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avel.models.base import AVModel, ModelOutput
-from avel.models.encoders import ResNet18, load_imagenet
-
-
-class AudioGuidedAttention(nn.Module):
-    """α_t = softmax_i w_h^T tanh(U_v v'_{t,i} + (U_g a'_t)_i); c_t = Σ_i α_{t,i} v_{t,i} (SPEC §3)."""
-
-    def __init__(self, audio_dim: int, visual_dim: int, regions: int, hidden: int = 512):
-        super().__init__()
-        self.W_v = nn.Linear(visual_dim, hidden)  # v' = ReLU(W_v v_t)
-        self.W_a = nn.Linear(audio_dim, hidden)  # a' = ReLU(W_a a_t)
-        self.U_v = nn.Linear(hidden, regions, bias=False)
-        self.U_g = nn.Linear(hidden, regions, bias=False)
-        self.w_h = nn.Linear(regions, 1, bias=False)
-
-    def forward(self, a: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """a (B, T, Da), v (B, T, R, C) → c (B, T, C), α (B, T, R)."""
-        v_ = F.relu(self.W_v(v))
-        a_ = F.relu(self.W_a(a))
-        e = self.U_v(v_) + self.U_g(a_).unsqueeze(-1)  # e_{t,i,j}: the audio term indexed by region i
-        alpha = torch.softmax(self.w_h(torch.tanh(e)).squeeze(-1), dim=-1)  # z_{t,i} → α over regions
-        c = torch.bmm(alpha.flatten(0, 1).unsqueeze(1), v.flatten(0, 1))  # (BT, 1, C)
-        return c.view(*v.shape[:2], v.shape[-1]), alpha  # c_t = Σ_i α_{t,i} v_{t,i} of the raw map
-
-
-class DMRN(nn.Module):
-    """One dual multimodal residual block (DMRN, Tian et al. 2018).
-
-    m = (U_v h^v + U_a h^a)/2; h^v' = tanh(h^a + m), h^a' = tanh(h^v + m); out = (h^v' + h^a')/2.
-    """
-
-    def __init__(self, dim: int = 256):
-        super().__init__()
-        self.U_v = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, dim))
-        self.U_a = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, dim))
-
-    def forward(self, h_a: Tensor, h_v: Tensor) -> Tensor:
-        m = (self.U_v(h_v) + self.U_a(h_a)) / 2
-        h_v2 = torch.tanh(h_a + m)  # the cross-over of the reference: each adds the other's residual
-        h_a2 = torch.tanh(h_v + m)
-        return (h_v2 + h_a2) / 2
-
-
-class SegmentAudioEncoder(nn.Module):
-    """1-channel ResNet18 on each second of spectrogram: (B, T, 1, F, W) → (B, T, 8·width)."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.net = ResNet18(1, width)
-
-    def forward(self, audio: Tensor) -> Tensor:
-        b, t = audio.shape[:2]
-        x = self.net(audio.flatten(0, 1).contiguous(memory_format=torch.channels_last))
-        return x.mean((-2, -1)).view(b, t, -1)
-
-
-class SegmentVisualEncoder(nn.Module):
-    """ResNet18 layer4 map per frame, averaged over the K frames: (B, T, K, 3, S, S) → (B, T, h, w, C)."""
-
-    def __init__(self, width: int, pretrained: bool = False):
-        super().__init__()
-        self.net = ResNet18(3, width)
-        if pretrained:
-            load_imagenet(self.net)
-
-    def forward(self, visual: Tensor) -> Tensor:
-        b, t, k = visual.shape[:3]
-        x = self.net(visual.flatten(0, 2).contiguous(memory_format=torch.channels_last))  # (BTK, C, h, w)
-        x = x.view(b, t, k, *x.shape[1:]).mean(2)
-        return x.permute(0, 1, 3, 4, 2)
-
-
-class FeatureMap(nn.Module):
-    """Features mode: the visual features already are a (B, T, h, w, C) map."""
-
-    def forward(self, visual: Tensor) -> Tensor:
-        return visual
+from avel.models.base import AVModel, ModelOutput, fill_missing
+from avel.models.encoders import AudioEncoder, FeatureMap, VisualEncoder
+from avel.models.fusion import DMRN
+from avel.models.temporal import AudioGuidedAttention, bilstm
 
 
 class AVELocalizer(AVModel):
@@ -120,17 +48,17 @@ class AVELocalizer(AVModel):
         self.z_dim = d = 2 * hidden
         if input_mode == "e2e":
             audio_dim = visual_dim = 8 * width
-            a_enc: nn.Module = SegmentAudioEncoder(width)
-            v_enc: nn.Module = SegmentVisualEncoder(width, pretrained)
+            a_enc: nn.Module = AudioEncoder(width)
+            v_enc: nn.Module = VisualEncoder(width, pretrained)
         else:
             a_enc, v_enc = nn.Identity(), FeatureMap()
         self.audio_branch, self.visual_branch = nn.ModuleDict(), nn.ModuleDict()
         if modality in ("both", "audio"):
             self.audio_branch["encoder"] = a_enc
-            self.audio_branch["lstm"] = nn.LSTM(audio_dim, hidden, batch_first=True, bidirectional=True)
+            self.audio_branch["lstm"] = bilstm(audio_dim, hidden)
         if modality in ("both", "visual"):
             self.visual_branch["encoder"] = v_enc
-            self.visual_branch["lstm"] = nn.LSTM(visual_dim, hidden, batch_first=True, bidirectional=True)
+            self.visual_branch["lstm"] = bilstm(visual_dim, hidden)
         if modality == "both":
             self.visual_branch["attention"] = AudioGuidedAttention(audio_dim, visual_dim, regions)
         if self.fusion_name == "concat":
@@ -160,9 +88,7 @@ class AVELocalizer(AVModel):
                 alpha = torch.full(v.shape[:3], 1.0 / v.shape[2], device=v.device, dtype=v.dtype)
             self.last_attention = alpha.detach()
             h_v = self.visual_branch["lstm"](c)[0]
-        ref = h_a if h_a is not None else h_v
-        zeros = torch.zeros_like(ref)  # the missing modality of a uni-modal model
-        return (h_a if h_a is not None else zeros), (h_v if h_v is not None else zeros)
+        return fill_missing(h_a, h_v)
 
     def fuse(self, z_audio: Tensor, z_visual: Tensor) -> ModelOutput:
         if self.fusion_name == "concat":
