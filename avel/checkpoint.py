@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from avel import config as config_mod
 from avel.models import build_model
 from avel.models.base import AVModel
 
@@ -32,6 +33,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"{path}: not a readable avel checkpoint ({type(e).__name__}: {e})") from None
 
 
+def model_from_kwargs(kwargs: dict[str, Any], balancer_options: dict[str, Any] | None = None) -> AVModel:
+    """The model ``avel.train.model_kwargs`` describes: ``build_model`` of its arguments, then the layers its
+    balancer (built with ``balancer_options``) adds in ``prepare_model`` (IPRM's and G-Blend's heads), as
+    the training loop builds it."""
+    from avel.balance import build_balancer
+
+    args = dict(kwargs)
+    balancer = build_balancer(args.pop("balancer", "none"), **(balancer_options or {}))
+    return balancer.prepare_model(build_model(**args))
+
+
 def model_from_checkpoint(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[AVModel, dict[str, Any]]:
@@ -39,15 +51,10 @@ def model_from_checkpoint(
     ckpt = load_checkpoint(path, map_location=device)
     if "model_kwargs" not in ckpt:
         raise ValueError(f"{path}: not an avel checkpoint (no model_kwargs)")
-    model = build_model(**ckpt["model_kwargs"])
-    balance = ckpt.get("config", {}).get("balance", "none")
-    if balance in ("iprm", "gblend"):  # IPRM replaces the fusion with its own heads; G-Blend adds heads
-        from avel import config as config_mod
-        from avel.balance import build_balancer
-
-        stored = {k: v for k, v in ckpt["config"].items() if k in config_mod.field_names()}
-        cfg = config_mod.apply(config_mod.TrainConfig(), stored, str(path))
-        model = build_balancer(balance, **config_mod.balancer_options(cfg)).prepare_model(model)
+    stored = {k: v for k, v in ckpt.get("config", {}).items() if k in config_mod.field_names()}
+    cfg = config_mod.apply(config_mod.TrainConfig(), stored, str(path))
+    kwargs = {"balancer": cfg.balance, **ckpt["model_kwargs"]}  # older checkpoints: the config's balancer
+    model = model_from_kwargs(kwargs, config_mod.balancer_options(cfg))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
 

@@ -70,7 +70,7 @@ def _encoder_model(checkpoint: str | Path, device: torch.device, modality: str):
             f"{checkpoint}: extract needs an end-to-end AVEL model (trained with --model avel on the output "
             "of `avel preprocess`)"
         )
-    base = getattr(model, "base", model)  # IPRM wraps the localizer
+    base = model.backbone
     if getattr(base, "modality", "both") not in ("both", modality):
         raise ValueError(f"{checkpoint}: a {base.modality}-only model has no {modality} encoder")
     return base

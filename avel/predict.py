@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import Tensor
 
 from avel.augment import frames_to_input
 from avel.checkpoint import model_from_checkpoint
@@ -35,11 +37,26 @@ def segments_to_ranges(labels: list[int], conf: list[float], classes: list[str])
     return ranges
 
 
-def format_ranges(ranges: list[dict[str, Any]], background: str = "background") -> str:
+def format_ranges(ranges: list[dict[str, Any]]) -> str:
     """``00:02–00:07 Church bell 0.91`` lines (background ranges included, marked as such)."""
     return "\n".join(
         f"{_clock(r['start'])}–{_clock(r['end'])} {r['label']} {r['confidence']:.2f}" for r in ranges
     )
+
+
+def clip_inputs(
+    frames: np.ndarray, spec: np.ndarray, columns: np.ndarray, width: int, device: str | torch.device
+) -> tuple[Tensor, Tensor]:
+    """A decoded clip as one batch: audio (1, T, 1, F, width), visual (1, T, K, 3, S, S).
+
+    Each second takes ``width`` columns from its first one, the width the model was trained with; a
+    second that ends before that (the last one of a short clip) repeats the spectrogram's last column.
+    """
+    spec_t = torch.from_numpy(spec).to(device)  # (F, L)
+    cols = torch.as_tensor(columns[:-1], device=device)[:, None] + torch.arange(width, device=device)
+    audio = spec_t[:, cols.clamp_max(spec_t.shape[-1] - 1)].permute(1, 0, 2).unsqueeze(1)[None]
+    frames_t = torch.from_numpy(frames).to(device)[None]  # (1, T, K, S, S, 3)
+    return audio, frames_to_input(frames_t, train=False, augment=False, generator=None)
 
 
 @torch.no_grad()
@@ -60,12 +77,8 @@ def predict_video(checkpoint: str | Path, video: str | Path, device: str = "cpu"
     frames, spec, columns, info = decode_clip(
         video, frame_size=params["frame_size"], frames_per_segment=params["frames_per_segment"]
     )
-    frames_t = torch.from_numpy(frames).to(device)[None]  # (1, T, K, S, S, 3)
-    spec_t = torch.from_numpy(spec).to(device)  # (F, L)
     width = int(meta.get("segment_width", segment_window(columns)))  # as in training
-    cols = torch.as_tensor(columns[:-1], device=device)[:, None] + torch.arange(width, device=device)
-    audio = spec_t[:, cols].permute(1, 0, 2).unsqueeze(1)[None]  # (1, T, 1, F, W)
-    visual = frames_to_input(frames_t, train=False, augment=False, generator=None)
+    audio, visual = clip_inputs(frames, spec, columns, width, device)
     probs = model(audio, visual).logits.float().softmax(-1)[0]  # (T, C)
     conf, labels = probs.max(-1)
     classes = meta["classes"]

@@ -36,7 +36,7 @@ from avel.provenance import provenance
 # config keys that may change when a run is resumed (they do not change what is computed)
 RESUMABLE_CHANGES = {"epochs", "progress", "out", "device", "eval_every", "modality_eval_every"}
 # what a checkpoint keeps of its data file to rebuild inputs later (predict, extract)
-DATA_META_KEYS = ("classes", "kind", "num_classes", "input_mode", "family", "segment_width")
+DATA_META_KEYS = ("classes", "kind", "num_classes", "input_mode", "family", "modalities", "segment_width")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -93,7 +93,8 @@ def build_scheduler(
 
 
 def model_kwargs(cfg: TrainConfig, data: DataSplits) -> dict[str, Any]:
-    """Constructor arguments of the model; stored in every checkpoint to rebuild it."""
+    """Constructor arguments of the model (``build_model``'s, and the balancer whose ``prepare_model`` adds
+    layers); stored in every checkpoint to rebuild it (``avel.checkpoint.model_from_kwargs``)."""
     audio, visual = data.train.audio, data.train.visual
     return _model_kwargs(
         cfg, data.meta["input_mode"], data.meta["num_classes"], tuple(audio.shape), tuple(visual.shape)
@@ -116,6 +117,7 @@ def _model_kwargs(
         "modality": cfg.modality,
         "width": cfg.width,
         "pretrained": cfg.pretrained,
+        "balancer": cfg.balance,
     }
     if cfg.fusion == "mmtm":
         kwargs["mmtm_gate"] = cfg.mmtm_gate
@@ -137,7 +139,12 @@ def probe_model(cfg: TrainConfig) -> AVModel:
     enough to ask a balancer's ``applies_to``, which depends on the fusion's structure only."""
     input_mode = "features" if cfg.model == "avel" else "e2e"
     kwargs = _model_kwargs(cfg, input_mode, 5, (1, 1, 8), (1, 1, 1, 1, 8))
-    return build_model(**{**kwargs, "width": 8, "pretrained": False})
+    return build_model(**{**_build_args(kwargs), "width": 8, "pretrained": False})
+
+
+def _build_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``build_model``'s arguments of ``model_kwargs`` (without the balancer)."""
+    return {k: v for k, v in kwargs.items() if k != "balancer"}
 
 
 class NotApplicable(ValueError):
@@ -291,7 +298,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[s
     for split, n in data.meta.get("skipped_no_event", {}).items():
         log(f"{cfg.data}: skipped {n} {split} video(s) without an event segment (no clip sample)")
     kwargs = model_kwargs(cfg, data)
-    model = build_model(**kwargs).to(device)
+    model = build_model(**_build_args(kwargs)).to(device)
     balancer = make_balancer(cfg, model)
     model = balancer.prepare_model(model).to(device)
     optimizer = build_optimizer(cfg, model.parameters())
@@ -356,10 +363,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[s
             "epoch": epoch,
             "best": best,
             "rng": rng_state(generator),
-            "data_meta": {
-                k: data.meta[k]
-                for k in ("classes", "kind", "num_classes", "input_mode", "family", "modalities")
-            },
+            "data_meta": {k: data.meta[k] for k in DATA_META_KEYS if k in data.meta},
             "data_params": _data_params(data.meta),
         }
         if improved:

@@ -1,5 +1,6 @@
-"""Checkpoints written before the model blocks moved to encoders / temporal / fusion load into today's
-models, compute the same logits, and evaluate.
+"""Checkpoints rebuild their model from their own record: those written before the model blocks moved to
+encoders / temporal / fusion load, compute the same logits and evaluate; an IPRM checkpoint (its heads in
+``model_kwargs``) evaluates, predicts and extracts; predict cuts a short clip with the trained width.
 
 ``tests/data/pre_move_*.pt`` were written by ``tests/data/make_pre_move.py`` with the code of commit 5a4d50f
 (before the move): tiny models (ResNet18 width 1, LSTM hidden 4, float16 weights) of every block that moved
@@ -12,11 +13,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
-from avel.checkpoint import model_from_checkpoint
+from avel.balance.iprm import IPRMModel
+from avel.checkpoint import load_checkpoint, model_from_checkpoint
+from avel.config import load_config
+from avel.data import segment_window
 from avel.evaluate import evaluate_checkpoint
+from avel.extract import extract_features
+from avel.predict import clip_inputs, predict_video
+from avel.synth import AAC_PRIMING, write_video
+from avel.train import run_training
+from preprocessing.pipeline import decode_clip
 
 DATA = Path(__file__).parent / "data"
 NAMES = ["avel_e2e_concat", "resnet18_concat", "avel_features_dmrn_iprm"]
@@ -44,3 +55,54 @@ def test_pre_move_checkpoints_evaluate(tiny_h5, features_h5, tmp_path):
         rep = json.loads((tmp_path / name / "eval.json").read_text())
         assert rep["rows"] > 0 and 0.0 <= rep["accuracy"] <= 1.0
         assert f"{100 * rep['accuracy']:7.2f}%" in text
+
+
+@pytest.fixture(scope="module")
+def iprm_run(tiny_h5, tmp_path_factory) -> Path:
+    """End-to-end AVEL trained with IPRM through ``run_training`` (one epoch, ResNet18 width 8)."""
+    out = tmp_path_factory.mktemp("iprm") / "run"
+    cfg = load_config(None, {"data": str(tiny_h5), "model": "avel", "fusion": "concat", "balance": "iprm",
+                             "epochs": 1, "batch_size": 8, "width": 8, "optimizer": "adam", "device": "cpu",
+                             "progress": False, "out": str(out)})  # fmt: skip
+    run_training(cfg, log=lambda s: None)
+    return out
+
+
+def test_iprm_checkpoint_evaluates_predicts_and_extracts(iprm_run, tiny_h5, tiny_ave, tmp_path):
+    best = iprm_run / "best.pt"
+    assert load_checkpoint(best)["model_kwargs"]["balancer"] == "iprm"  # the heads are part of the record
+    model, _ = model_from_checkpoint(best)
+    assert isinstance(model, IPRMModel) and model.steps.item() > 0 and model.lam.item() != 0.5
+    evaluate_checkpoint(best, tiny_h5, out_dir=tmp_path / "eval", device="cpu")
+    rep = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    results = json.loads((iprm_run / "results.json").read_text())
+    assert rep["accuracy"] == pytest.approx(results["test_accuracy"])
+    video = sorted((tiny_ave / "AVE").glob("*.mp4"))[0]
+    pred = predict_video(best, video)
+    assert len(pred["segments"]) == 10 and all(0 < s["confidence"] <= 1 for s in pred["segments"])
+    feats = extract_features(best, tiny_h5, tmp_path / "feats.h5", device="cpu")
+    with h5py.File(feats, "r") as f, h5py.File(tiny_h5, "r") as src:
+        assert f["audio"].shape == (len(src["video_id"]), 10, 64)  # 8·width per second
+        assert f["visual"].shape[:2] == (len(src["video_id"]), 10) and f["visual"].shape[-1] == 64
+
+
+def test_predict_a_one_second_clip_with_the_trained_segment_width(iprm_run, tiny_h5, tmp_path):
+    """A 1 s clip alone gives a narrower second (98 columns) than the 10 s training clips: predict uses the
+    width stored in the checkpoint, repeating the clip's last spectrogram column."""
+    ckpt = load_checkpoint(iprm_run / "best.pt")
+    with h5py.File(tiny_h5, "r") as f:
+        trained = segment_window(f["segment_columns"][()])
+    assert ckpt["data_meta"]["segment_width"] == trained
+    rng = np.random.default_rng(0)
+    video = tmp_path / "one_second.mp4"
+    frames = rng.integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    wave = 0.3 * np.sin(2 * np.pi * 440 * np.arange(16000 + AAC_PRIMING) / 16000)[None]
+    write_video(video, frames, fps=4.0, audio=wave.astype(np.float32))
+    params = ckpt["data_params"]
+    frames, spec, columns, _ = decode_clip(video, params["frame_size"], params["frames_per_segment"])
+    assert len(columns) == 2 and segment_window(columns) == 98 < trained
+    audio, visual = clip_inputs(frames, spec, columns, trained, "cpu")
+    assert audio.shape == (1, 1, 1, spec.shape[0], trained) and visual.shape[:2] == (1, 1)
+    assert torch.equal(audio[0, 0, 0, :, -1], torch.from_numpy(spec[:, -1]))
+    pred = predict_video(iprm_run / "best.pt", video)
+    assert [s["second"] for s in pred["segments"]] == [0]

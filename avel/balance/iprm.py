@@ -74,6 +74,10 @@ class IPRMModel(AVModel):
         self.register_buffer("steps", torch.tensor(0))  # t
 
     @property
+    def backbone(self) -> AVModel:
+        return self.base
+
+    @property
     def audio_branch(self) -> nn.Module:
         return self.base.audio_branch
 

@@ -61,6 +61,11 @@ class AVModel(nn.Module):
         return [(n, p) for n, p in module.named_parameters() if p.requires_grad]
 
     @property
+    def backbone(self) -> AVModel:
+        """The model that holds the encoders: itself, or the model a balancer's wrapper wraps."""
+        return self
+
+    @property
     def prototype_classes(self) -> int:
         """Number of classes that get prototypes: the event classes (background excluded)."""
         return self.num_classes - (1 if self.background is not None else 0)
