@@ -11,7 +11,10 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -189,3 +192,15 @@ def _toml_value(key: str, value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(key, v) for v in value) + "]"
     raise ValueError(f"config key {key!r}: {value!r} has no TOML form (TOML has no null)")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else the CPU; a named device that this machine lacks is refused."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return device

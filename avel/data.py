@@ -13,7 +13,15 @@ import torch
 from torch import Tensor
 
 from avel.augment import frames_to_input, spec_augment
-from preprocessing.h5 import attr_value
+from preprocessing.h5 import (
+    CGMNIST_KIND,
+    CLIPS_KIND,
+    FEATURES_KIND,
+    KINDS,
+    PREPROCESS_KIND,
+    SPLIT_NAMES,
+    attr_value,
+)
 
 
 @dataclass
@@ -100,12 +108,6 @@ class DataSplits:
 
 # ----------------------------------------------------------------------------------------- HDF5 -> splits
 
-PREPROCESS_KIND = "avel-preprocess"
-FEATURES_KIND = "avel-features"
-CGMNIST_KIND = "avel-cgmnist"
-CLIPS_KIND = "avel-clips"  # clip datasets (CREMA-D, a manifest): F frames + one spectrogram per clip
-KINDS = (PREPROCESS_KIND, FEATURES_KIND, CGMNIST_KIND, CLIPS_KIND)
-SPLIT_NAMES = ("train", "val", "test")
 # input normalisation of the released CG-MNIST code: MNIST's mean/std (gray), CIFAR-10's (colored)
 GRAY_MEAN, GRAY_STD = 0.1307, 0.3081
 COLOR_MEAN, COLOR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
@@ -233,22 +235,27 @@ def load_splits(
             loader = _clip_split
         else:
             raise ValueError(f"unknown model family {family!r}; valid: ['avel', 'resnet18', 'cgmnist']")
-        out = {}
+        if kind == PREPROCESS_KIND:
+            meta["segment_width"] = segment_window(f["segment_columns"][()])
+        out: dict[str, SplitData | None] = {}
         for name in SPLIT_NAMES:
-            if name in splits:
-                out[name] = loader(
-                    f,
-                    _split_rows(f, name),
-                    device,
-                    meta,
-                    frames=frames,
-                    augment=augment,
-                    augment_audio=augment_audio,
-                    split=name,
-                    eval_frames=eval_frames,
-                )
-            else:
+            if name not in splits:
                 out[name] = None
+                continue
+            rows = _split_rows(f, name)
+            out[name] = loader(
+                f,
+                rows,
+                device,
+                meta,
+                frames=frames,
+                augment=augment,
+                augment_audio=augment_audio,
+                eval_frames=eval_frames,
+            )
+            skipped = len(rows) - len(out[name].rows)  # clip samples of AVE: videos without an event
+            if skipped:
+                meta.setdefault("skipped_no_event", {})[name] = skipped
     num = {"avel": len(classes), "resnet18": len(classes) - 1}.get(family, len(classes))
     meta["num_classes"] = len(classes) if kind == CLIPS_KIND else num
     meta["family"] = family
@@ -276,8 +283,7 @@ def _e2e_segments_split(
     spec = torch.from_numpy(_rows(f["spectrogram"], rows, np.float32)).to(device)  # (N, F, L)
     labels = torch.from_numpy(_rows(f["segment_labels"], rows, np.int64)).to(device)
     starts = torch.as_tensor(np.asarray(f["segment_columns"][()])[:-1], device=device)  # (T,)
-    width = segment_window(f["segment_columns"][()])
-    meta["segment_width"] = width
+    width = meta["segment_width"]
     cols = starts[:, None] + torch.arange(width, device=device)  # (T, W) column indices per segment
 
     def transform(audio: Tensor, visual: Tensor, idx: Tensor, train: bool, gen) -> tuple[Tensor, Tensor]:
@@ -306,15 +312,11 @@ def _clip_split(
     frames: int,
     augment: bool,
     augment_audio: bool,
-    split: str,
     **_,
 ) -> SplitData:
     seg = _rows(f["segment_labels"], rows)  # (N, T)
     background = len(meta["classes"]) - 1
-    has_event = (seg != background).any(axis=1)
-    skipped = int((~has_event).sum())
-    if skipped:
-        meta.setdefault("skipped_no_event", {})[split] = skipped
+    has_event = (seg != background).any(axis=1)  # a video without an event segment has no clip sample
     rows = rows[has_event]
     seg = seg[has_event]
     t_idx = np.arange(seg.shape[1])

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 
 from avel import metrics
-from avel.balance.pmr import compute_prototypes, prototype_logits
 from avel.data import SplitData
 from avel.models.base import AVModel
+from avel.models.prototypes import compute_prototypes, prototype_logits
 
 
 @torch.no_grad()
@@ -210,8 +210,8 @@ def evaluate_checkpoint(
 ) -> str:
     """``avel evaluate``: full report of a checkpoint on one split: eval.json, confusion.png, a table."""
     from avel.checkpoint import model_from_checkpoint
+    from avel.config import resolve_device
     from avel.data import load_splits
-    from avel.train import resolve_device
 
     dev = resolve_device(device)
     model, ckpt = model_from_checkpoint(checkpoint, dev)

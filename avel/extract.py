@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from avel.checkpoint import model_from_checkpoint
+from avel.config import resolve_device
 from avel.data import load_splits
-from avel.train import resolve_device
 from preprocessing.h5 import read_rows_meta, write_features_file
 
 

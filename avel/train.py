@@ -39,15 +39,6 @@ RESUMABLE_CHANGES = {"epochs", "progress", "out", "device", "eval_every", "modal
 DATA_META_KEYS = ("classes", "kind", "num_classes", "input_mode", "family", "modalities", "segment_width")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
-    return device
-
-
 def bf16_supported(device: torch.device) -> bool:
     """bf16 autocast pays on this device: CUDA with bf16, or a CPU with native bf16 (AVX512-BF16 / AMX)."""
     if device.type == "cuda":
@@ -281,7 +272,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[s
     """Train, select on val, test the selected checkpoint once; returns (and writes) results.json."""
     if not cfg.data:
         raise ValueError("no data file given (avel train DATA.h5 or `data = ...` in the config)")
-    device = resolve_device(cfg.device)
+    device = config_mod.resolve_device(cfg.device)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = config_mod.apply(cfg, {"out": str(run_dir)}, "run")  # the saved config names its own directory

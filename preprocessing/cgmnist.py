@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from preprocessing.h5 import STR, atomic_h5, commit, set_attrs
+from preprocessing.h5 import CGMNIST_KIND, STR, atomic_h5, commit, set_attrs
 
-CGMNIST_KIND = "avel-cgmnist"
 CLASSES = [str(d) for d in range(10)]
 MODALITIES = ("gray", "colored")  # PMR's modality 1 and 2: avel's first (audio) and second (visual) slot
 IMAGE_SIZE = 28

@@ -27,11 +27,10 @@ import numpy as np
 from preprocessing.audio import SpecParams, fit_length, load_audio, log_spectrogram, num_columns
 from preprocessing.audio import source_sample_rate as read_source_rate
 from preprocessing.clips import Clip, ClipList
-from preprocessing.h5 import STR, atomic_h5, commit, copy_rows, row_chunked, set_attrs
+from preprocessing.h5 import CLIPS_KIND, STR, atomic_h5, commit, copy_rows, row_chunked, set_attrs
 from preprocessing.pipeline import PreprocessReport, _first_line, _init_worker
 from preprocessing.video import frame_indices, open_video, resize_center_crop, video_info
 
-CLIPS_KIND = "avel-clips"
 SCALARS = {"duration": np.float32, "fps": np.float32, "source_sample_rate": np.int32}
 
 

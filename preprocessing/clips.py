@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-SPLIT_NAMES = ("train", "val", "test")
+from preprocessing.h5 import SPLIT_NAMES
 
 
 @dataclass(frozen=True)

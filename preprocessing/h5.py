@@ -27,6 +27,7 @@ PREPROCESS_KIND = "avel-preprocess"
 FEATURES_KIND = "avel-features"
 CGMNIST_KIND = "avel-cgmnist"
 CLIPS_KIND = "avel-clips"
+KINDS = (PREPROCESS_KIND, FEATURES_KIND, CGMNIST_KIND, CLIPS_KIND)
 SPLIT_NAMES = ("train", "val", "test")
 STR = h5py.string_dtype("utf-8")
 CHUNK_ROWS = 64  # rows copied per step when streaming large arrays

@@ -20,7 +20,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from preprocessing.clips import SPLIT_NAMES, Clip, ClipList, with_val
+from preprocessing.clips import Clip, ClipList, with_val
+from preprocessing.h5 import SPLIT_NAMES
 
 REQUIRED = ("video", "label", "split")
 OPTIONAL = ("start", "end", "audio", "id")

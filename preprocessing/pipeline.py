@@ -157,43 +157,62 @@ def _video_path(dataset_dir: Path, video_id: str) -> Path:
     return p
 
 
-def _decode_job(job: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DecodeParams:
+    """What a preprocess run decodes every video with (in OUT.h5's attributes and the shards' stamp)."""
+
+    frame_size: int
+    frames_per_segment: int
+    segments: int
+    audio_pad: str
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One video to decode: its id, file, shard path, whether it runs in the main process, the parameters."""
+
+    id: str
+    path: str
+    shard: str
+    in_process: bool
+    params: DecodeParams
+
+
+def _decode_job(job: DecodeJob) -> dict[str, Any]:
     """Decode one video; returns {id, ok, ...} or {id, ok, path, reason}. Never raises.
 
-    In a worker process (``job["in_process"]`` false) it decodes everything and writes the shard. In the
+    In a worker process (``job.in_process`` false) it decodes everything and writes the shard. In the
     main process it decodes the frames only and ``_finish`` does the rest on the writer thread (audio,
     spectrogram, shard, rows) while the next video's frames decode.
     """
-    path = Path(job["path"])
+    path, p = Path(job.path), job.params
     try:
-        if job["in_process"]:
-            frames, info = decode_video(path, job["frame_size"], job["frames_per_segment"], SEGMENTS)
-            return {"id": job["id"], "ok": True, "job": job, "frames": frames, "info": info}
-        frames, spec, _, info = decode_clip(
-            path, job["frame_size"], job["frames_per_segment"], SEGMENTS, job["audio_pad"]
-        )
-        write_shard(Path(job["shard"]), {"frames": frames, "spectrogram": spec, **info})
-        return {"id": job["id"], "ok": True}
+        if job.in_process:
+            frames, info = decode_video(path, p.frame_size, p.frames_per_segment, p.segments)
+            return {"id": job.id, "ok": True, "job": job, "frames": frames, "info": info}
+        frames, spec, _, info = decode_clip(path, p.frame_size, p.frames_per_segment, p.segments, p.audio_pad)
+        write_shard(Path(job.shard), {"frames": frames, "spectrogram": spec, **info})
+        return {"id": job.id, "ok": True}
     except Exception as e:
         return _failure(job, e)
 
 
-def _failure(job: dict[str, Any], e: BaseException) -> dict[str, Any]:
-    reason = _first_line(e).removeprefix(f"{job['path']}: ")
-    return {"id": job["id"], "ok": False, "path": job["path"], "reason": reason}
+def _failure(job: DecodeJob, e: BaseException) -> dict[str, Any]:
+    reason = _first_line(e).removeprefix(f"{job.path}: ")
+    return {"id": job.id, "ok": False, "path": job.path, "reason": reason}
 
 
 def _finish(asm: Assembler, result: dict[str, Any]) -> dict[str, Any] | None:
     """Audio, spectrogram, shard and rows of a video whose frames the main process decoded (on the
     writer thread); returns a failure like ``_decode_job``'s if the audio is bad."""
-    job = result["job"]
+    job: DecodeJob = result["job"]
     try:
-        spectrogram, audio_info = decode_spectrogram(job["path"], SEGMENTS, job["audio_pad"])
+        spectrogram, audio_info = decode_spectrogram(job.path, job.params.segments, job.params.audio_pad)
     except Exception as e:
         return _failure(job, e)
     arrays = {"frames": result["frames"], "spectrogram": spectrogram, **result["info"], **audio_info}
-    write_shard(Path(job["shard"]), arrays)
-    asm.write(job["id"], arrays)
+    write_shard(Path(job.shard), arrays)
+    asm.write(job.id, arrays)
     return None
 
 
@@ -203,7 +222,7 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _run_jobs(jobs: list[dict], workers: int, progress: bool):
+def _run_jobs(jobs: list[DecodeJob], workers: int, progress: bool):
     """Yield job results as they finish, with a rich progress bar (videos/s) when asked."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TimeRemainingColumn
     from rich.text import Text
@@ -257,13 +276,8 @@ def preprocess(
     dataset_dir, out_h5 = Path(dataset_dir), Path(out_h5)
     ann = load_ave(dataset_dir, classes=classes)
     spec = SpecParams()
-    params = {
-        "frame_size": frame_size,
-        "frames_per_segment": frames_per_segment,
-        "segments": SEGMENTS,
-        "audio_pad": audio_pad,
-        **asdict(spec),
-    }
+    decode = DecodeParams(frame_size, frames_per_segment, SEGMENTS, audio_pad)
+    params = {**asdict(decode), **asdict(spec)}
     parts = _parts_dir(out_h5, params)
     attrs = {
         **params,
@@ -289,9 +303,7 @@ def preprocess(
                 asm.submit(asm.write_shard_file, vid, shard)
             else:
                 path = str(_video_path(dataset_dir, vid))
-                jobs.append(
-                    {"id": vid, "path": path, "shard": str(shard), "in_process": in_process, **params}
-                )
+                jobs.append(DecodeJob(vid, path, str(shard), in_process, decode))
         for r in _run_jobs(jobs, workers, progress):
             if not r["ok"]:
                 asm.failed.append(r)

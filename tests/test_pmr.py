@@ -9,18 +9,17 @@ import torch
 import torch.nn.functional as F
 from toy_models import ConcatModel
 
-from avel.balance.base import event_weights
 from avel.balance.pmr import (
     PMR,
-    compute_prototypes,
     entropy,
     imbalance_ratio,
     pmr_coefficients,
-    prototype_logits,
     prototype_terms,
     update_prototypes,
 )
 from avel.data import Batch, DataSplits, SplitData
+from avel.models.base import event_weights
+from avel.models.prototypes import compute_prototypes, prototype_logits
 
 
 def identity_model(d: int = 2, c: int = 3, background: int | None = None) -> ConcatModel:

@@ -67,23 +67,6 @@ def output_loss(out: ModelOutput, labels: Tensor) -> Tensor:
     return loss
 
 
-def flatten_samples(z: Tensor) -> Tensor:
-    """(B, D) or (B, T, D) -> (N, D): per-segment models become N = B·T samples."""
-    return z.reshape(-1, z.shape[-1])
-
-
-def event_weights(labels: Tensor, background: int | None) -> Tensor:
-    """1.0 for samples that take part in rebalancing, 0.0 for background segments, shape (N,).
-
-    A weight mask (not boolean indexing) keeps shapes static: no host synchronisation, and a batch
-    without any event segment gives zero weight everywhere instead of a division by zero.
-    """
-    y = labels.reshape(-1)
-    if background is None:
-        return torch.ones_like(y, dtype=torch.float32)
-    return (y != background).float()
-
-
 def weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
     """sum(w·v) / max(sum(w), 1): zero, not NaN, when every weight is zero."""
     return (values * weights).sum() / weights.sum().clamp_min(1.0)

@@ -27,12 +27,10 @@ from torch import Tensor, nn
 from avel.balance.base import (
     BalancerHooks,
     StepResult,
-    event_weights,
-    flatten_samples,
     task_loss,
     weighted_mean,
 )
-from avel.models.base import AVModel, ModelOutput
+from avel.models.base import AVModel, ModelOutput, event_weights, flatten_samples
 
 if TYPE_CHECKING:
     from avel.data import Batch

@@ -23,14 +23,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import (
-    BalancerHooks,
-    DeviceGenerator,
-    StepResult,
-    event_weights,
-    output_loss,
-)
-from avel.models.base import AVModel, ModelOutput
+from avel.balance.base import BalancerHooks, DeviceGenerator, StepResult, output_loss
+from avel.models.base import AVModel, ModelOutput, event_weights
 
 if TYPE_CHECKING:
     from avel.data import Batch

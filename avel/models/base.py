@@ -71,6 +71,23 @@ class AVModel(nn.Module):
         return self.num_classes - (1 if self.background is not None else 0)
 
 
+def flatten_samples(z: Tensor) -> Tensor:
+    """(B, D) or (B, T, D) -> (N, D): per-segment models become N = B·T samples."""
+    return z.reshape(-1, z.shape[-1])
+
+
+def event_weights(labels: Tensor, background: int | None) -> Tensor:
+    """1.0 for samples that take part in rebalancing, 0.0 for background segments, shape (N,).
+
+    A weight mask (not boolean indexing) keeps shapes static: no host synchronisation, and a batch
+    without any event segment gives zero weight everywhere instead of a division by zero.
+    """
+    y = labels.reshape(-1)
+    if background is None:
+        return torch.ones_like(y, dtype=torch.float32)
+    return (y != background).float()
+
+
 def fill_missing(z_audio: Tensor | None, z_visual: Tensor | None) -> tuple[Tensor, Tensor]:
     """Both representations of a model; the one a uni-modal model lacks (None) is zeros like the other."""
     if z_audio is None:
@@ -84,4 +101,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["AVModel", "ModelOutput", "count_parameters", "fill_missing"]
+__all__ = ["AVModel", "ModelOutput", "count_parameters", "event_weights", "fill_missing", "flatten_samples"]
