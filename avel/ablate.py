@@ -1,4 +1,4 @@
-"""The PMR paper's experiment grids as tables (SPEC §7; PMR Tables 1, 2, 5, 6 and Table 4 for AVEL).
+"""The PMR paper's experiment grids as tables (PMR Tables 1, 2, 5, 6 and Table 4 for AVEL).
 
 A grid is a list of cells (row × column, each a set of config overrides); every cell is trained for seeds
 0..n-1 with ``run_training`` into ``<grid dir>/<cell name>/seed<k>``, one run after another. The grid

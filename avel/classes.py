@@ -1,4 +1,4 @@
-"""The AVE class list in the standard order (SPEC §1): order of first appearance in Annotations.txt."""
+"""The AVE class list in the standard order: order of first appearance in Annotations.txt."""
 
 AVE_CLASSES: tuple[str, ...] = (
     "Church bell",

@@ -194,8 +194,9 @@ def load_splits(
 
     family "avel": per-segment samples (labels (N, 10)); a features file gives features mode, a preprocess
     file end-to-end mode (frames + one second of spectrogram per segment).
-    family "resnet18": clip samples built from each video's event span (SPEC §4): label = the event class,
-    audio = the span's spectrogram tiled to the clip length, ``frames`` frames sampled across the span.
+    family "resnet18": clip samples built from each video's event span (the PMR / OGM-GE setting): label =
+    the event class, audio = the span's spectrogram tiled to the clip length, ``frames`` frames sampled across
+    the span.
     On a clip file (``avel-clips``): the stored clip, ``frames`` of its frames drawn at random for training
     and ``eval_frames`` (0 = all stored) for evaluation, averaged by the visual encoder.
     """

@@ -1,6 +1,7 @@
 """Metrics of the AVE protocol and beyond, on tensors of predictions and labels (no model here).
 
-Segment-level accuracy (SPEC §3): correct segments / all segments of the split, argmax over 29 labels.
+Segment-level accuracy (Tian et al. 2018): correct segments / all segments of the split, argmax over 29
+labels.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The training loop: ``run_training(cfg)`` and ``train_one_epoch``, the only code that steps the optimizer.
 
-One path per step (STYLE.md): balancer forward + loss -> zero_grad -> backward -> balancer gradient edit ->
+One path per step: balancer forward + loss -> zero_grad -> backward -> balancer gradient edit ->
 clip -> step. Mixed precision (``amp``) is bf16 autocast, which needs no loss scaling, on CUDA and on CPUs
 with native bf16 (AVX512-BF16 / AMX; elsewhere ``amp`` is off). Logged values stay on
 the device until the epoch ends. A run directory holds the resolved config, ``last.pt`` / ``best.pt``,
@@ -56,7 +56,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    """SGD (momentum, weight decay), Adam (betas) or AdaGrad, all at ``cfg.lr`` (SPEC §4)."""
+    """SGD (momentum, weight decay), Adam (betas) or AdaGrad, all at ``cfg.lr``."""
     params = [p for p in params if p.requires_grad]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

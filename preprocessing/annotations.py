@@ -1,4 +1,4 @@
-"""Parsing the AVE annotation and split files (SPEC §1) into rows, a class order and per-segment labels.
+"""Parsing the AVE annotation and split files into rows, a class order and per-segment labels.
 
 Format: ``Category&VideoID&Quality&StartTime&EndTime`` per line, an optional header line, CRLF or LF,
 an optional UTF-8 BOM. Rows keep Annotations.txt order (the official ``*_order.h5`` index it); a split

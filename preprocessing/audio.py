@@ -1,4 +1,4 @@
-"""Audio decoding with decord (16 kHz mono) and the log-spectrogram of SPEC §2 with torchaudio.
+"""Audio decoding with decord (16 kHz mono) and the log-spectrogram with torchaudio.
 
 Spectrogram: n_fft 512, hann window 512, hop 159, magnitude (power 1), no centring; log(|X| + 1e-7);
 per-clip standardisation (mean and std over the whole clip). 10 s at 16 kHz gives 257 × 1004.
@@ -82,7 +82,7 @@ def _spectrogram(p: SpecParams) -> torchaudio.transforms.Spectrogram:
 def log_spectrogram(wave: np.ndarray, p: SpecParams = SpecParams()) -> np.ndarray:
     """(F=257, L) float32 standardised log-magnitude spectrogram of a mono waveform."""
     spec = _spectrogram(p)(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))  # (F, L)
-    x = torch.log(spec + p.eps)  # log(|X| + eps), SPEC §2
+    x = torch.log(spec + p.eps)  # log(|X| + eps)
     x = (x - x.mean()) / x.std().clamp_min(1e-8)  # per-clip standardisation
     return x.to(torch.float32).numpy()
 

@@ -1,6 +1,6 @@
 """``avel import-features``: the official AVE-ECCV18 feature release -> an avel features file.
 
-Release layout (SPEC §2): ``audio_feature.h5`` (N,10,128) VGGish, ``visual_feature.h5`` (N,10,7,7,512)
+Release layout: ``audio_feature.h5`` (N,10,128) VGGish, ``visual_feature.h5`` (N,10,7,7,512)
 VGG19 pool5, ``labels.h5`` (N,10,29) one-hot, all under key ``avadataset``; ``train_order.h5`` /
 ``val_order.h5`` / ``test_order.h5`` key ``order`` (row indices into Annotations.txt order). The visual
 file is 7.7 GB, so arrays are copied in chunks, never loaded whole. Segment labels come from

@@ -5,12 +5,12 @@ Session-scoped so the whole suite decodes and writes them once.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
+
+from preprocessing.h5 import RowsMeta, write_features_file
 
 SHARED_AVE = Path(__file__).resolve().parents[2] / "shared" / "ave"
 TINY_CLASSES = 4
@@ -66,25 +66,25 @@ def write_toy_features(path: Path, videos: int = 60, classes: int = TINY_CLASSES
     visual[:, :, 0, 0, :] += v_proto[seg]
     order = rng.permutation(videos)
     n_tr, n_va = int(0.6 * videos), int(0.2 * videos)
-    names = [f"class {k}" for k in range(classes)] + ["background"]
-    with h5py.File(path, "w") as f:
-        f.attrs["kind"] = "avel-features"
-        f.attrs["schema_version"] = 1
-        f.attrs["classes"] = json.dumps(names)
-        f.attrs["segments"] = t
-        f.attrs["source"] = "tests/conftest.py toy features"
-        str_dt = h5py.string_dtype()
-        ids = np.array([f"vid{i:04d}" for i in range(videos)], dtype=object)
-        f.create_dataset("video_id", data=ids, dtype=str_dt)
-        f.create_dataset("category", data=np.array([names[k] for k in label], dtype=object), dtype=str_dt)
-        for key, value in (("label", label), ("start", start), ("end", end)):
-            f[key] = value.astype(np.int64)
-        f["segment_labels"] = seg
-        f.create_dataset("audio", data=audio.astype(np.float32), chunks=(1, t, da))
-        f.create_dataset("visual", data=visual.astype(np.float32), chunks=(1, t, h, w, c))
-        f["splits/train"] = np.sort(order[:n_tr])
-        f["splits/val"] = np.sort(order[n_tr : n_tr + n_va])
-        f["splits/test"] = np.sort(order[n_tr + n_va :])
+    names = [f"class {k}" for k in range(classes)]
+    rows_meta = RowsMeta(
+        video_id=np.array([f"vid{i:04d}" for i in range(videos)], dtype=object),
+        category=np.array([names[k] for k in label], dtype=object),
+        label=label.astype(np.int64),
+        quality=np.array(["good"] * videos, dtype=object),
+        start=start.astype(np.int64),
+        end=end.astype(np.int64),
+        segment_labels=seg,
+        annotation_row=np.arange(videos, dtype=np.int64),
+        splits={
+            "train": np.sort(order[:n_tr]),
+            "val": np.sort(order[n_tr : n_tr + n_va]),
+            "test": np.sort(order[n_tr + n_va :]),
+        },
+        classes=names,
+    )
+    attrs = {"source": "tests/conftest.py toy features"}
+    write_features_file(path, rows_meta, audio.astype(np.float32), visual.astype(np.float32), attrs)
     return path
 
 

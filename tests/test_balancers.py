@@ -1,4 +1,4 @@
-"""The balancer registry, OGM-GE / OGM, OPM, IPRM and modality dropout on tiny real torch models (SPEC §6)."""
+"""The balancer registry, OGM-GE / OGM, OPM, IPRM and modality dropout on tiny real torch models."""
 
 from __future__ import annotations
 

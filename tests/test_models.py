@@ -1,4 +1,4 @@
-"""Models against SPEC §3–4: shapes, the reference's attention and DMRN wiring by hand, split logits,
+"""Models: shapes, the reference's attention and DMRN wiring by hand, split logits,
 branch partitions, and the ResNet18 matching torchvision's."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from avel.models import build_model, describe
+from avel.models import build_model
 from avel.models.encoders import ResNet18, resnet_grid
 from avel.models.temporal import AudioGuidedAttention
 
@@ -163,8 +163,3 @@ def test_build_model_errors_list_valid_names():
 def test_pretrained_needs_width_64():
     with pytest.raises(ValueError, match="width 64"):
         build_model("resnet18", "concat", input_mode="e2e", width=8, pretrained=True)
-
-
-def test_describe():
-    m = build_model("avel", "concat", audio_dim=16, visual_dim=8, regions=6)
-    assert describe(m) == f"avel concat, features: {sum(p.numel() for p in m.parameters()):,} parameters"

@@ -1,4 +1,4 @@
-"""PMR (avel.balance.pmr) against hand computations on tiny real torch models (SPEC §5)."""
+"""PMR (avel.balance.pmr) against hand computations on tiny real torch models."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Modality rebalancing methods behind one interface (``avel.balance.base.Balancer``; SPEC §5–6).
+"""Modality rebalancing methods behind one interface (``avel.balance.base.Balancer``).
 
 ``BALANCERS`` maps each name to its class; ``build_balancer(name, **options)`` checks the name and the
-options (every class takes keyword options with SPEC defaults). Each class has ``applies_to(model)``:
+options (every class takes keyword options with its paper's defaults). Each class has ``applies_to(model)``:
 None when it can train that model, else the reason it cannot.
 """
 

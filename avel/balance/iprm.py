@@ -1,4 +1,4 @@
-"""IPRM: instantaneous probe-and-rebalance (Yang, Wu, Jiang, 2025; papers/iprm-slides.txt; SPEC §6).
+"""IPRM: instantaneous probe-and-rebalance (Yang, Wu, Jiang, IJCAI 2025).
 
 ``prepare_model`` wraps the model in ``IPRMModel``: the base model's encoders, unimodal heads h_a, h_v and a
 fusion head h on the geodesic multimodal mixup (GMM) of the L2-normalised representations,
@@ -10,10 +10,10 @@ P̄ = softmax(h(f(·, λ_t))), P^a, P^v, D^o = mean KL(P^o ‖ P̄), ω^a = D^v/
 learning pass trains CE(h(f(·, ω^a))) + CE(h_a(z^a)) + CE(h_v(z^v)); then λ_{t+1} = α λ_t + (1 − α) ω^a_t
 (λ_1 = ω^a_0, λ_0 = 0.5).
 
-Notes: the authors' code is not public; this follows the slides. On AVEL the KL probe averages over event
-segments only, the cross-entropies over all segments (the heads also predict background). The base
-model's own fusion layers stay in the model, unused. ``logits_audio`` / ``logits_visual`` of the output
-are the unimodal heads' logits (they are not a split of the summed logits).
+Notes: this follows the paper's slides; the authors' code is public (github.com/njustkmg/IJCAI25-IPRM).
+On AVEL the KL probe averages over event segments only, the cross-entropies over all segments (the heads
+also predict background). The base model's own fusion layers stay in the model, unused. ``logits_audio`` /
+``logits_visual`` of the output are the unimodal heads' logits (they are not a split of the summed logits).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """OGM-GE: on-the-fly gradient modulation with generalisation enhancement (Peng et al., CVPR 2022), and
-OGM, its TPAMI 2024 form (Wei, Hu, Du, Wen: no noise, a warm-up without modulation). SPEC §6.
+OGM, its TPAMI 2024 form (Wei, Hu, Du, Wen: no noise, a warm-up without modulation).
 
 Per batch, each modality's score is s^u = Σ_i softmax(out_u)_i[y_i] from the split logits of the fused
 classifier; ρ_v = s^v/s^a, ρ_a = 1/ρ_v; the dominant modality (ρ_dom > 1) gets k = 1 − tanh(α ρ_dom), the
@@ -13,7 +13,7 @@ Deviations from the released code (github.com/GeWu-Lab/OGM-GE_CVPR2022):
   a seeded ``torch.Generator`` on the gradients' device; the code's ``+1e-8`` on the std is kept;
 - on AVEL, scores sum over event segments only (background segments have weight 0);
 - ρ and k stay device tensors (no ``.item()`` per step); the window is inclusive, ``start <= epoch <= end``
-  (SPEC §6, the code's test), and OGM's warm-up skips epochs ``< warmup``.
+  (the code's test), and OGM's warm-up skips epochs ``< warmup``.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def split_logits_reason(method: str, model: AVModel) -> str | None:
 def modality_scores(
     out: ModelOutput, labels: Tensor, background: int | None, method: str
 ) -> tuple[Tensor, Tensor]:
-    """(s^a, s^v): Σ_i w_i softmax(out_u)_i[y_i] over the participating samples (SPEC §6)."""
+    """(s^a, s^v): Σ_i w_i softmax(out_u)_i[y_i] over the participating samples."""
     if out.logits_audio is None or out.logits_visual is None:
         raise ValueError(
             f"{method} needs split logits (concat or sum fusion); the model's fusion returned none"
@@ -79,7 +79,7 @@ def ogm_coefficients(s_a: Tensor, s_v: Tensor, alpha: float) -> tuple[Tensor, Te
     rho_v = torch.where(s_a > 0, s_v / s_a.clamp_min(EPS), torch.ones_like(s_a))  # ρ_v = s^v / s^a
     rho_a = 1.0 / rho_v.clamp_min(EPS)
     one = torch.ones_like(rho_v)
-    k_a = torch.where(rho_a > 1, 1.0 - torch.tanh(alpha * rho_a), one)  # k^u = 1 − tanh(α ρ^u), SPEC §6
+    k_a = torch.where(rho_a > 1, 1.0 - torch.tanh(alpha * rho_a), one)  # k^u = 1 − tanh(α ρ^u)
     k_v = torch.where(rho_v > 1, 1.0 - torch.tanh(alpha * rho_v), one)
     return k_a, k_v, rho_a
 

@@ -1,4 +1,4 @@
-"""OPM: on-the-fly prediction modulation (Wei, Hu, Du, Wen, TPAMI 2024; SPEC §6).
+"""OPM: on-the-fly prediction modulation (Wei, Hu, Du, Wen, TPAMI 2024).
 
 Per batch, the dominant modality's representation is dropped with a dynamic probability before fusion:
 r = tanh(ReLU(s_dom / s_other − 1)), q = clip(q_base (1 + λ r), 0, 1). With probability p_exe the batch is

@@ -227,11 +227,9 @@ class PMR(BalancerHooks):
 
 __all__ = [
     "PMR",
-    "compute_prototypes",
     "entropy",
     "imbalance_ratio",
     "pmr_coefficients",
-    "prototype_logits",
     "prototype_terms",
     "update_prototypes",
 ]
