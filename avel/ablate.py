@@ -353,11 +353,11 @@ def tabulate(out_dir: Path) -> Table:
 
 def _table(grid: dict[str, Any], summaries: list[CellSummary]) -> Table:
     """Arrange cell summaries in the grid's row and column order, with the published values."""
-    published = published_values(grid)
+    paper = published_values(grid)
     columns = list(dict.fromkeys(s.cell.column for s in summaries))
     rows: dict[str, dict[str, CellSummary]] = {}
     for s in summaries:
-        s.published = published.get((s.cell.row, s.cell.column))
+        s.published = paper.get((s.cell.row, s.cell.column))
         rows.setdefault(s.cell.row, {})[s.cell.column] = s
     missing = "not part of this grid"
     table_rows = [

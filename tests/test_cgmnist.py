@@ -215,13 +215,14 @@ def test_uni_modal_gray_by_name(cg_h5, tmp_path):
 
 
 def test_ablate_grids_for_cgmnist_name_gray_and_colored():
-    from avel.ablate import PUBLISHED, build_grid
+    from avel.ablate import build_grid
+    from avel.published import AVE
 
     cells = build_grid("fusions", model="cgmnist")
     rows = {c.row for c in cells}
     assert {"concat", "sum", "FiLM", "gated", "gray only", "colored only"} == rows
     gray = next(c for c in cells if c.row == "gray only" and c.column == "baseline")
     assert gray.overrides["modality"] == "gray" and gray.na_reason is None
-    assert PUBLISHED[("fusions", "cgmnist")][("concat", "PMR")] == 77.2
+    assert AVE[("fusions", "cgmnist")][("concat", "PMR")] == 77.2
     balancer_rows = {c.row for c in build_grid("balancers", model="cgmnist")}
     assert "OPM" not in balancer_rows and {"naive", "OGM-GE", "PMR w/o PER", "PMR"} <= balancer_rows
