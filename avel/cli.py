@@ -44,13 +44,7 @@ def synth(
 ) -> None:
     """Make an embedded dataset of real media files: AVE layout (mp4), CREMA-D layout (wav + flv) or a clip
     manifest (mp4 + csv)."""
-    if layout != "ave":
-        clip_opts = dict(layout=layout, clips=videos, seed=seed, classes=classes, fps=fps)
-        clip_opts.update(frame_size=frame_size)
-        clip_opts.update(audio_snr_db=audio_snr_db, visual_snr=visual_snr, p_audio=p_audio, p_visual=p_visual)
-        _synth_clips(out_dir, clip_opts)
-        return
-    from avel.synth import SynthConfig, synth_dataset
+    from avel.layouts import synthesise
 
     opts = dict(
         videos=videos,
@@ -64,16 +58,11 @@ def synth(
         audio_snr_db=audio_snr_db,
         visual_snr=visual_snr,
         p_background_own_class=background_own_class,
+        p_audio=p_audio,
+        p_visual=p_visual,
     )
-    summary = synth_dataset(out_dir, SynthConfig(**{k: v for k, v in opts.items() if v is not None}))
-    typer.echo(json.dumps(summary, indent=2, default=str))
-
-
-def _synth_clips(out_dir: Path, opts: dict) -> None:
-    from avel.synth_clips import ClipSynthConfig, synth_clips
-
     try:
-        summary = synth_clips(out_dir, ClipSynthConfig(**{k: v for k, v in opts.items() if v is not None}))
+        summary = synthesise(layout, out_dir, **opts)
     except ValueError as e:
         _fail(str(e))
     typer.echo(json.dumps(summary, indent=2, default=str))
@@ -104,48 +93,23 @@ def preprocess(
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
     """Decode every video (decord), take frames and log-spectrograms, write one HDF5 file."""
-    from preprocessing.cremad import is_cremad
-    from preprocessing.pipeline import preprocess as run
+    from preprocessing.layouts import PreprocessOptions, preprocess_dataset
 
-    if dataset_dir.suffix.lower() == ".csv" or is_cremad(dataset_dir):
-        clip_opts = dict(dataset=dataset, frames=frames, audio_seconds=audio_seconds, lists=lists)
-        clip_opts.update(val_fraction=val_fraction, val_seed=val_seed, frame_size=frame_size)
-        _preprocess_clips(dataset_dir, out, workers, progress, **clip_opts)
-        return
-
-    report = run(
-        dataset_dir,
-        out,
+    options = PreprocessOptions(
         workers=workers,
+        progress=progress,
         frame_size=frame_size,
         frames_per_segment=frames_per_segment,
         audio_pad=audio_pad,
-        progress=progress,
+        dataset=dataset,
+        frames=frames,
+        audio_seconds=audio_seconds,
+        lists=lists,
+        val_fraction=val_fraction,
+        val_seed=val_seed,
     )
-    typer.echo(report.summary())
-    if report.failed:
-        raise typer.Exit(1)
-
-
-def _preprocess_clips(dataset_dir: Path, out: Path, workers: int, progress: bool, **opts) -> None:
-    from preprocessing.clip_pipeline import clip_params
-    from preprocessing.clip_pipeline import preprocess_clips as run
-    from preprocessing.cremad import load_cremad
-    from preprocessing.manifest import load_manifest
-
-    val = {"val_fraction": opts["val_fraction"], "val_seed": opts["val_seed"]}
     try:
-        if dataset_dir.suffix.lower() == ".csv":
-            clip_list = load_manifest(dataset_dir, **val)
-        else:
-            clip_list = load_cremad(dataset_dir, opts["lists"], **val)
-        params = clip_params(
-            opts["dataset"] or ("crema-d" if clip_list.layout == "crema-d" else None),
-            frames=opts["frames"],
-            frame_size=opts["frame_size"],
-            audio_seconds=opts["audio_seconds"],
-        )
-        report = run(clip_list, out, params, workers=workers, progress=progress)
+        report = preprocess_dataset(dataset_dir, out, options)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     typer.echo(report.summary())

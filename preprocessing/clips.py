@@ -1,9 +1,10 @@
-"""Clip datasets (one label per clip, no event times inside it): the listing every clip layout produces.
+"""The listing every dataset layout produces (``preprocessing.layouts``): a ``ClipList`` of ``Clip``s.
 
-A layout reader (``preprocessing.cremad``, ``preprocessing.manifest``) turns a folder or a CSV into a
-``ClipList``: each clip's id, media paths (a video, and an optional separate audio file), label, split and
-optional ``[start, end)`` seconds. ``preprocessing.clip_pipeline`` decodes a ``ClipList`` into one HDF5 file
-of ``kind="avel-clips"`` (data/README.md).
+A layout reader (``preprocessing.annotations`` for AVE, ``preprocessing.cremad``, ``preprocessing.manifest``)
+turns a folder or a CSV into a ``ClipList``: each clip's id, media paths (a video, and an optional separate
+audio file), label, split, optional ``[start, end)`` seconds of the clip inside its file, and the event
+times inside it where the layout has them (AVE). ``preprocessing.clip_pipeline`` decodes a ``ClipList`` of
+a clip layout into one HDF5 file of ``kind="avel-clips"`` (data/README.md).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Clip:
     start: float | None = None
     end: float | None = None
     line: int = 0  # 1-based line of the list that named it
+    events: tuple[tuple[float, float], ...] = ()  # [start, end) seconds of its events (AVE); () = the label
 
 
 @dataclass
@@ -36,7 +38,7 @@ class ClipList:
 
     clips: list[Clip]
     classes: list[str]
-    layout: str  # "crema-d" | "manifest"
+    layout: str  # a name of preprocessing.layouts.LAYOUTS
     source: Path
     info: dict = field(default_factory=dict)  # e.g. val_seed, val_fraction, split files
 

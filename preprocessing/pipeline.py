@@ -30,6 +30,7 @@ from preprocessing.annotations import SEGMENTS, load_ave
 from preprocessing.assemble import Assembler, assemble_from_shards, write_shard
 from preprocessing.audio import SpecParams, fit_length, load_audio, log_spectrogram, segment_columns
 from preprocessing.audio import source_sample_rate as read_source_rate
+from preprocessing.ave import ave_video_path
 from preprocessing.h5 import RowsMeta
 from preprocessing.video import open_video, read_frames, video_info
 
@@ -146,15 +147,6 @@ class PreprocessReport:
 
 
 # ----------------------------------------------------------------------------------------- workers
-
-
-def _video_path(dataset_dir: Path, video_id: str) -> Path:
-    p = dataset_dir / "AVE" / f"{video_id}.mp4"
-    if not p.exists():
-        others = sorted((dataset_dir / "AVE").glob(f"{video_id}.*"))
-        if others:
-            return others[0]
-    return p
 
 
 @dataclass(frozen=True)
@@ -302,7 +294,7 @@ def preprocess(
                 report.resumed += 1
                 asm.submit(asm.write_shard_file, vid, shard)
             else:
-                path = str(_video_path(dataset_dir, vid))
+                path = str(ave_video_path(dataset_dir, vid))
                 jobs.append(DecodeJob(vid, path, str(shard), in_process, decode))
         for r in _run_jobs(jobs, workers, progress):
             if not r["ok"]:
