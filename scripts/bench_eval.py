@@ -27,9 +27,9 @@ import torch
 from bench_load import write_file
 
 from avel.balance import build_balancer
+from avel.checkpoint import model_from_kwargs
 from avel.config import load_config
 from avel.data import load_splits
-from avel.models import build_model
 from avel.train import build_optimizer, evaluate_split, modality_epoch, model_kwargs, train_one_epoch
 
 
@@ -51,7 +51,7 @@ class Run:
         )
         torch.manual_seed(0)
         self.data = data
-        self.model = build_model(**model_kwargs(self.cfg, data)).to(args.device)
+        self.model = model_from_kwargs(model_kwargs(self.cfg, data)).to(args.device)
         self.balancer = build_balancer("none")
         self.opt = build_optimizer(self.cfg, self.model.parameters())
         self.gen = torch.Generator().manual_seed(0)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from avel.balance import build_balancer
+from avel.checkpoint import model_from_kwargs
 from avel.config import load_config
 from avel.data import load_splits
-from avel.models import build_model
 from avel.train import bf16_supported, build_optimizer, model_kwargs, run_training, train_one_epoch
 
 TIMING = {"time_s", "train_time_s", "prototype_time_s", "samples_per_s"}
@@ -140,7 +140,7 @@ def test_amp_on_a_bf16_cpu_trains_in_bf16_close_to_fp32(features_h5):
     for amp in (False, True):
         cfg = _cfg(features_h5, "unused", amp=amp)
         torch.manual_seed(0)
-        model = build_model(**model_kwargs(cfg, data))
+        model = model_from_kwargs(model_kwargs(cfg, data))
         opt = build_optimizer(cfg, model.parameters())
         gen = torch.Generator().manual_seed(0)
         losses[amp] = train_one_epoch(model, build_balancer("none"), data.train, opt, cfg, gen)["loss"]
