@@ -86,10 +86,9 @@ def build_scheduler(
 def model_kwargs(cfg: TrainConfig, data: DataSplits) -> dict[str, Any]:
     """Constructor arguments of the model (``build_model``'s, and the balancer whose ``prepare_model`` adds
     layers); stored in every checkpoint to rebuild it (``avel.checkpoint.model_from_kwargs``)."""
-    audio, visual = data.train.audio, data.train.visual
-    return _model_kwargs(
-        cfg, data.meta["input_mode"], data.meta["num_classes"], tuple(audio.shape), tuple(visual.shape)
-    )
+    avel = cfg.model == "avel"  # only the localizer's sizes come from the arrays
+    audio, visual = (tuple(data.train.audio.shape), tuple(data.train.visual.shape)) if avel else ((), ())
+    return _model_kwargs(cfg, data.meta["input_mode"], data.meta["num_classes"], audio, visual)
 
 
 def _model_kwargs(
