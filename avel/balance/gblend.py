@@ -78,6 +78,10 @@ class GBlendModel(AVModel):
         self.head_visual = nn.Linear(dim, base.num_classes) if dim else nn.LazyLinear(base.num_classes)
 
     @property
+    def backbone(self) -> AVModel:
+        return self.base
+
+    @property
     def audio_branch(self) -> nn.Module:
         return self.base.audio_branch
 
