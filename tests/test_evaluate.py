@@ -3,6 +3,10 @@ accuracy on event segments only, the report's background figures, and the data-p
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from toy_models import ConcatModel
@@ -70,3 +74,14 @@ def test_data_params_and_classes_must_match_the_checkpoint():
         check_data_params(ckpt, {"frame_size": 112, "classes": ["a", "b"]}, "x.h5")
     with pytest.raises(ValueError, match="class list differs"):
         check_data_params(ckpt, {"classes": ["b", "a"]}, "x.h5")
+
+
+def test_evaluate_imports_neither_the_training_loop_nor_a_balancer():
+    code = (
+        "import sys, avel.evaluate\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('avel.train', 'avel.balance')))\n"
+        "assert not bad, bad\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
