@@ -1,6 +1,10 @@
-"""Models: the AVEL localizer (attention + bi-LSTM, concat / DMRN) and ResNet18 clip classifiers.
+"""Models: the AVEL localizer (attention + bi-LSTM, concat / DMRN) and the clip classifiers.
 
-``build_model(**kwargs)`` is the one constructor; checkpoints store its kwargs to rebuild a model.
+Blocks below assemblies: ``encoders`` (every encoder), ``temporal`` (AVEL's attention and bi-LSTM),
+``fusion`` (late fusions and DMRN), ``intermediate`` (MMTM, CentralNet between encoder stages) and
+``prototypes`` (PMR's prototype classifier) are the blocks; ``localizer`` and ``classifier`` assemble them;
+``base`` holds the ``AVModel`` contract every model follows. ``build_model(**kwargs)`` is the one
+constructor; checkpoints store its kwargs to rebuild a model (``avel.checkpoint.model_from_kwargs``).
 """
 
 from __future__ import annotations
