@@ -72,9 +72,18 @@ class SplitData:
     def device(self) -> torch.device:
         return self.labels.device
 
-    def batch(self, idx: Tensor, train: bool = False, generator: torch.Generator | None = None) -> Batch:
+    def batch(
+        self,
+        idx: Tensor,
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        buffers: dict[str, Tensor] | None = None,
+    ) -> Batch:
+        """Rows ``idx`` as model inputs; with ``buffers`` the stored rows are gathered into tensors kept
+        there and reused by the next call (overwritten by it)."""
         idx = idx.to(self.device)
-        audio, visual = self.audio[idx], self.visual[idx]
+        audio = _gather(self.audio, idx, buffers, "audio")
+        visual = _gather(self.visual, idx, buffers, "visual")
         if self.transform is not None:
             audio, visual = self.transform(audio, visual, idx, train, generator)
         return Batch(audio, visual, self.labels[idx], idx)
@@ -88,14 +97,31 @@ class SplitData:
         indices: Tensor | None = None,
         train: bool = False,
         drop_last: bool = False,
+        reuse: bool = False,
     ) -> Iterator[Batch]:
-        """Mini-batches over ``indices`` (default: every row), shuffled with ``generator`` if asked."""
+        """Mini-batches over ``indices`` (default: every row), shuffled with ``generator`` if asked.
+
+        ``reuse``: every batch gathers its rows into the same tensors, so each batch's inputs are valid until
+        the next is asked for (a training step that finishes its backward first). It saves a fresh
+        allocation per batch, which on a CPU costs more than the copy itself (64 MB of AVE maps per batch).
+        """
         order = indices if indices is not None else torch.arange(len(self))
         if shuffle:
             order = order[torch.randperm(len(order), generator=generator)]
         stop = len(order) - (len(order) % batch_size if drop_last else 0)
+        buffers: dict[str, Tensor] | None = {} if reuse else None
         for start in range(0, stop, batch_size):
-            yield self.batch(order[start : start + batch_size], train=train, generator=generator)
+            yield self.batch(order[start : start + batch_size], train, generator, buffers)
+
+
+def _gather(stored: Tensor, idx: Tensor, buffers: dict[str, Tensor] | None, key: str) -> Tensor:
+    """stored[idx] (rows), into ``buffers[key]`` when given (made or remade to the batch's shape)."""
+    if buffers is None:
+        return stored.index_select(0, idx)
+    shape = (len(idx), *stored.shape[1:])
+    if key not in buffers or buffers[key].shape != shape:
+        buffers[key] = stored.new_empty(shape)
+    return torch.index_select(stored, 0, idx, out=buffers[key])
 
 
 @dataclass

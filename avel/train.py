@@ -180,7 +180,10 @@ def train_one_epoch(
     meter = EpochMeter()
     amp = cfg.amp and bf16_supported(train.device)
     rows = getattr(balancer, "train_indices", lambda split: None)(train)  # None: every row
-    for batch in train.batches(cfg.batch_size, shuffle=True, generator=generator, indices=rows, train=True):
+    batches = train.batches(
+        cfg.batch_size, shuffle=True, generator=generator, indices=rows, train=True, reuse=True
+    )
+    for batch in batches:
         with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=amp):
             result = balancer.training_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)

@@ -213,7 +213,7 @@ def main() -> None:
     ap.add_argument("--variants", default="fp32,bf16", help="fp32, bf16 (autocast) and/or compile")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     args = ap.parse_args()
-    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")  # the reference order
+    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")  # the reference order
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from avel.data import _rows, load_splits, row_runs
+from avel.data import SplitData, _rows, load_splits, row_runs
 
 
 def test_row_runs_groups_consecutive_rows():
@@ -35,3 +35,14 @@ def test_features_splits_hold_the_split_rows_of_the_file(features_h5):
         np.testing.assert_array_equal(data.val.labels.numpy(), f["segment_labels"][()][rows])
     assert data.val.visual.dtype == torch.float32 and data.test is None
     assert torch.equal(data.val.rows, torch.from_numpy(rows))
+
+
+def test_reused_batches_hold_the_same_rows_in_one_buffer():
+    split = SplitData(torch.arange(30.0).view(10, 3), torch.arange(40.0).view(10, 4), torch.arange(10))
+    plain = [(b.audio.clone(), b.visual.clone()) for b in split.batches(4)]
+    seen, pointers = [], set()
+    for b in split.batches(4, reuse=True):
+        seen.append((b.audio.clone(), b.visual.clone()))  # valid until the next batch is asked for
+        pointers.add(b.visual.data_ptr())
+    assert all(torch.equal(a, c) and torch.equal(v, w) for (a, v), (c, w) in zip(plain, seen, strict=True))
+    assert len(pointers) == 2  # two full batches share a buffer; the short last one gets its own
