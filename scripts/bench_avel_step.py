@@ -158,6 +158,21 @@ def peak_memory(device: torch.device) -> str:
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB (process peak RSS)"
 
 
+def profile_loops(fusion: str, ref: ReferenceLoop, variants: dict, gens: dict, n: int) -> None:
+    """torch.profiler's top operators (self CPU time) of one epoch of each loop."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    runs = {"reference": lambda: ref.epoch(torch.randperm(n).numpy())}
+    runs |= {k: (lambda loop=loop, k=k: loop.epoch(gens[k])) for k, loop in variants.items()}
+    for k, fn in runs.items():
+        with profile(activities=acts) as prof:
+            fn()
+        print(f"# profile {fusion} {k}")
+        ops = prof.key_averages()
+        print(ops.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
+
+
 def bench_fusion(fusion: str, args, device: torch.device) -> dict[str, float]:
     n = args.steps * args.batch_size
     rng = np.random.default_rng(0)
@@ -193,6 +208,8 @@ def bench_fusion(fusion: str, args, device: torch.device) -> dict[str, float]:
             order = torch.randperm(n, generator=copy_generator(gens[k])).numpy()
             times["reference"].append(timed(lambda order=order: ref.epoch(order), device))
             times[k].append(timed(lambda loop=loop, k=k: loop.epoch(gens[k]), device))
+    if args.profile:
+        profile_loops(fusion, ref, variants, gens, n)
     med = {k: statistics.median(v) for k, v in times.items() if v}
     for k, s in med.items():
         ratio = med["reference"] / s
@@ -212,6 +229,7 @@ def main() -> None:
     ap.add_argument("--fusions", default="concat,dmrn")
     ap.add_argument("--variants", default="fp32,bf16", help="fp32, bf16 (autocast) and/or compile")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
+    ap.add_argument("--profile", action="store_true", help="also print each loop's top operators")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")  # the reference order
     device = torch.device(args.device)
