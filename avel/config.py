@@ -24,6 +24,7 @@ class TrainConfig:
     model: str = "avel"  # avel (temporal localizer) | resnet18 (clip classifier)
     fusion: str = "concat"  # avel: concat | dmrn; resnet18: concat | sum | film | gated | mmtm | centralnet
     mmtm_gate: str = "paper"  # MMTM gates: paper (2·sigmoid) | code (sigmoid, the released code)
+    mmtm_head: str = "concat"  # after MMTM: concat | mean (of two uni-modal heads, the released code)
     centralnet_unimodal_loss: bool = True  # CentralNet: uni-modal heads' losses added (the paper)
     modality: str = "both"  # both | audio | visual (uni-modal baselines)
     width: int = 64  # ResNet18 base width (64 = standard; 8-16 for CPU runs)

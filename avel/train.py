@@ -111,6 +111,7 @@ def _model_kwargs(
     }
     if cfg.fusion == "mmtm":
         kwargs["mmtm_gate"] = cfg.mmtm_gate
+        kwargs["mmtm_head"] = cfg.mmtm_head
     if cfg.fusion == "centralnet":
         kwargs["centralnet_unimodal_loss"] = cfg.centralnet_unimodal_loss
     if cfg.model != "avel":

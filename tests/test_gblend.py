@@ -74,6 +74,8 @@ def test_blended_loss_by_hand():
     ce = [float(F.cross_entropy(x, batch.labels).detach()) for x in heads]
     assert float(result.loss.detach()) == pytest.approx(0.2 * ce[0] + 0.5 * ce[1] + 0.3 * ce[2], rel=1e-5)
     assert torch.allclose(result.output.logits, model.base.fuse(z_a, z_v).logits)  # predict = fused
+    gb.weights = torch.tensor([0.0, 0.0, 1.0])  # new weights reach the next step (device copy refreshed)
+    assert float(gb.training_loss(model, batch).loss.detach()) == pytest.approx(ce[2], rel=1e-5)
     mm = GBlendModel(model.base, predict="mean")
     mean = mm.fuse(z_a, z_v).logits
     ref = (model.base.fuse(z_a, z_v).logits + mm.head_audio(z_a) + mm.head_visual(z_v)) / 3

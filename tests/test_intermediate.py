@@ -77,6 +77,14 @@ def test_mmtm_classifier_exchanges_information_and_splits_logits():
     z_a2, _ = m.encode(AUDIO, torch.randn_like(VISUAL))
     assert not torch.allclose(z_a2, out.z_audio)  # the audio stream sees the visual one (MMTM)
     assert m.encode(AUDIO, VISUAL)[0].shape == (2, 64)
+    mean = build_model("resnet18", "mmtm", input_mode="e2e", num_classes=5, width=8, mmtm_head="mean").eval()
+    o = mean(AUDIO, VISUAL)  # the released code's head: (fc_a(z_a) + fc_v(z_v)) / 2
+    by_hand = (mean.head.fc_a(o.z_audio) + mean.head.fc_v(o.z_visual)) / 2
+    assert torch.allclose(o.logits, by_hand, atol=1e-6) and torch.allclose(
+        o.logits_audio * 2, mean.head.fc_a(o.z_audio)
+    )
+    with pytest.raises(ValueError, match=r"unknown MMTM head 'sum'; valid: \['concat', 'mean'\]"):
+        build_model("resnet18", "mmtm", input_mode="e2e", width=8, mmtm_head="sum")
     own = {id(p) for _, p in m.branch_parameters("audio")} | {id(p) for _, p in m.branch_parameters("visual")}
     assert all(id(p) not in own for p in m.mmtm.parameters())  # MMTMs belong to neither stream
 
@@ -122,13 +130,14 @@ def _cfg(data, out, **kw):
 
 @pytest.mark.parametrize("fusion", ["mmtm", "centralnet"])
 def test_real_training_with_pmr_and_checkpoint_rebuild(tiny_h5, tmp_path, fusion):
-    cfg = _cfg(tiny_h5, tmp_path / fusion, fusion=fusion, balance="pmr", mmtm_gate="code")
+    cfg = _cfg(tiny_h5, tmp_path / fusion, fusion=fusion, balance="pmr", mmtm_gate="code", mmtm_head="mean")
     res = run_training(cfg, log=lambda s: None)
     assert 0.0 <= res["test_accuracy"] <= 1.0 and "test_audio_accuracy" in res
     model, ckpt = model_from_checkpoint(tmp_path / fusion / "best.pt")
     assert model.fusion_name == fusion
     if fusion == "mmtm":
         assert ckpt["model_kwargs"]["mmtm_gate"] == "code" and model.mmtm.mmtm["1"].gate_scale == 1.0
+        assert ckpt["model_kwargs"]["mmtm_head"] == "mean" and hasattr(model.head, "fc_a")
     else:
         assert ckpt["model_kwargs"]["centralnet_unimodal_loss"] is True
     assert "mmtm_gate" not in model_kwargs(load_config(None, {"model": "resnet18"}), _Meta())

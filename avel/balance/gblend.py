@@ -187,12 +187,27 @@ class GradientBlending(BalancerHooks):
             task_loss(logits_v, batch.labels),
             output_loss(fused, batch.labels),
         )
-        w = self.weights.to(logits_a.device)
+        w = self.device_weights(logits_a.device)
         loss = w[0] * losses[0] + w[1] * losses[1] + w[2] * losses[2]  # L = Σ_k w_k L_k (G-Blend §3.3)
         prediction = fused.logits if model.predict == "fused" else (fused.logits + logits_a + logits_v) / 3
         out = ModelOutput(prediction, fused.z_audio, fused.z_visual, logits_a, logits_v)
         logs = {f"loss_{h}": x.detach() for h, x in zip(HEADS, losses, strict=True)}
         return StepResult(loss, out, logs)
+
+    @property
+    def weights(self) -> Tensor:
+        """(w_audio, w_visual, w_fused) on the CPU."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, value: Tensor) -> None:
+        self._weights, self._device_weights = value.float().cpu(), None
+
+    def device_weights(self, device: torch.device) -> Tensor:
+        """The weights on the training device, copied there once per change (not once per step)."""
+        if self._device_weights is None or self._device_weights.device != torch.device(device):
+            self._device_weights = self._weights.to(device)
+        return self._device_weights
 
     def epoch_logs(self) -> dict[str, float]:
         return {f"w_{h}": float(self.weights[i]) for i, h in enumerate(HEADS)} | self.estimate

@@ -58,6 +58,7 @@ def build_model(
     pretrained: bool = False,
     hidden: int = 128,
     mmtm_gate: str = "paper",
+    mmtm_head: str = "concat",
     centralnet_unimodal_loss: bool = True,
 ) -> AVModel:
     """An AVEL localizer (``family="avel"``, per segment, background = the last class) or a ResNet18 clip
@@ -72,7 +73,8 @@ def build_model(
     if fusion in INTERMEDIATE_FUSIONS:
         if modality != "both":
             raise ValueError(f"fusion {fusion!r} fuses inside the encoders: it needs both modalities")
-        options = {"gate": mmtm_gate} if fusion == "mmtm" else {"unimodal_loss": centralnet_unimodal_loss}
+        mmtm = {"gate": mmtm_gate, "head": mmtm_head}
+        options = mmtm if fusion == "mmtm" else {"unimodal_loss": centralnet_unimodal_loss}
         return _intermediate(family, fusion, num_classes, width, pretrained, **options)
     if family == "cgmnist":
         return CGClassifier(fusion, num_classes=num_classes, modality=modality)

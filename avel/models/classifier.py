@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from avel.models.base import AVModel, ModelOutput, fill_missing
 from avel.models.encoders import AudioEncoder, CGConvNet, VisualEncoder
-from avel.models.fusion import CLASSIFIER_FUSIONS, ConcatFusion, UniModal
+from avel.models.fusion import CLASSIFIER_FUSIONS, ConcatFusion, MeanFusion, UniModal
 from avel.models.intermediate import CentralBranch, MMTMStreams, StagedEncoder
 
 
@@ -67,11 +67,15 @@ class CGClassifier(AVClassifier):
         return CGConvNet(1), CGConvNet(3), 512
 
 
+MMTM_HEADS: dict[str, type[nn.Module]] = {"concat": ConcatFusion, "mean": MeanFusion}
+
+
 class MMTMClassifier(AVModel):
-    """Two staged encoders with MMTMs between their last stages, then concatenation (PMR Table 3).
+    """Two staged encoders with MMTMs between their last stages, then a late head (PMR Table 3).
 
     ``encode`` runs the two streams interleaved (the MMTMs exchange information mid-encoder) and returns
-    each stream's pooled output: the uni-modal representations PMR reads. ``fuse`` is the concat head.
+    each stream's pooled output: the uni-modal representations PMR reads. ``fuse`` is the head:
+    concatenation (``head="concat"``) or the released code's mean of two uni-modal heads (``"mean"``).
     """
 
     fusion_name = "mmtm"
@@ -86,12 +90,15 @@ class MMTMClassifier(AVModel):
         dim: int,
         points: tuple[int, ...] = (1, 2, 3),
         gate: str = "paper",
+        head: str = "concat",
     ):
         super().__init__()
+        if head not in MMTM_HEADS:
+            raise ValueError(f"unknown MMTM head {head!r}; valid: {list(MMTM_HEADS)}")
         self.num_classes, self.background, self.z_dim = num_classes, None, dim
         self.audio_branch, self.visual_branch = audio, visual
         self.mmtm = MMTMStreams(audio, visual, points, gate)
-        self.head = ConcatFusion(dim, num_classes)
+        self.head = MMTM_HEADS[head](dim, num_classes)
 
     def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
         return self.mmtm(self.audio_branch, self.visual_branch, audio, visual)

@@ -28,6 +28,20 @@ class SumFusion(nn.Module):
         return la + lv, la, lv
 
 
+class MeanFusion(nn.Module):
+    """(fc_a(a) + fc_v(v)) / 2: the late head of the released MMTM model (two uni-modal heads averaged)."""
+
+    splits = True
+
+    def __init__(self, dim: int, num_classes: int):
+        super().__init__()
+        self.fc_a, self.fc_v = nn.Linear(dim, num_classes), nn.Linear(dim, num_classes)
+
+    def forward(self, a: Tensor, v: Tensor) -> Split:
+        la, lv = self.fc_a(a) / 2, self.fc_v(v) / 2
+        return la + lv, la, lv
+
+
 class ConcatFusion(nn.Module):
     """fc([a; v]); split exactly: W[:, :D] a + b/2 and W[:, D:] v + b/2 sum to the fused logits."""
 
