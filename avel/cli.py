@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -20,7 +24,69 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-@app.command()
+# Errors whose message says what is wrong with the user's input (file, option, value): one line, exit 2.
+KNOWN_ERRORS = (ValueError, OSError, KeyError)
+_debug = {"on": False}
+
+
+def debugging() -> bool:
+    """``avel --debug ...`` or ``AVEL_DEBUG=1``: errors raise with their traceback."""
+    return _debug["on"] or os.environ.get("AVEL_DEBUG", "") not in ("", "0")
+
+
+def error_message(e: BaseException) -> str:
+    """One line: an OSError as ``FILE: what``, anything else its own message (which names its file)."""
+    if isinstance(e, OSError) and e.strerror and e.filename:
+        return f"{e.filename}: {e.strerror.lower()}"
+    if isinstance(e, KeyError):
+        return f"missing key {e}"
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Known errors -> ``error: ...`` and exit 2, anything else -> one line and exit 1; the traceback
+    only when debugging."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except KNOWN_ERRORS as e:
+            if debugging():
+                raise
+            _fail(error_message(e))
+        except Exception as e:
+            if debugging():
+                raise
+            typer.secho(
+                f"error: unexpected {type(e).__name__}: {error_message(e)} "
+                "(rerun with --debug for the traceback, and please report it)",
+                fg=typer.colors.RED,
+                err=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def command(typer_app: typer.Typer = app, *args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
+    """``typer_app.command`` with the error guard."""
+    return lambda fn: typer_app.command(*args, **kwargs)(_guard(fn))
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(
+        False, "--debug", help="show the full traceback of an error (or AVEL_DEBUG=1)"
+    ),
+) -> None:
+    """avel: audio-visual event localization with modality rebalancing (PMR, OGM-GE, OPM, IPRM)."""
+    _debug["on"] = debug
+
+
+@command()
 def synth(
     out_dir: Path = typer.Argument(
         ..., help="folder to write (OUT_DIR/AVE/<id>.mp4, Annotations.txt, splits)"
@@ -68,7 +134,7 @@ def synth(
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
-@app.command()
+@command()
 def preprocess(
     dataset_dir: Path = typer.Argument(
         ...,
@@ -91,6 +157,9 @@ def preprocess(
     val_fraction: float = typer.Option(0.1, help="clip sets: share of each train class carved into val"),
     val_seed: int = typer.Option(0, help="clip sets: seed of the val draw (recorded in the file)"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    wait: bool = typer.Option(
+        False, "--wait", help="if another run is writing OUT, wait for it (default: refuse)"
+    ),
 ) -> None:
     """Decode every video (decord), take frames and log-spectrograms, write one HDF5 file."""
     from preprocessing.layouts import PreprocessOptions, preprocess_dataset
@@ -107,6 +176,7 @@ def preprocess(
         lists=lists,
         val_fraction=val_fraction,
         val_seed=val_seed,
+        wait=wait,
     )
     try:
         report = preprocess_dataset(dataset_dir, out, options)
@@ -117,7 +187,7 @@ def preprocess(
         raise typer.Exit(1)
 
 
-@app.command("import-features")
+@command(app, "import-features")
 def import_features(
     release_dir: Path = typer.Argument(..., help="folder of the AVE-ECCV18 release (audio_feature.h5, ...)"),
     out: Path = typer.Argument(..., help="features HDF5 file to write"),
@@ -130,7 +200,7 @@ def import_features(
     typer.echo(f"wrote {out}")
 
 
-@app.command()
+@command()
 def cgmnist(
     out: Path = typer.Argument(..., help="HDF5 file to write"),
     mnist: Path = typer.Option(
@@ -156,18 +226,25 @@ def cgmnist(
     typer.echo(f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in rows.items()))
 
 
-@app.command()
-def info(path: Path = typer.Argument(..., help="an avel HDF5 file")) -> None:
+@command()
+def info(
+    path: Path = typer.Argument(..., help="an avel HDF5 file"),
+    verify: bool = typer.Option(False, "--verify", help="read every chunk and name the damaged rows"),
+) -> None:
     """Show what is in an avel HDF5 file: videos, splits, class counts, parameters."""
-    from preprocessing.h5 import describe
+    from preprocessing.h5 import describe, describe_damage
+    from preprocessing.h5 import verify as verify_file
 
-    try:
-        typer.echo(describe(path))
-    except (OSError, ValueError) as e:
-        _fail(str(e))
+    if verify:
+        checked, damaged = verify_file(path)
+        if damaged:
+            _fail(describe_damage(path, damaged))
+    typer.echo(describe(path))
+    if verify:
+        typer.echo(checked)
 
 
-@app.command()
+@command()
 def train(
     data: Path = typer.Argument(None, help="preprocess output or features file (or `data` in --config)"),
     config: Path = typer.Option(None, "--config", "-c", help="TOML config file (configs/*.toml)"),
@@ -234,7 +311,7 @@ def train(
         _fail(str(e))
 
 
-@app.command()
+@command()
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="best.pt / last.pt of a run"),
     data: Path = typer.Argument(..., help="the HDF5 file to evaluate on"),
@@ -252,7 +329,7 @@ def evaluate(
     typer.echo(text)
 
 
-@app.command()
+@command()
 def predict(
     checkpoint: Path = typer.Argument(..., help="an end-to-end AVEL checkpoint"),
     video: Path = typer.Argument(..., help="a video file (any length >= 1 s)"),
@@ -271,7 +348,7 @@ def predict(
         json_out.write_text(json.dumps(result, indent=2))
 
 
-@app.command()
+@command()
 def extract(
     checkpoint: Path = typer.Argument(..., help="an end-to-end AVEL checkpoint"),
     data: Path = typer.Argument(..., help="the preprocess HDF5 file"),
@@ -291,7 +368,7 @@ def extract(
     typer.echo(f"wrote {out}")
 
 
-@app.command()
+@command()
 def plot(
     run_dirs: list[Path] = typer.Argument(
         ..., help="one or more run directories (e.g. with and without PMR)"
@@ -350,10 +427,10 @@ def _ablate(kind: str):
 
 
 for _kind in ("optimizers", "fusions", "subset", "balancers", "intermediate"):
-    ablate_app.command(_kind)(_ablate(_kind))
+    command(ablate_app, _kind)(_ablate(_kind))
 
 
-@ablate_app.command("table")
+@command(ablate_app, "table")
 def ablate_table(out_dir: Path = typer.Argument(..., help="a grid directory")) -> None:
     """Re-tabulate a grid directory (table.md, table.csv) from its finished runs."""
     from avel.ablate import write_tables
@@ -364,7 +441,7 @@ def ablate_table(out_dir: Path = typer.Argument(..., help="a grid directory")) -
         _fail(str(e))
 
 
-@ablate_app.command("list")
+@command(ablate_app, "list")
 def ablate_list(out_dir: Path = typer.Argument(..., help="a grid directory")) -> None:
     """Each cell and seed of a grid and its state: done / partial / not started / n/a."""
     from avel.ablate import list_grid
@@ -375,7 +452,7 @@ def ablate_list(out_dir: Path = typer.Argument(..., help="a grid directory")) ->
         _fail(str(e))
 
 
-@app.command()
+@command()
 def demo(
     workdir: Path = typer.Option(Path("data/demo"), help="where the demo writes its data and run"),
     videos: int = typer.Option(400, help="videos in the embedded set"),
@@ -388,7 +465,7 @@ def demo(
     run_demo(workdir, videos=videos, classes=classes, epochs=epochs)
 
 
-@app.command("demo-cgmnist")
+@command(app, "demo-cgmnist")
 def demo_cgmnist(
     workdir: Path = typer.Option(Path("data/demo-cgmnist"), help="where the demo writes its data and runs"),
     epochs: int = typer.Option(8, help="training epochs of each run"),

@@ -17,10 +17,11 @@ from preprocessing.h5 import (
     CGMNIST_KIND,
     CLIPS_KIND,
     FEATURES_KIND,
-    KINDS,
     PREPROCESS_KIND,
     SPLIT_NAMES,
     attr_value,
+    damage_error,
+    open_avel,
 )
 
 
@@ -140,23 +141,10 @@ COLOR_MEAN, COLOR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
 def file_kind(path: str | Path) -> str:
-    """The ``kind`` attribute of an avel HDF5 file; a clear error for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with h5py.File(path, "r") as f:
-            kind = f.attrs.get("kind")
-    except OSError as e:
-        raise ValueError(f"{path}: not an HDF5 file ({e})") from None
-    if kind not in KINDS:
-        raise ValueError(
-            f"{path}: not an avel file (attribute kind={kind!r}; expected {PREPROCESS_KIND!r} from "
-            f"`avel preprocess` (AVE), {CLIPS_KIND!r} from `avel preprocess` (clip sets), "
-            f"{FEATURES_KIND!r} from `avel import-features` / `avel extract`, or "
-            f"{CGMNIST_KIND!r} from `avel cgmnist`)"
-        )
-    return str(kind)
+    """The ``kind`` of an avel HDF5 file after its checks (``preprocessing.h5.check_file``): a clear
+    error naming the file for anything else, an unfinished file, or one lacking what its kind needs."""
+    with open_avel(path) as f:
+        return str(attr_value(f.attrs["kind"]))
 
 
 def read_meta(f: h5py.File) -> dict:
@@ -197,11 +185,14 @@ def _rows(ds: h5py.Dataset, rows: np.ndarray, dtype=None) -> np.ndarray:
     indexing (``ds[rows]``) is many times slower on chunked datasets, and reading the whole dataset first
     holds every row in memory.
     """
-    if ds.chunks is None and ds.nbytes <= SMALL_BYTES:  # row metadata: one read, then index
-        return ds[()][rows].astype(dtype or ds.dtype, copy=False)
-    out = np.empty((len(rows), *ds.shape[1:]), dtype or ds.dtype)
-    for at, first, n in row_runs(np.asarray(rows)):
-        ds.read_direct(out, np.s_[first : first + n], np.s_[at : at + n])
+    try:
+        if ds.chunks is None and ds.nbytes <= SMALL_BYTES:  # row metadata: one read, then index
+            return ds[()][rows].astype(dtype or ds.dtype, copy=False)
+        out = np.empty((len(rows), *ds.shape[1:]), dtype or ds.dtype)
+        for at, first, n in row_runs(np.asarray(rows)):
+            ds.read_direct(out, np.s_[first : first + n], np.s_[at : at + n])
+    except OSError as e:  # a chunk failing its checksum: name the file, the dataset and its damaged rows
+        raise damage_error(ds.file.filename, ds, e) from None
     return out
 
 
@@ -226,9 +217,9 @@ def load_splits(
     On a clip file (``avel-clips``): the stored clip, ``frames`` of its frames drawn at random for training
     and ``eval_frames`` (0 = all stored) for evaluation, averaged by the visual encoder.
     """
-    kind = file_kind(path)
     device = torch.device(device)
-    with h5py.File(path, "r") as f:
+    with open_avel(path) as f:
+        kind = str(attr_value(f.attrs["kind"]))
         meta = read_meta(f)
         meta["kind"] = kind
         meta["path"] = str(path)

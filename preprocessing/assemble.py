@@ -19,7 +19,16 @@ import numpy as np
 
 from preprocessing.annotations import SEGMENTS
 from preprocessing.audio import SpecParams, segment_columns
-from preprocessing.h5 import PREPROCESS_KIND, RowsMeta, atomic_h5, commit, row_chunked, set_attrs
+from preprocessing.h5 import (
+    PREPROCESS_KIND,
+    RowsMeta,
+    atomic_h5,
+    commit,
+    create,
+    mark_complete,
+    row_chunked,
+    set_attrs,
+)
 
 SHARD_FIELDS = ("frames", "spectrogram", "duration", "fps", "source_sample_rate")
 SCALARS = {"duration": np.float32, "fps": np.float32, "source_sample_rate": np.int32}
@@ -49,12 +58,17 @@ class Assembler:
         columns = segment_columns(SEGMENTS, spec)
         self.out_h5, self.n = out_h5, n
         self.f = atomic_h5(out_h5)
-        set_attrs(self.f, PREPROCESS_KIND, attrs)
-        meta.write(self.f)
-        self.f.create_dataset("segment_columns", data=columns)
-        self.frames = row_chunked(self.f, "frames", (n, SEGMENTS, k, s, s, 3), np.uint8)
-        shape = (n, spec.n_fft // 2 + 1, int(columns[-1]))
-        self.spectrogram = row_chunked(self.f, "spectrogram", shape, np.float32)
+        try:
+            set_attrs(self.f, PREPROCESS_KIND, attrs)
+            meta.write(self.f)
+            create(self.f, "segment_columns", columns)
+            self.frames = row_chunked(self.f, "frames", (n, SEGMENTS, k, s, s, 3), np.uint8)
+            shape = (n, spec.n_fft // 2 + 1, int(columns[-1]))
+            self.spectrogram = row_chunked(self.f, "spectrogram", shape, np.float32)
+        except BaseException:
+            self.f.close()
+            Path(f"{out_h5}.tmp").unlink(missing_ok=True)
+            raise
         self.values = {name: np.zeros(n, dt) for name, dt in SCALARS.items()}
         self.rows: dict[str, list[int]] = {}
         for i, vid in enumerate(meta.video_id):
@@ -98,7 +112,8 @@ class Assembler:
             if keep:
                 self.wait()
                 for name, v in self.values.items():
-                    self.f.create_dataset(name, data=v)
+                    create(self.f, name, v)
+                mark_complete(self.f)
         finally:
             self.thread.shutdown(cancel_futures=True)
             self.f.close()

@@ -82,9 +82,10 @@ def _spectrogram(p: SpecParams) -> torchaudio.transforms.Spectrogram:
 def log_spectrogram(wave: np.ndarray, p: SpecParams = SpecParams()) -> np.ndarray:
     """(F=257, L) float32 standardised log-magnitude spectrogram of a mono waveform."""
     spec = _spectrogram(p)(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))  # (F, L)
-    x = torch.log(spec + p.eps)  # log(|X| + eps)
-    x = (x - x.mean()) / x.std().clamp_min(1e-8)  # per-clip standardisation
-    return x.to(torch.float32).numpy()
+    x = torch.log(spec + p.eps).numpy()  # log(|X| + eps)
+    # per-clip standardisation; NumPy's float64 sums give the same bits whatever torch's thread count
+    mean, std = x.mean(dtype=np.float64), x.std(dtype=np.float64, ddof=1)
+    return ((x - mean) / max(std, 1e-8)).astype(np.float32)
 
 
 def num_columns(samples: int, p: SpecParams = SpecParams()) -> int:

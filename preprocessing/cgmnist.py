@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from preprocessing.h5 import CGMNIST_KIND, STR, atomic_h5, commit, set_attrs
+from preprocessing.h5 import CGMNIST_KIND, create, set_attrs, strings, write_h5
 
 CLASSES = [str(d) for d in range(10)]
 MODALITIES = ("gray", "colored")  # PMR's modality 1 and 2: avel's first (audio) and second (visual) slot
@@ -161,7 +161,7 @@ def write_cgmnist(
     colored = colorize(gray, cc, color_var, rng)
     n_train = len(train_images)
     splits = {"train": train_rows, "val": val_rows, "test": n_train + np.arange(len(test_images))}
-    with atomic_h5(path) as f:
+    with write_h5(path, "avel cgmnist") as f:
         set_attrs(
             f,
             CGMNIST_KIND,
@@ -178,12 +178,11 @@ def write_cgmnist(
                 **(extra_attrs or {}),
             },
         )
-        f.create_dataset("gray", data=gray, chunks=(min(len(gray), 1024), IMAGE_SIZE, IMAGE_SIZE))
-        f.create_dataset("colored", data=colored, chunks=(min(len(gray), 1024), IMAGE_SIZE, IMAGE_SIZE, 3))
-        f.create_dataset("label", data=labels)
-        f.create_dataset("category", data=np.array([CLASSES[i] for i in labels], dtype=object), dtype=STR)
-        f.create_dataset("color_class", data=cc)
+        create(f, "gray", gray, chunks=(min(len(gray), 1024), IMAGE_SIZE, IMAGE_SIZE))
+        create(f, "colored", colored, chunks=(min(len(gray), 1024), IMAGE_SIZE, IMAGE_SIZE, 3))
+        create(f, "label", labels)
+        create(f, "category", strings(CLASSES[i] for i in labels))
+        create(f, "color_class", cc)
         for name, rows in splits.items():
-            f.create_dataset(f"splits/{name}", data=rows.astype(np.int64))
-    commit(path)
+            create(f, f"splits/{name}", rows.astype(np.int64))
     return {k: len(v) for k, v in splits.items()}

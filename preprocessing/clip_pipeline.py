@@ -27,7 +27,19 @@ import numpy as np
 from preprocessing.audio import SpecParams, fit_length, load_audio, log_spectrogram, num_columns
 from preprocessing.audio import source_sample_rate as read_source_rate
 from preprocessing.clips import Clip, ClipList
-from preprocessing.h5 import CLIPS_KIND, STR, atomic_h5, commit, copy_rows, row_chunked, set_attrs
+from preprocessing.h5 import (
+    CLIPS_KIND,
+    atomic_h5,
+    check_output,
+    commit,
+    copy_rows,
+    create,
+    mark_complete,
+    row_chunked,
+    set_attrs,
+    strings,
+)
+from preprocessing.lock import output_lock
 from preprocessing.pipeline import PreprocessReport, _first_line, _init_worker
 from preprocessing.video import frame_indices, open_video, resize_center_crop, video_info
 
@@ -160,10 +172,20 @@ def preprocess_clips(
     *,
     workers: int = 1,
     progress: bool = True,
+    wait: bool = False,
 ) -> PreprocessReport:
-    """Decode every clip of ``clip_list`` into ``out_h5`` (kind ``avel-clips``); failures in the report."""
+    """Decode every clip of ``clip_list`` into ``out_h5`` (kind ``avel-clips``); failures in the report.
+    One run per output (``output_lock``): a second run on the same file refuses, naming the first."""
     params.check()
     out_h5 = Path(out_h5)
+    check_output(out_h5)
+    with output_lock(out_h5, "avel preprocess", wait=wait):
+        return _preprocess_clips(clip_list, out_h5, params, workers, progress)
+
+
+def _preprocess_clips(
+    clip_list: ClipList, out_h5: Path, params: ClipParams, workers: int, progress: bool
+) -> PreprocessReport:
     spec = SpecParams()
     n, f, s = len(clip_list.clips), params.frames, params.frame_size
     width = num_columns(round(params.audio_seconds * spec.sample_rate), spec)
@@ -228,23 +250,23 @@ def _write_meta(fh, clip_list: ClipList, keep: np.ndarray, values: dict, params:
             return ""
         return os.path.relpath(p, base) if p.is_absolute() == base.is_absolute() else str(p)
 
-    fh.create_dataset("clip_id", data=np.array([c.clip_id for c in clips], dtype=object), dtype=STR)
-    fh.create_dataset("category", data=np.array([c.label for c in clips], dtype=object), dtype=STR)
-    fh.create_dataset("label", data=clip_list.labels()[keep])
-    fh.create_dataset("video_path", data=np.array([rel(c.video) for c in clips], dtype=object), dtype=STR)
-    fh.create_dataset("audio_path", data=np.array([rel(c.audio) for c in clips], dtype=object), dtype=STR)
+    create(fh, "clip_id", strings([c.clip_id for c in clips]))
+    create(fh, "category", strings([c.label for c in clips]))
+    create(fh, "label", clip_list.labels()[keep])
+    create(fh, "video_path", strings([rel(c.video) for c in clips]))
+    create(fh, "audio_path", strings([rel(c.audio) for c in clips]))
     nan = float("nan")
     for name in ("start", "end"):
         v = [nan if getattr(c, name) is None else getattr(c, name) for c in clips]
-        fh.create_dataset(name, data=np.array(v, dtype=np.float32))
-    fh.create_dataset("list_line", data=np.array([c.line for c in clips], dtype=np.int64))
+        create(fh, name, np.array(v, dtype=np.float32))
+    create(fh, "list_line", np.array([c.line for c in clips], dtype=np.int64))
     for name, v in values.items():
-        fh.create_dataset(name, data=v[keep])
+        create(fh, name, v[keep])
     new_index = np.full(len(clip_list.clips), -1, dtype=np.int64)
     new_index[keep] = np.arange(len(keep))
     for name, rows in clip_list.splits().items():
         r = new_index[rows]
-        fh.create_dataset(f"splits/{name}", data=r[r >= 0])
+        create(fh, f"splits/{name}", r[r >= 0])
     attrs = {
         **asdict(params),
         **asdict(spec),
@@ -260,3 +282,4 @@ def _write_meta(fh, clip_list: ClipList, keep: np.ndarray, values: dict, params:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     set_attrs(fh, CLIPS_KIND, attrs)
+    mark_complete(fh)  # last: the file is whole

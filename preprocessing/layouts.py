@@ -45,6 +45,7 @@ class PreprocessOptions:
     val_fraction: float = 0.1  # layouts without a val split: share of each train class carved into val
     val_seed: int = 0
     classes: list[str] | None = None  # class order (default: the layout's own)
+    wait: bool = False  # another run writing the same output: wait for it (default: refuse at once)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ def preprocess_dataset(
             audio_pad=o.audio_pad,
             progress=o.progress,
             classes=o.classes,
+            wait=o.wait,
         )
     clip_list = layout.list_clips(Path(path), o)
     params = clip_params(
@@ -126,4 +128,4 @@ def preprocess_dataset(
         frame_size=o.frame_size,
         audio_seconds=o.audio_seconds,
     )
-    return preprocess_clips(clip_list, out_h5, params, workers=o.workers, progress=o.progress)
+    return preprocess_clips(clip_list, out_h5, params, workers=o.workers, progress=o.progress, wait=o.wait)

@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from preprocessing.annotations import SEGMENTS, load_ave
+from preprocessing.annotations import SEGMENTS, AVEAnnotations, load_ave
 from preprocessing.assemble import Assembler, assemble_from_shards, write_shard
 from preprocessing.audio import SpecParams, fit_length, load_audio, log_spectrogram, segment_columns
 from preprocessing.audio import source_sample_rate as read_source_rate
 from preprocessing.ave import ave_video_path
-from preprocessing.h5 import RowsMeta
+from preprocessing.h5 import RowsMeta, check_output
+from preprocessing.lock import output_lock
 from preprocessing.video import open_video, read_frames, video_info
 
 AUDIO_PADS = ("zero", "tile")
@@ -257,16 +258,42 @@ def preprocess(
     audio_pad: str = "zero",
     progress: bool = True,
     classes: list[str] | None = None,
+    wait: bool = False,
 ) -> PreprocessReport:
-    """Decode every video of an AVE-layout folder (AVE/<id>.mp4, Annotations.txt, *Set.txt) into OUT.h5."""
+    """Decode every video of an AVE-layout folder (AVE/<id>.mp4, Annotations.txt, *Set.txt) into OUT.h5.
+
+    One run per output: a second run on the same OUT.h5 refuses at once, naming the first (``wait``:
+    waits for it instead); everything the run writes (OUT.h5.tmp, OUT.h5.parts/) is under that lock.
+    """
     if audio_pad not in AUDIO_PADS:
         raise ValueError(f"unknown audio_pad {audio_pad!r}; valid: {list(AUDIO_PADS)}")
     if frame_size < 1 or frames_per_segment < 1:
         raise ValueError(
             f"frame_size and frames_per_segment must be >= 1, got {frame_size}, {frames_per_segment}"
         )
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
     dataset_dir, out_h5 = Path(dataset_dir), Path(out_h5)
+    if not dataset_dir.is_dir():
+        raise FileNotFoundError(f"{dataset_dir}: no such folder (an AVE-layout dataset folder)")
     ann = load_ave(dataset_dir, classes=classes)
+    check_output(out_h5)
+    with output_lock(out_h5, "avel preprocess", wait=wait):
+        return _preprocess_locked(
+            dataset_dir, out_h5, ann, workers, frame_size, frames_per_segment, audio_pad, progress
+        )
+
+
+def _preprocess_locked(
+    dataset_dir: Path,
+    out_h5: Path,
+    ann: AVEAnnotations,
+    workers: int,
+    frame_size: int,
+    frames_per_segment: int,
+    audio_pad: str,
+    progress: bool,
+) -> PreprocessReport:
     spec = SpecParams()
     decode = DecodeParams(frame_size, frames_per_segment, SEGMENTS, audio_pad)
     params = {**asdict(decode), **asdict(spec)}
