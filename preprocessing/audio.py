@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torchaudio
 
+from preprocessing.quiet import quiet_stderr
+
 
 @dataclass(frozen=True)
 class SpecParams:
@@ -30,7 +32,8 @@ class SpecParams:
 def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     """(S,) float32 mono waveform resampled to ``sample_rate`` by decord (stereo is mixed to mono)."""
     try:
-        reader = decord.AudioReader(str(path), sample_rate=sample_rate, mono=True)
+        with quiet_stderr():
+            reader = decord.AudioReader(str(path), sample_rate=sample_rate, mono=True)
     except decord.DECORDError as e:
         if "audio stream" in str(e):
             raise ValueError(f"{path}: no audio stream") from None

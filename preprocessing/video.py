@@ -14,6 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from preprocessing.quiet import quiet_stderr
+
+decord.logging.set_level(decord.logging.QUIET)  # FFmpeg's log lines; errors reach the caller as exceptions
+
 
 def frame_times(segments: int, frames_per_segment: int) -> np.ndarray:
     """(T, K) sample times in seconds: K evenly spaced times inside each second."""
@@ -44,7 +48,10 @@ def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def open_video(path: str | Path) -> decord.VideoReader:
-    return decord.VideoReader(str(path), num_threads=1)
+    """A decord reader; decord's and FFmpeg's own error lines are kept off the terminal (the caller
+    reports the problem in one line)."""
+    with quiet_stderr():
+        return decord.VideoReader(str(path), num_threads=1)
 
 
 def video_info(reader: decord.VideoReader) -> tuple[int, float]:

@@ -111,7 +111,7 @@ GOOD_ROWS = [0, 1, 2, 4]  # annotation rows whose video decodes
 def test_rows_labels_and_splits(result):
     out, report = result
     with h5py.File(out, "r") as f:
-        assert f.attrs["kind"] == "avel-preprocess" and f.attrs["schema_version"] == 1
+        assert f.attrs["kind"] == "avel-preprocess" and f.attrs["schema_version"] == 2
         assert json.loads(f.attrs["classes"]) == [
             "Bark",
             "Frying (food)",
