@@ -6,6 +6,7 @@ checkpoint intact and a resumed run continues from a consistent state.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from avel import config as config_mod
 from avel.models import build_model
 from avel.models.base import AVModel
+from preprocessing.h5 import CGMNIST_KIND, FEATURES_KIND, PREPROCESS_KIND, attr_value, open_avel
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -57,6 +59,68 @@ def model_from_checkpoint(
     model = model_from_kwargs(kwargs, config_mod.balancer_options(cfg))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), ckpt
+
+
+def data_signature(path: str | Path) -> dict[str, Any]:
+    """What a model needs to know of a data file before reading it: kind, class count, feature sizes."""
+    with open_avel(path) as f:
+        sig: dict[str, Any] = {"kind": str(attr_value(f.attrs["kind"]))}
+        sig["classes"] = len(json.loads(attr_value(f.attrs["classes"])))
+        sig["attrs"] = {k: attr_value(v) for k, v in f.attrs.items()}
+        if sig["kind"] == FEATURES_KIND:
+            v = f["visual"].shape  # (N, T, h, w, C)
+            sig.update(audio_dim=int(f["audio"].shape[-1]), visual_dim=int(v[-1]), regions=int(v[2] * v[3]))
+    return sig
+
+
+def _data_text(sig: dict[str, Any]) -> str:
+    if sig["kind"] == FEATURES_KIND:
+        return (
+            f"a features file (audio {sig['audio_dim']}-d, visual {sig['regions']} regions x "
+            f"{sig['visual_dim']}, {sig['classes']} labels)"
+        )
+    if sig["kind"] == PREPROCESS_KIND:
+        return f"an `avel preprocess` file of frames and spectrograms ({sig['classes']} labels)"
+    return f"a {sig['kind']} file ({sig['classes']} labels)"
+
+
+def _trained_text(kw: dict[str, Any]) -> str:
+    family, mode = kw.get("family", "avel"), kw.get("input_mode", "features")
+    if family == "avel" and mode == "features":
+        return (
+            f"an AVEL model trained on a features file (audio {kw.get('audio_dim')}-d, visual "
+            f"{kw.get('regions')} regions x {kw.get('visual_dim')}, {kw.get('num_classes')} labels)"
+        )
+    if family == "cgmnist":
+        return f"a CG-MNIST model ({kw.get('num_classes')} classes)"
+    return f"a {family} model trained end to end on frames and spectrograms ({kw.get('num_classes')} outputs)"
+
+
+def check_checkpoint_data(ckpt: dict[str, Any], checkpoint: str | Path, data: str | Path) -> None:
+    """Refuse, in one line naming both sides, a data file the checkpoint's model cannot read: another
+    input mode or model family, other feature sizes, another number of classes."""
+    kw = ckpt["model_kwargs"]
+    sig = data_signature(data)
+    family, mode = kw.get("family", "avel"), kw.get("input_mode", "features")
+    need = {"cgmnist": CGMNIST_KIND, "resnet18": PREPROCESS_KIND}.get(family)
+    if need is None:
+        need = FEATURES_KIND if mode == "features" else PREPROCESS_KIND
+    outputs = sig["classes"] - (1 if family == "resnet18" else 0)  # clip classifiers have no background
+    bad = sig["kind"] != need or outputs != kw.get("num_classes", outputs)
+    if sig["kind"] == need == FEATURES_KIND:
+        bad |= any(sig[k] != kw.get(k, sig[k]) for k in ("audio_dim", "visual_dim", "regions"))
+    if bad:
+        raise ValueError(
+            f"{checkpoint} is {_trained_text(kw)}, but {data} is {_data_text(sig)}; "
+            "give a data file like the one the model was trained on"
+        )
+    for key, trained in ckpt.get("data_params", {}).items():  # how the frames and spectrograms were made
+        have = sig["attrs"].get(key)
+        if have is not None and have != trained:
+            raise ValueError(
+                f"{checkpoint} was trained on data with {key} = {trained!r}, but {data} has "
+                f"{key} = {have!r}; preprocess the videos with the same parameters"
+            )
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:

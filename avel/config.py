@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,51 +98,217 @@ def field_names() -> list[str]:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """Convert a value (possibly a CLI string) to the type of the field's default."""
+    """Convert a value (possibly a CLI string) to the type of the field's default; a value of another
+    type (``lr = "fast"``, ``epochs = 1.5``) raises ValueError saying which type is expected."""
     default = getattr(TrainConfig(), name)
     if isinstance(value, str) and not isinstance(default, str):
         if isinstance(default, bool):
             if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
-                raise ValueError(f"config key {name!r}: expected true/false, got {value!r}")
+                raise ValueError("expected true or false")
             return value.lower() in {"true", "1", "yes"}
         if isinstance(default, list):
-            return [type(default[0])(v) for v in value.replace(" ", "").strip("[]").split(",") if v]
-        return type(default)(value)
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(default, str) and not isinstance(value, str):
+            items = [v for v in value.replace(" ", "").strip("[]").split(",") if v]
+            return [_scalar(type(default[0]) if default else str, v) for v in items]
+        return _scalar(type(default), value)
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list like {json.dumps(default)}")
+        return [_scalar(type(default[0]) if default else str, v) for v in value]
+    if isinstance(default, str):
+        if isinstance(value, list | dict | bool):
+            raise ValueError("expected a string")
         return str(value)
-    return value
+    if default is None:
+        return value
+    return _scalar(type(default), value)
 
 
-def apply(cfg: TrainConfig, values: dict[str, Any], source: str) -> TrainConfig:
-    """Return ``cfg`` with ``values`` applied; unknown keys raise ValueError naming ``source``."""
+TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _scalar(kind: type, value: Any) -> Any:
+    """``value`` as ``kind`` (bool, int, float or str), strings parsed; anything else is an error."""
+    try:
+        if kind is bool and isinstance(value, bool) or kind is str and isinstance(value, str):
+            return value
+        if kind in (int, float) and not isinstance(value, bool):
+            if isinstance(value, str):
+                return kind(value)
+            if isinstance(value, int) or kind is float and isinstance(value, float):
+                return kind(value)
+    except ValueError:
+        pass
+    raise ValueError(f"expected {TYPE_NAMES.get(kind, kind.__name__)}")
+
+
+def apply(
+    cfg: TrainConfig, values: dict[str, Any], source: str, lines: dict[str, int] | None = None
+) -> TrainConfig:
+    """Return ``cfg`` with ``values`` applied, each checked for its type and range; errors name ``source``
+    (a file, with the key's line from ``lines``, or the command line, with the option's name)."""
     names = set(field_names())
     unknown = sorted(k for k in values if k.replace("-", "_") not in names)
     if unknown:
         raise ValueError(f"{source}: unknown config key(s) {unknown}; valid keys: {sorted(names)}")
     values = {k.replace("-", "_"): v for k, v in values.items() if v is not None}
-    changes = {k: _coerce(k, v) for k, v in values.items()}
+    changes = {}
+    for key, value in values.items():
+        try:
+            changes[key] = _coerce(key, value)
+            check_value(key, changes[key])
+        except ValueError as e:
+            raise ValueError(f"{_where(source, key, lines)}: {e}") from None
     return dataclasses.replace(cfg, **changes)
 
 
+def _where(source: str, key: str, lines: dict[str, int] | None) -> str:
+    if source == "command line":
+        return f"--{key.replace('_', '-')}"
+    line = (lines or {}).get(key)
+    return f"{source}:{line}: {key}" if line else f"{source}: {key}"
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The line of each key of a TOML file (flat name: ``[pmr] alpha`` -> ``pmr_alpha``)."""
+    out, section = {}, ""
+    for i, line in enumerate(text.splitlines(), 1):
+        m = re.match(r"\s*\[\s*([A-Za-z0-9_-]+)\s*\]", line)
+        if m:
+            section = m.group(1) + "_"
+            continue
+        m = re.match(r"\s*([A-Za-z0-9_-]+)\s*=", line)
+        if m:
+            out.setdefault(f"{section}{m.group(1)}".replace("-", "_"), i)
+    return out
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """A TOML config file as flat keys and each key's line; a syntax error names the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text (UTF-8) file") from None
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(e))
+        where = f"{path}:{m.group(1)}" if m else str(path)
+        raise ValueError(f"{where}: invalid TOML: {str(e).split(' (at line')[0]}") from None
+    flat = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    for section, sub in table.items():  # [pmr] alpha = 2  ->  pmr_alpha
+        if isinstance(sub, dict):
+            flat.update({f"{section}_{k}".replace("-", "_"): v for k, v in sub.items()})
+    return flat, _key_lines(text)
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults < TOML file < overrides (None values in overrides mean "not given")."""
+    """Defaults < TOML file < overrides (None values in overrides mean "not given"); every value checked."""
     cfg = TrainConfig()
     if path:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        with path.open("rb") as f:
-            table = tomllib.load(f)
-        flat = {**{k: v for k, v in table.items() if not isinstance(v, dict)}}
-        for section, sub in table.items():  # [pmr] alpha = 2  ->  pmr_alpha
-            if isinstance(sub, dict):
-                flat.update({f"{section}_{k}".replace("-", "_"): v for k, v in sub.items()})
-        cfg = apply(cfg, flat, str(path))
+        path = resolve_config(path)
+        flat, lines = read_toml(path)
+        cfg = apply(cfg, flat, str(path), lines)
     if overrides:
         cfg = apply(cfg, overrides, "command line")
+    validate(cfg)
     return cfg
+
+
+def resolve_config(path: str | Path) -> Path:
+    """A config file by path, else a shipped config by name (``table4_avel``)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    raise FileNotFoundError(f"config file not found: {path}")
+
+
+# ------------------------------------------------------------------------------------------ checking
+
+POSITIVE = (lambda v: v > 0, "> 0")
+AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+UNIT = (lambda v: 0 <= v <= 1, "in [0, 1]")
+UNIT_OPEN = (lambda v: 0 <= v < 1, "in [0, 1)")
+WINDOW = (lambda v: len(v) == 2 and 0 <= v[0] <= v[1], "two epochs [start, end] with 0 <= start <= end")
+# each key's allowed values, as (test, words for the message)
+RULES: dict[str, tuple[Any, str]] = {
+    "width": AT_LEAST_1,
+    "frames": AT_LEAST_1,
+    "lr": POSITIVE,
+    "momentum": UNIT,
+    "weight_decay": NON_NEGATIVE,
+    "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "step_size": AT_LEAST_1,
+    "milestones": (lambda v: all(m >= 1 for m in v), "epochs >= 1"),
+    "lr_gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "batch_size": AT_LEAST_1,
+    "epochs": AT_LEAST_1,
+    "grad_clip": NON_NEGATIVE,
+    "eval_every": AT_LEAST_1,
+    "modality_eval_every": NON_NEGATIVE,
+    "optimizer": (lambda v: v in ("sgd", "adam", "adagrad"), "one of sgd, adam, adagrad"),
+    "schedule": (
+        lambda v: v in ("none", "step", "multistep", "cosine"),
+        "one of none, step, multistep, cosine",
+    ),
+    "device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v), "auto, cpu, cuda or cuda:N"),
+    "pmr_alpha": NON_NEGATIVE,
+    "pmr_mu": NON_NEGATIVE,
+    "pmr_reg_epochs": NON_NEGATIVE,
+    "pmr_window": WINDOW,
+    "pmr_subset": (lambda v: v == "val" or _fraction(v), "'val' or a fraction of train in (0, 1]"),
+    "pmr_momentum": UNIT_OPEN,
+    "pmr_coef": (lambda v: v in ("paper", "step"), "paper or step"),
+    "ogm_alpha": NON_NEGATIVE,
+    "ogm_window": WINDOW,
+    "ogm_warmup": (lambda v: v is None or v >= 0, ">= 0"),
+    "opm_q_base": UNIT,
+    "opm_lam": NON_NEGATIVE,
+    "opm_p_exe": UNIT,
+    "opm_warmup": NON_NEGATIVE,
+    "iprm_alpha": UNIT,
+    "dropout_p": UNIT_OPEN,
+}
+
+
+def _fraction(v: str) -> bool:
+    try:
+        return 0 < float(v) <= 1
+    except ValueError:
+        return False
+
+
+def check_value(key: str, value: Any) -> None:
+    """ValueError saying the allowed range when ``value`` is outside the one of ``key``."""
+    test, allowed = RULES.get(key, (None, ""))
+    if test is not None and not test(value):
+        raise ValueError(f"{json.dumps(value)} is not allowed: must be {allowed}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Every value in its range and the choices consistent with each other (fusion of the model family,
+    balancer name), before anything is read or written; errors name the key (option) and what is allowed."""
+    from avel.balance import BALANCERS
+    from avel.models import FUSIONS, MODALITY_NAMES, MODEL_FAMILIES
+
+    for key in RULES:
+        if hasattr(cfg, key):
+            try:
+                check_value(key, getattr(cfg, key))
+            except ValueError as e:
+                raise ValueError(f"{key} (--{key.replace('_', '-')}): {e}") from None
+    choices = {
+        "model": list(MODEL_FAMILIES),
+        "fusion": list(FUSIONS.get(cfg.model, ())),
+        "modality": ["both", "audio", "visual", *MODALITY_NAMES.get(cfg.model, ())],
+        "balance": ["none", *BALANCERS],
+    }
+    for key, valid in choices.items():
+        if getattr(cfg, key) not in valid:
+            where = f" for --model {cfg.model}" if key == "fusion" else ""
+            raise ValueError(
+                f"{key} (--{key}) = {getattr(cfg, key)!r}{where}: must be one of {sorted(set(valid))}"
+            )
 
 
 def balancer_options(cfg: TrainConfig) -> dict[str, Any]:

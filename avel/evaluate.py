@@ -209,12 +209,15 @@ def evaluate_checkpoint(
     device: str = "auto",
 ) -> str:
     """``avel evaluate``: full report of a checkpoint on one split: eval.json, confusion.png, a table."""
-    from avel.checkpoint import model_from_checkpoint
+    from avel.checkpoint import check_checkpoint_data, model_from_checkpoint
     from avel.config import resolve_device
     from avel.data import load_splits
 
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"unknown split {split!r}; valid: ['train', 'val', 'test']")
     dev = resolve_device(device)
     model, ckpt = model_from_checkpoint(checkpoint, dev)
+    check_checkpoint_data(ckpt, checkpoint, data_path)
     cfg = ckpt["config"]
     data = load_splits(
         data_path,
@@ -224,8 +227,6 @@ def evaluate_checkpoint(
         eval_frames=cfg.get("eval_frames", 0),
     )
     check_data_params(ckpt, data.meta, str(data_path))
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown split {split!r}; valid: ['train', 'val', 'test']")
     classes = data.meta["classes"]
     has_both = cfg.get("modality", "both") == "both"
     rep = report(model, getattr(data, split), classes, train=data.train if has_both else None)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avel.checkpoint import model_from_checkpoint
+from avel.checkpoint import check_checkpoint_data, model_from_checkpoint
 from avel.config import resolve_device
 from avel.data import load_splits
 from preprocessing.h5 import read_rows_meta, write_features_file
@@ -34,8 +34,8 @@ def extract_features(
     ``visual_checkpoint``: e.g. two uni-modal models, as the AVE release pairs VGGish with VGG19.
     """
     dev = resolve_device(device)
-    audio_model = _encoder_model(checkpoint, dev, "audio")
-    visual_model = _encoder_model(visual_checkpoint or checkpoint, dev, "visual")
+    audio_model = _encoder_model(checkpoint, dev, "audio", data)
+    visual_model = _encoder_model(visual_checkpoint or checkpoint, dev, "visual", data)
     splits = load_splits(data, family="avel", device=dev, augment=False)
     rows_meta = read_rows_meta(data)
     audio: np.ndarray | None = None
@@ -61,8 +61,8 @@ def extract_features(
     return Path(out)
 
 
-def _encoder_model(checkpoint: str | Path, device: torch.device, modality: str):
-    """The localizer of ``checkpoint`` if it has an encoder for ``modality``."""
+def _encoder_model(checkpoint: str | Path, device: torch.device, modality: str, data: str | Path):
+    """The localizer of ``checkpoint`` if it has an encoder for ``modality`` and reads ``data``."""
     model, ckpt = model_from_checkpoint(checkpoint, device)
     meta = ckpt["data_meta"]
     if meta.get("family") != "avel" or meta.get("input_mode") != "e2e":
@@ -70,6 +70,7 @@ def _encoder_model(checkpoint: str | Path, device: torch.device, modality: str):
             f"{checkpoint}: extract needs an end-to-end AVEL model (trained with --model avel on the output "
             "of `avel preprocess`)"
         )
+    check_checkpoint_data(ckpt, checkpoint, data)
     base = model.backbone
     if getattr(base, "modality", "both") not in ("both", modality):
         raise ValueError(f"{checkpoint}: a {base.modality}-only model has no {modality} encoder")

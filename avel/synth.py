@@ -243,10 +243,27 @@ def video_id(rng: np.random.Generator) -> str:
     return "".join(ID_ALPHABET[i] for i in rng.integers(0, len(ID_ALPHABET), 11))
 
 
+def check_synth_config(cfg: SynthConfig) -> None:
+    """Every option in its range, named as on the command line."""
+    checks = [
+        ("--videos", cfg.videos, cfg.videos >= 3, "at least 3 (one video per split: train, val, test)"),
+        ("--classes", cfg.classes, 1 <= cfg.classes <= len(AVE_CLASSES), f"in 1..{len(AVE_CLASSES)}"),
+        ("--fps", cfg.fps, 1 <= cfg.fps <= 120, "in 1..120"),
+        ("--sample-rate", cfg.sample_rate, 8000 <= cfg.sample_rate <= 96000, "in 8000..96000"),
+        ("--channels", cfg.channels, cfg.channels in (1, 2), "1 (mono) or 2 (stereo)"),
+        ("--duration-jitter", cfg.duration_jitter, 0 <= cfg.duration_jitter < cfg.duration - 1, "in [0, 9)"),
+        ("--visual-snr", cfg.visual_snr, 0 < cfg.visual_snr <= 1, "in (0, 1]"),
+        ("--audio-snr-db", cfg.audio_snr_db, -60 <= cfg.audio_snr_db <= 60, "in -60..60"),
+        ("workers", cfg.workers, cfg.workers >= 1, "at least 1"),
+    ]
+    for name, value, ok, allowed in checks:
+        if not ok:
+            raise ValueError(f"{name} {value}: must be {allowed}")
+
+
 def plan_videos(cfg: SynthConfig) -> list[dict[str, Any]]:
     """Label, event span (AVE timing: 66% full length, else 2–9 s anywhere), length and split per video."""
-    if not 1 <= cfg.classes <= len(AVE_CLASSES):
-        raise ValueError(f"classes must be in 1..{len(AVE_CLASSES)}, got {cfg.classes}")
+    check_synth_config(cfg)
     if cfg.frame_size % 2 or cfg.frame_size < 16:
         raise ValueError(f"frame_size must be even and at least 16 (H.264 4:2:0), got {cfg.frame_size}")
     p_bg = {k: v for k, v in asdict(cfg).items() if k.startswith("p_background")}
@@ -284,7 +301,8 @@ def plan_videos(cfg: SynthConfig) -> list[dict[str, Any]]:
 
 
 def assign_splits(plans: list[dict], classes: int, rng: np.random.Generator) -> None:
-    """About 80/10/10 within each class; a class with ≥ 3 videos is in every split, any class in train."""
+    """About 80/10/10 within each class; a class with ≥ 3 videos is in every split, any class in train.
+    A split left empty (classes of fewer than 3 videos) takes a train video of the class with most."""
     for k in range(classes):
         members = [p for p in plans if p["label"] == k]
         rng.shuffle(members)
@@ -292,6 +310,12 @@ def assign_splits(plans: list[dict], classes: int, rng: np.random.Generator) -> 
         n_val = n_test = max(1, round(0.1 * n)) if n >= 3 else 0
         for j, p in enumerate(members):
             p["split"] = "val" if j < n_val else "test" if j < n_val + n_test else "train"
+    for split in ("val", "test"):
+        if not any(p["split"] == split for p in plans):
+            train = [p for p in plans if p["split"] == "train"]
+            per_class = np.bincount([p["label"] for p in train], minlength=classes)
+            donor = [p for p in train if p["label"] == int(per_class.argmax())][-1]
+            donor["split"] = split
 
 
 def make_video(job: tuple[dict, SynthConfig, str]) -> str:

@@ -167,6 +167,33 @@ def make_balancer(cfg: TrainConfig, model: AVModel) -> Balancer:
     return build_balancer(cfg.balance, **config_mod.balancer_options(cfg))
 
 
+# rebalancers that weigh modalities on event segments only (background segments have weight 0)
+EVENT_BALANCERS = ("pmr", "ogm-ge", "ogm", "opm", "iprm")
+
+
+def check_splits(cfg: TrainConfig, data: DataSplits) -> None:
+    """Refuse, before anything is written, splits training cannot use: an empty train, val or test split,
+    or (for the rebalancers that weigh event segments) a train split without any event segment."""
+    for name in ("train", "val", "test"):
+        if len(getattr(data, name)) == 0:
+            why = ""
+            if data.meta.get("skipped_no_event", {}).get(name):
+                why = " (its videos have no event segment, and clip classifiers train on event spans)"
+            raise ValueError(
+                f"{cfg.data}: the {name} split has no rows{why}; training needs rows in train, val and test"
+            )
+    if cfg.balance not in EVENT_BALANCERS or cfg.model != "avel":
+        return
+    background = data.meta["num_classes"] - 1
+    need = ("train", "val") if cfg.balance == "pmr" and cfg.pmr_subset == "val" else ("train",)
+    for name in need:
+        if not bool((getattr(data, name).labels != background).any()):
+            raise ValueError(
+                f"{cfg.data}: the {name} split has no event segment (every segment is background); "
+                f"--balance {cfg.balance} weighs the modalities on event segments"
+            )
+
+
 def train_one_epoch(
     model: AVModel,
     balancer: Balancer,
@@ -275,9 +302,11 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[s
     """Train, select on val, test the selected checkpoint once; returns (and writes) results.json."""
     if not cfg.data:
         raise ValueError("no data file given (avel train DATA.h5 or `data = ...` in the config)")
+    config_mod.validate(cfg)
     device = config_mod.resolve_device(cfg.device)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: is a file; --out names the run directory")
     cfg = config_mod.apply(cfg, {"out": str(run_dir)}, "run")  # the saved config names its own directory
     generator = seed_everything(cfg.seed)
     data = load_splits(
@@ -291,12 +320,14 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[s
     )
     for split, n in data.meta.get("skipped_no_event", {}).items():
         log(f"{cfg.data}: skipped {n} {split} video(s) without an event segment (no clip sample)")
+    check_splits(cfg, data)
     kwargs = model_kwargs(cfg, data)
     model = build_model(**_build_args(kwargs)).to(device)
     balancer = make_balancer(cfg, model)
     model = balancer.prepare_model(model).to(device)
     optimizer = build_optimizer(cfg, model.parameters())
     scheduler = build_scheduler(cfg, optimizer)
+    run_dir.mkdir(parents=True, exist_ok=True)  # only once everything above was found usable
     metrics_path = run_dir / "metrics.jsonl"
     start_epoch, best = 0, {"val_accuracy": -1.0, "epoch": -1}
     last = run_dir / "last.pt"

@@ -3,6 +3,7 @@ unfinished, mismatched checkpoints, empty splits, bad option values, the worker 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -197,3 +198,224 @@ def test_features_file_written_twice_at_once_is_refused(tiny_h5, tmp_path):
         with pytest.raises(OutputLocked, match=rf"f\.h5: avel extract \(pid {os.getpid()} on host"):
             write_features_file(out, meta, np.ones((len(meta), 10, 4)), np.ones((len(meta), 10, 1, 1, 2)), {})
     assert not out.exists()
+
+
+# --------------------------------------------------------------------- 4. checkpoint and data mismatched
+
+TINY = ["--width", "8", "--batch-size", "8", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_h5, features_h5, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpts")
+    runs = {"e2e": (tiny_h5, []), "features": (features_h5, [])}
+    for name, (data, extra) in runs.items():
+        result = invoke("train", data, "--epochs", "1", "--out", root / name, *TINY, *extra)
+        assert result.exit_code == 0, result.output
+    return {name: root / name / "best.pt" for name in runs}
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_checkpoint_and_data_of_another_kind_are_refused(checkpoints, tiny_h5, features_h5, tmp_path):
+    e2e, feats = checkpoints["e2e"], checkpoints["features"]
+    line = _one_error_line(invoke("evaluate", e2e, features_h5, "--out", tmp_path / "a"))
+    assert f"{e2e} is a avel model trained end to end on frames and spectrograms" in line
+    assert f"but {features_h5} is a features file (audio 16-d, visual 4 regions x 8, 5 labels)" in line
+
+    line = _one_error_line(invoke("evaluate", feats, tiny_h5, "--out", tmp_path / "b"))
+    assert f"{feats} is an AVEL model trained on a features file (audio 16-d, visual 4 regions x 8" in line
+    assert f"but {tiny_h5} is an `avel preprocess` file" in line
+
+    line = _one_error_line(invoke("extract", e2e, features_h5, tmp_path / "x.h5"))
+    assert f"but {features_h5} is a features file" in line and not (tmp_path / "x.h5").exists()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_features_of_other_sizes_are_refused(checkpoints, tiny_h5, tmp_path):
+    from preprocessing.h5 import read_rows_meta, write_features_file
+
+    meta = read_rows_meta(tiny_h5)
+    other = tmp_path / "other.h5"  # 4 event classes like the toy features, but 6-d audio and a 3x3 grid
+    write_features_file(other, meta, np.ones((len(meta), 10, 6)), np.ones((len(meta), 10, 3, 3, 8)), {})
+    line = _one_error_line(invoke("evaluate", checkpoints["features"], other))
+    assert "(audio 16-d, visual 4 regions x 8, 5 labels)" in line
+    assert f"but {other} is a features file (audio 6-d, visual 9 regions x 8, 5 labels)" in line
+
+
+def test_predict_with_a_features_model_is_refused(checkpoints, small_ave):
+    video = next((small_ave / "AVE").glob("*.mp4"))
+    line = _one_error_line(invoke("predict", checkpoints["features"], video))
+    assert "trained on precomputed features" in line
+
+
+# ------------------------------------------------------------------------------ 5. empty, unusable splits
+
+
+def test_synth_gives_every_split_a_video_or_refuses():
+    from avel.synth import SynthConfig, plan_videos
+
+    for videos, classes in ((8, 28), (3, 28), (5, 2)):
+        plans = plan_videos(SynthConfig(videos=videos, classes=classes))
+        counts = {s: sum(p["split"] == s for p in plans) for s in ("train", "val", "test")}
+        assert min(counts.values()) >= 1 and sum(counts.values()) == videos, (videos, counts)
+    with pytest.raises(ValueError, match=r"--videos 2: must be at least 3 \(one video per split"):
+        plan_videos(SynthConfig(videos=2))
+
+
+def _with_split(src: Path, dst: Path, name: str, rows: list[int]) -> Path:
+    shutil.copy(src, dst)
+    with h5py.File(dst, "a") as f:
+        del f[f"splits/{name}"]
+        f.create_dataset(f"splits/{name}", data=np.array(rows, dtype=np.int64))
+    return dst
+
+
+def test_train_refuses_empty_splits_before_writing_anything(features_h5, tmp_path):
+    no_val = _with_split(features_h5, tmp_path / "no_val.h5", "val", [])
+    line = _one_error_line(invoke("train", no_val, "--out", tmp_path / "run", *TINY))
+    assert line == (f"error: {no_val}: the val split has no rows; training needs rows in train, val and test")
+    assert not (tmp_path / "run").exists()
+
+
+def test_event_balancers_need_event_segments(features_h5, tmp_path):
+    background = tmp_path / "background.h5"
+    shutil.copy(features_h5, background)
+    with h5py.File(background, "a") as f:
+        f["segment_labels"][...] = 4  # every segment background (4 classes + background)
+    for balance in ("pmr", "ogm-ge"):
+        line = _one_error_line(
+            invoke("train", background, "--balance", balance, "--out", tmp_path / "r", *TINY)
+        )
+        assert (
+            f"{background}: the train split has no event segment" in line and f"--balance {balance}" in line
+        )
+    assert not (tmp_path / "r").exists()
+
+
+# -------------------------------------------------------------------------- 6. options checked up front
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--epochs", "0", "--epochs: 0 is not allowed: must be >= 1"),
+        ("--batch-size", "0", "--batch-size: 0 is not allowed: must be >= 1"),
+        ("--width", "0", "--width: 0 is not allowed: must be >= 1"),
+        ("--lr", "-0.1", "--lr: -0.1 is not allowed: must be > 0"),
+        (
+            "--fusion",
+            "film",
+            "fusion (--fusion) = 'film' for --model avel: must be one of ['concat', 'dmrn']",
+        ),
+        (
+            "--pmr-subset",
+            "2",
+            "--pmr-subset: \"2\" is not allowed: must be 'val' or a fraction of train in (0, 1]",
+        ),
+    ],
+)
+def test_bad_option_values_are_named_before_anything_is_written(
+    features_h5, tmp_path, option, value, message
+):
+    line = _one_error_line(
+        invoke("train", features_h5, option, value, "--out", tmp_path / "run", "--no-progress")
+    )
+    assert line == f"error: {message}"
+    assert not (tmp_path / "run").exists()
+
+
+def test_toml_type_and_syntax_errors_name_file_and_line(features_h5, tmp_path):
+    typed = tmp_path / "typed.toml"
+    typed.write_text('model = "avel"\nlr = "fast"\n')
+    line = _one_error_line(invoke("train", features_h5, "-c", typed, "--out", tmp_path / "run"))
+    assert line == f"error: {typed}:2: lr: expected a number"
+
+    nested = tmp_path / "nested.toml"
+    nested.write_text('epochs = 2\n\n[pmr]\nalpha = "big"\n')
+    line = _one_error_line(invoke("train", features_h5, "-c", nested, "--out", tmp_path / "run"))
+    assert line == f"error: {nested}:4: pmr_alpha: expected a number"
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text("epochs = 2\nlr = \n")
+    line = _one_error_line(invoke("train", features_h5, "-c", broken, "--out", tmp_path / "run"))
+    assert line.startswith(f"error: {broken}:2: invalid TOML: ")
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------ 7. one line, no traceback
+
+
+def _ave_folder(src: Path, dst: Path, annotations: str | None = None, split: str | None = None) -> Path:
+    shutil.copytree(src, dst)
+    if annotations is not None:
+        (dst / "Annotations.txt").write_text(annotations)
+    if split is not None:
+        (dst / "valSet.txt").write_text(split)
+    return dst
+
+
+def test_preprocess_input_errors_are_one_line(small_ave, tmp_path):
+    text = (small_ave / "Annotations.txt").read_text().splitlines()
+    header, first = text[0], text[1]
+    cat, vid, quality, _, _ = first.split("&")
+    cases = {
+        "end": (
+            f"{header}\n{cat}&{vid}&{quality}&0&11\n",
+            None,
+            "Annotations.txt:2: need 0 <= start <= end <= 10",
+        ),
+        "order": (f"{header}\n{cat}&{vid}&{quality}&5&3\n", None, "start=5, end=3"),
+        "split": (
+            None,
+            f"{cat}&nosuchvideo&{quality}&0&10\n",
+            "valSet.txt:1: no matching line in the annotations",
+        ),
+    }
+    for name, (ann_text, split, message) in cases.items():
+        folder = _ave_folder(small_ave, tmp_path / name, ann_text, split)
+        line = _one_error_line(invoke("preprocess", folder, tmp_path / f"{name}.h5", "--no-progress"))
+        assert line.startswith(f"error: {folder}/") and message in line, line
+        assert not list(tmp_path.glob(f"{name}.h5*"))
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    line = _one_error_line(invoke("preprocess", bare, tmp_path / "bare.h5"))
+    assert line == f"error: {bare}/Annotations.txt: no such file (the AVE annotation file)"
+
+    parent_file = tmp_path / "afile"
+    parent_file.write_text("x")
+    line = _one_error_line(invoke("preprocess", small_ave, parent_file / "out.h5"))
+    assert line == f"error: {parent_file}/out.h5: cannot write here, {parent_file} is a file, not a folder"
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    result = CliRunner().invoke(app, ["--debug", "preprocess", str(bare), str(tmp_path / "o.h5")])
+    assert isinstance(result.exception, FileNotFoundError)  # raised, with its traceback
+    monkeypatch.setenv("AVEL_DEBUG", "1")
+    result = CliRunner().invoke(app, ["preprocess", str(bare), str(tmp_path / "o.h5")])
+    assert isinstance(result.exception, FileNotFoundError)
+    monkeypatch.delenv("AVEL_DEBUG")
+    result = CliRunner().invoke(app, ["preprocess", str(bare), str(tmp_path / "o.h5")])
+    assert result.exit_code == 2 and not isinstance(result.exception, FileNotFoundError)
+
+
+def test_decord_error_lines_stay_off_the_terminal(small_ave, tmp_path):
+    folder = _ave_folder(small_ave, tmp_path / "ds")
+    video = next((folder / "AVE").glob("*.mp4"))
+    video.write_bytes(video.read_bytes()[:3000])  # truncated: no moov atom
+    out = tmp_path / "o.h5"
+    proc = subprocess.run(
+        [*AVEL, "preprocess", folder, out, "--no-progress"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and "5 rows from 5/6 videos" in proc.stdout, proc.stdout + proc.stderr
+    assert "moov atom" not in proc.stderr and "ERROR opening" not in proc.stderr, proc.stderr
+    report = json.loads(Path(f"{out}.report.json").read_text())
+    assert report["failed"][0]["reason"] == "undecodable video (truncated or not a video)"
