@@ -16,7 +16,7 @@ import torch
 from avel import config as config_mod
 from avel.models import build_model
 from avel.models.base import AVModel
-from preprocessing.h5 import CGMNIST_KIND, FEATURES_KIND, PREPROCESS_KIND, attr_value, open_avel
+from preprocessing.h5 import CGMNIST_KIND, CLIPS_KIND, FEATURES_KIND, PREPROCESS_KIND, attr_value, open_avel
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -81,7 +81,7 @@ def _data_text(sig: dict[str, Any]) -> str:
         )
     if sig["kind"] == PREPROCESS_KIND:
         return f"an `avel preprocess` file of frames and spectrograms ({sig['classes']} labels)"
-    return f"a {sig['kind']} file ({sig['classes']} labels)"
+    return f"an {sig['kind']} file ({sig['classes']} labels)"  # avel-clips, avel-cgmnist
 
 
 def _trained_text(kw: dict[str, Any]) -> str:
@@ -93,7 +93,8 @@ def _trained_text(kw: dict[str, Any]) -> str:
         )
     if family == "cgmnist":
         return f"a CG-MNIST model ({kw.get('num_classes')} classes)"
-    return f"a {family} model trained end to end on frames and spectrograms ({kw.get('num_classes')} outputs)"
+    name = {"avel": "an AVEL", "resnet18": "a ResNet18"}.get(family, f"a {family}")
+    return f"{name} model trained end to end on frames and spectrograms ({kw.get('num_classes')} outputs)"
 
 
 def check_checkpoint_data(ckpt: dict[str, Any], checkpoint: str | Path, data: str | Path) -> None:
@@ -102,12 +103,16 @@ def check_checkpoint_data(ckpt: dict[str, Any], checkpoint: str | Path, data: st
     kw = ckpt["model_kwargs"]
     sig = data_signature(data)
     family, mode = kw.get("family", "avel"), kw.get("input_mode", "features")
-    need = {"cgmnist": CGMNIST_KIND, "resnet18": PREPROCESS_KIND}.get(family)
-    if need is None:
-        need = FEATURES_KIND if mode == "features" else PREPROCESS_KIND
-    outputs = sig["classes"] - (1 if family == "resnet18" else 0)  # clip classifiers have no background
-    bad = sig["kind"] != need or outputs != kw.get("num_classes", outputs)
-    if sig["kind"] == need == FEATURES_KIND:
+    if family == "avel":
+        need = (FEATURES_KIND,) if mode == "features" else (PREPROCESS_KIND,)
+    else:
+        need = {"cgmnist": (CGMNIST_KIND,)}.get(family, (PREPROCESS_KIND, CLIPS_KIND))
+        trained_kind = ckpt.get("data_meta", {}).get("kind")
+        need = (trained_kind,) if trained_kind in need else need
+    # AVE files list background as a class: a localizer predicts it, a clip classifier does not
+    outputs = sig["classes"] - (1 if family != "avel" and sig["kind"] == PREPROCESS_KIND else 0)
+    bad = sig["kind"] not in need or outputs != kw.get("num_classes", outputs)
+    if sig["kind"] == FEATURES_KIND and not bad:
         bad |= any(sig[k] != kw.get(k, sig[k]) for k in ("audio_dim", "visual_dim", "regions"))
     if bad:
         raise ValueError(

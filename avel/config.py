@@ -202,7 +202,8 @@ def read_toml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults < TOML file < overrides (None values in overrides mean "not given"); every value checked."""
+    """Defaults < TOML file < overrides (None values in overrides mean "not given"); each value's type and
+    range checked."""
     cfg = TrainConfig()
     if path:
         path = resolve_config(path)
@@ -210,8 +211,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         cfg = apply(cfg, flat, str(path), lines)
     if overrides:
         cfg = apply(cfg, overrides, "command line")
-    validate(cfg)
-    return cfg
+    return cfg  # choices that depend on each other (fusion of the family): ``validate``, before training
 
 
 def resolve_config(path: str | Path) -> Path:

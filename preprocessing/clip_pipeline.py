@@ -40,8 +40,9 @@ from preprocessing.h5 import (
     strings,
 )
 from preprocessing.lock import output_lock
-from preprocessing.pipeline import PreprocessReport, _first_line, _init_worker
+from preprocessing.pipeline import PreprocessReport, _first_line
 from preprocessing.video import frame_indices, open_video, resize_center_crop, video_info
+from preprocessing.workers import init_worker
 
 SCALARS = {"duration": np.float32, "fps": np.float32, "source_sample_rate": np.int32}
 
@@ -153,7 +154,9 @@ def _results(jobs: list, workers: int, progress: bool) -> Iterator[dict[str, Any
         if workers <= 1 or len(jobs) <= 1:
             pool, results = None, map(_decode_job, jobs)
         else:
-            pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker)
+            pool = mp.get_context("spawn").Pool(
+                min(workers, len(jobs)), initializer=init_worker, initargs=(os.getpid(),)
+            )
             results = pool.imap(_decode_job, jobs, chunksize=1)
         try:
             for r in results:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,7 @@ from preprocessing.ave import ave_video_path
 from preprocessing.h5 import RowsMeta, check_output
 from preprocessing.lock import output_lock
 from preprocessing.video import open_video, read_frames, video_info
+from preprocessing.workers import init_worker
 
 AUDIO_PADS = ("zero", "tile")
 
@@ -209,12 +211,6 @@ def _finish(asm: Assembler, result: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def _run_jobs(jobs: list[DecodeJob], workers: int, progress: bool):
     """Yield job results as they finish, with a rich progress bar (videos/s) when asked."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TimeRemainingColumn
@@ -233,7 +229,9 @@ def _run_jobs(jobs: list[DecodeJob], workers: int, progress: bool):
             results = map(_decode_job, jobs)
             pool = None
         else:
-            pool = mp.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker)
+            pool = mp.get_context("spawn").Pool(
+                min(workers, len(jobs)), initializer=init_worker, initargs=(os.getpid(),)
+            )
             results = pool.imap_unordered(_decode_job, jobs, chunksize=1)
         try:
             for r in results:

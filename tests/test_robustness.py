@@ -225,7 +225,7 @@ def _one_error_line(result) -> str:
 def test_checkpoint_and_data_of_another_kind_are_refused(checkpoints, tiny_h5, features_h5, tmp_path):
     e2e, feats = checkpoints["e2e"], checkpoints["features"]
     line = _one_error_line(invoke("evaluate", e2e, features_h5, "--out", tmp_path / "a"))
-    assert f"{e2e} is a avel model trained end to end on frames and spectrograms" in line
+    assert f"{e2e} is an AVEL model trained end to end on frames and spectrograms" in line
     assert f"but {features_h5} is a features file (audio 16-d, visual 4 regions x 8, 5 labels)" in line
 
     line = _one_error_line(invoke("evaluate", feats, tiny_h5, "--out", tmp_path / "b"))
@@ -419,3 +419,88 @@ def test_decord_error_lines_stay_off_the_terminal(small_ave, tmp_path):
     assert "moov atom" not in proc.stderr and "ERROR opening" not in proc.stderr, proc.stderr
     report = json.loads(Path(f"{out}.report.json").read_text())
     assert report["failed"][0]["reason"] == "undecodable video (truncated or not a video)"
+
+
+# ------------------------------------------------------------------------- 8. worker processes, numbers
+
+PREPROCESS_THREADS = (  # preprocess with torch on 4 threads in the main process
+    "import sys, torch\n"
+    "torch.set_num_threads(4)\n"
+    "from preprocessing.pipeline import preprocess\n"
+    "preprocess(sys.argv[1], sys.argv[2], workers=int(sys.argv[3]), frame_size=32, progress=False)\n"
+)
+
+
+def test_one_or_two_workers_give_identical_arrays(small_ave, tmp_path):
+    outs = {}
+    for workers in (1, 2):
+        outs[workers] = tmp_path / f"w{workers}.h5"
+        args = [sys.executable, "-c", PREPROCESS_THREADS, small_ave, outs[workers], str(workers)]
+        subprocess.run([str(a) for a in args], cwd=ROOT, check=True, timeout=300)
+    with h5py.File(outs[1], "r") as a, h5py.File(outs[2], "r") as b:
+        for name in ("frames", "spectrogram", "duration", "fps", "source_sample_rate"):
+            assert a[name][()].tobytes() == b[name][()].tobytes(), name  # bit-identical
+
+
+def _children(pid: int) -> list[int]:
+    """Pool workers started by ``pid`` (multiprocessing's spawn_main processes)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+            out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_exit_when_the_parent_is_killed(small_ave, tmp_path):
+    video = next((small_ave / "AVE").glob("*.mp4"))
+    folder = tmp_path / "many"
+    (folder / "AVE").mkdir(parents=True)
+    line = (small_ave / "Annotations.txt").read_text().splitlines()[1].split("&")
+    lines = []
+    for i in range(60):  # 60 copies of one video: enough queued jobs to outlive a killed parent
+        vid = f"copy{i:03d}"
+        os.link(video, folder / "AVE" / f"{vid}.mp4")
+        lines.append("&".join([line[0], vid, *line[2:]]))
+    (folder / "Annotations.txt").write_text("\n".join(lines) + "\n")
+    for name, part in (
+        ("trainSet.txt", lines[:40]),
+        ("valSet.txt", lines[40:50]),
+        ("testSet.txt", lines[50:]),
+    ):
+        (folder / name).write_text("\n".join(part) + "\n")
+    out = tmp_path / "o.h5"
+    parts = Path(f"{out}.parts")
+    proc = subprocess.Popen(
+        [*AVEL, "preprocess", str(folder), str(out), "--workers", "2", "--frame-size", "32", "--no-progress"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while len(list(parts.glob("*.shard"))) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    workers = _children(proc.pid)
+    assert len(workers) == 2 and proc.poll() is None
+    at_kill = len(list(parts.glob("*.shard")))
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 2.0  # queued jobs keep orphaned workers busy for far longer
+    while any(map(_alive, workers)) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, workers)), "workers outlived their parent"
+    time.sleep(1.0)
+    assert len(list(parts.glob("*.shard"))) <= at_kill + 2  # at most the two being written

@@ -61,7 +61,7 @@ def test_same_seed_same_bytes(small, tmp_path):
 
 
 def test_stereo_44k_and_odd_fps(tmp_path):
-    cfg = SynthConfig(videos=2, classes=1, frame_size=32, fps=29.97, sample_rate=44100, channels=2, workers=1)
+    cfg = SynthConfig(videos=3, classes=1, frame_size=32, fps=29.97, sample_rate=44100, channels=2, workers=1)
     synth_dataset(tmp_path, cfg)
     path = next((tmp_path / "AVE").glob("*.mp4"))
     audio = decord.AudioReader(str(path), sample_rate=-1, mono=False)
@@ -107,7 +107,7 @@ def test_event_second_has_the_class_sound_and_object(tmp_path):
 
 
 def test_bad_options():
-    with pytest.raises(ValueError, match="classes must be in 1..28"):
+    with pytest.raises(ValueError, match="--classes 29: must be in 1..28"):
         synth_dataset(Path("/nonexistent"), SynthConfig(classes=29))
     with pytest.raises(ValueError, match="frame_size must be even"):
         synth_dataset(Path("/nonexistent"), SynthConfig(frame_size=33))
