@@ -247,7 +247,9 @@ def info(
 @command()
 def train(
     data: Path = typer.Argument(None, help="preprocess output or features file (or `data` in --config)"),
-    config: Path = typer.Option(None, "--config", "-c", help="TOML config file (configs/*.toml)"),
+    config: Path = typer.Option(
+        None, "--config", "-c", help="TOML config file, or a shipped config by name (table4_avel)"
+    ),
     model: str = typer.Option(None, help="avel | resnet18 | cgmnist"),
     fusion: str = typer.Option(
         None, help="avel: concat | dmrn; resnet18, cgmnist: concat | sum | film | gated | mmtm | centralnet"
@@ -395,7 +397,9 @@ def _ablate(kind: str):
     def command(
         out_dir: Path = typer.Argument(..., help="grid directory (re-use it to resume)"),
         data: Path = typer.Option(None, help="preprocess output or features file (or `data` in --config)"),
-        config: Path = typer.Option(None, "--config", "-c", help="TOML config file (configs/table*.toml)"),
+        config: Path = typer.Option(
+            None, "--config", "-c", help="TOML config file, or a shipped one by name (table6_optimizers)"
+        ),
         model: str = typer.Option(None, help="resnet18 | avel (default: the config's model)"),
         seeds: int = typer.Option(3, help="seeds 0..N-1 per cell"),
         set_: list[str] = typer.Option(None, "--set", help="any config key for every run: --set epochs=20"),

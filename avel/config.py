@@ -1,4 +1,5 @@
-"""Training configuration: one dataclass, loaded from ``configs/*.toml`` and overridden on the command line.
+"""Training configuration: one dataclass, loaded from a TOML file (or a shipped config by name, from
+``avel/configs/``) and overridden on the command line.
 
 Precedence: dataclass defaults < config file < command-line options. Unknown keys are errors that list the
 valid keys, so a typo in a config file never silently trains the wrong model.
@@ -214,12 +215,25 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return cfg  # choices that depend on each other (fusion of the family): ``validate``, before training
 
 
+SHIPPED = Path(__file__).parent / "configs"  # package data: installed with avel
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.stem for p in SHIPPED.glob("*.toml"))
+
+
 def resolve_config(path: str | Path) -> Path:
-    """A config file by path, else a shipped config by name (``table4_avel``)."""
+    """A config file by path, else a shipped config by name from anywhere: ``table4_avel``,
+    ``table4_avel.toml`` or ``configs/table4_avel.toml`` (the repository's old spelling)."""
     path = Path(path)
     if path.is_file():
         return path
-    raise FileNotFoundError(f"config file not found: {path}")
+    shipped = SHIPPED / f"{path.name.removesuffix('.toml')}.toml"
+    if shipped.is_file() and (len(path.parts) == 1 or path.parent.name == "configs"):
+        return shipped
+    raise FileNotFoundError(
+        f"config file not found: {path} (shipped configs, usable by name: {', '.join(shipped_configs())})"
+    )
 
 
 # ------------------------------------------------------------------------------------------ checking
@@ -261,7 +275,7 @@ RULES: dict[str, tuple[Any, str]] = {
     "pmr_coef": (lambda v: v in ("paper", "step"), "paper or step"),
     "ogm_alpha": NON_NEGATIVE,
     "ogm_window": WINDOW,
-    "ogm_warmup": (lambda v: v is None or v >= 0, ">= 0"),
+    "ogm_warmup": (lambda v: v >= 0 or v == UNSET, ">= 0, or -1 for the method's own"),
     "opm_q_base": UNIT,
     "opm_lam": NON_NEGATIVE,
     "opm_p_exe": UNIT,
@@ -281,6 +295,8 @@ def _fraction(v: str) -> bool:
 def check_value(key: str, value: Any) -> None:
     """ValueError saying the allowed range when ``value`` is outside the one of ``key``."""
     test, allowed = RULES.get(key, (None, ""))
+    if value == getattr(TrainConfig(), key, None):  # a default is always allowed (e.g. a sentinel)
+        return
     if test is not None and not test(value):
         raise ValueError(f"{json.dumps(value)} is not allowed: must be {allowed}")
 

@@ -88,7 +88,7 @@ def run_cgmnist_demo(
         print(f"[{step}/4] concat fusion, balance {balance}, {epochs} epochs")
         overrides = {"data": str(h5), "balance": balance, "epochs": epochs, "seed": seed, "device": "cpu"}
         overrides.update(out=str(workdir / f"concat-{balance}-s{seed}"), step_size=max(1, int(0.7 * epochs)))
-        cfg = load_config(Path(__file__).parents[1] / "configs" / "cgmnist.toml", overrides)
+        cfg = load_config("cgmnist", overrides)
         results[balance] = run_training(cfg)
     png = workdir / "pmr-fig4-cgmnist.png"
     plot_runs([workdir / f"concat-{b}-s{seed}" for b in ("none", "pmr")], png)

@@ -298,7 +298,12 @@ class _Progress:
             self.bar = None
 
 
-def run_training(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+def print_line(line: str) -> None:
+    """One log line, flushed at once: epoch lines arrive as they happen when stdout is a file or a pipe."""
+    print(line, flush=True)
+
+
+def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> dict[str, Any]:
     """Train, select on val, test the selected checkpoint once; returns (and writes) results.json."""
     if not cfg.data:
         raise ValueError("no data file given (avel train DATA.h5 or `data = ...` in the config)")

@@ -46,7 +46,7 @@ def test_missing_config_file():
         load_config("nope.toml")
 
 
-CONFIGS = sorted(Path(__file__).parents[1].glob("configs/*.toml"))
+CONFIGS = sorted(Path(__file__).parents[1].glob("avel/configs/*.toml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

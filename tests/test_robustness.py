@@ -504,3 +504,43 @@ def test_workers_exit_when_the_parent_is_killed(small_ave, tmp_path):
     assert not any(map(_alive, workers)), "workers outlived their parent"
     time.sleep(1.0)
     assert len(list(parts.glob("*.shard"))) <= at_kill + 2  # at most the two being written
+
+
+# ------------------------------------------------------------------------------- 9. smaller things
+
+
+def test_epoch_lines_arrive_while_training_into_a_pipe(features_h5, tmp_path):
+    import select
+
+    out = tmp_path / "run"
+    args = ["train", features_h5, "--epochs", "400", "--out", out, *TINY]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's shell has it
+    proc = subprocess.Popen(
+        [*AVEL, *map(str, args)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 180)
+        assert ready, "no line within 180 s"
+        first = proc.stdout.readline().decode()
+        epochs_done = len((out / "metrics.jsonl").read_text().splitlines())
+        assert first.startswith("epoch   0 |"), first + proc.stderr.read1().decode()
+        assert proc.poll() is None, proc.stderr.read().decode()  # still training
+        assert epochs_done <= 3  # printed as it happened, not when a buffer filled
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_shipped_configs_by_name_from_anywhere(tmp_path, monkeypatch):
+    from avel.config import load_config, resolve_config
+
+    monkeypatch.chdir(tmp_path)  # not the repository: no configs/ folder here
+    for name in ("table4_avel", "table4_avel.toml", "configs/table4_avel.toml"):
+        path = resolve_config(name)
+        assert path.parent.name == "configs" and path.parent.parent.name == "avel" and path.is_file()
+    assert load_config("table6_optimizers").optimizer == "sgd"
+    shipped = r"not found: nosuch \(shipped configs, usable by name: .*table4_avel"
+    with pytest.raises(FileNotFoundError, match=shipped):
+        load_config("nosuch")
+    with pytest.raises(FileNotFoundError):
+        resolve_config("elsewhere/table4_avel.toml")  # a path to another folder is never replaced
