@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ app = typer.Typer(
 
 
 def _fail(message: str) -> None:
+    """``error: message`` and exit 2; called while handling an exception with --debug: raise it instead."""
+    if debugging() and sys.exc_info()[0] is not None:
+        raise  # noqa: PLE0704 - the exception being handled, with its traceback
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 

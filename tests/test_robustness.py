@@ -21,6 +21,7 @@ from preprocessing.h5 import describe, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 AVEL = [sys.executable, "-m", "avel"]
+TINY = ["--width", "8", "--batch-size", "8", "--device", "cpu", "--no-progress"]
 
 
 def invoke(*args: str):
@@ -160,10 +161,20 @@ def test_damaged_file_is_refused_and_its_rows_named(tiny_h5, tmp_path):
     assert clean.exit_code == 0 and "fletcher32 checksums match" in clean.output
 
 
-def test_old_file_without_checksums_still_opens(features_h5):
-    result = invoke("info", "--verify", features_h5)  # written by hand, schema 1: no checksums
+def test_old_file_without_checksums_still_opens(features_h5, tmp_path):
+    old = tmp_path / "old.h5"  # as avel wrote files before checksums: schema 1, plain datasets, no marker
+    with h5py.File(features_h5, "r") as src, h5py.File(old, "w") as dst:
+        for name in _datasets(src):
+            dst.create_dataset(name, data=src[name][()])
+        for key, value in src.attrs.items():
+            if key not in ("checksums", "complete"):
+                dst.attrs[key] = value
+        dst.attrs["schema_version"] = 1
+    result = invoke("info", "--verify", old)
     assert result.exit_code == 0, result.output
     assert "checksums: none" in result.output and "verify: no checksums to verify" in result.output
+    train = invoke("train", old, "--epochs", "1", "--out", tmp_path / "run", *TINY)
+    assert train.exit_code == 0, train.output
 
 
 def test_unfinished_or_incomplete_file_is_refused(tiny_h5, tmp_path):
@@ -201,8 +212,6 @@ def test_features_file_written_twice_at_once_is_refused(tiny_h5, tmp_path):
 
 
 # --------------------------------------------------------------------- 4. checkpoint and data mismatched
-
-TINY = ["--width", "8", "--batch-size", "8", "--device", "cpu", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -385,6 +394,7 @@ def test_preprocess_input_errors_are_one_line(small_ave, tmp_path):
 
     bare = tmp_path / "bare"
     bare.mkdir()
+    (bare / "AVE").mkdir()  # videos, but no Annotations.txt
     line = _one_error_line(invoke("preprocess", bare, tmp_path / "bare.h5"))
     assert line == f"error: {bare}/Annotations.txt: no such file (the AVE annotation file)"
 
@@ -398,13 +408,13 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch):
     bare = tmp_path / "bare"
     bare.mkdir()
     result = CliRunner().invoke(app, ["--debug", "preprocess", str(bare), str(tmp_path / "o.h5")])
-    assert isinstance(result.exception, FileNotFoundError)  # raised, with its traceback
+    assert isinstance(result.exception, ValueError)  # raised, with its traceback
     monkeypatch.setenv("AVEL_DEBUG", "1")
     result = CliRunner().invoke(app, ["preprocess", str(bare), str(tmp_path / "o.h5")])
-    assert isinstance(result.exception, FileNotFoundError)
+    assert isinstance(result.exception, ValueError)
     monkeypatch.delenv("AVEL_DEBUG")
     result = CliRunner().invoke(app, ["preprocess", str(bare), str(tmp_path / "o.h5")])
-    assert result.exit_code == 2 and not isinstance(result.exception, FileNotFoundError)
+    assert result.exit_code == 2 and not isinstance(result.exception, ValueError)
 
 
 def test_decord_error_lines_stay_off_the_terminal(small_ave, tmp_path):
