@@ -162,3 +162,29 @@ def test_real_training_resume_and_rebuild(features_h5, tmp_path):
     assert part["test_accuracy"] == full["test_accuracy"]
     model, _ = model_from_checkpoint(tmp_path / "full" / "best.pt")
     assert isinstance(model, GBlendModel) and model.predict == "fused"
+
+
+class _Recording(GradientBlending):
+    """G-Blend that records the rows of every training batch."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.seen: list[int] = []
+
+    def training_loss(self, model, batch):
+        self.seen += batch.index.tolist()
+        return super().training_loss(model, batch)
+
+
+def test_the_loop_never_trains_on_the_held_out_rows():
+    from avel.train import train_one_epoch
+
+    torch.manual_seed(0)
+    gb = _Recording(holdout=0.25, seed=5)
+    model = gb.prepare_model(ConcatModel())
+    split = _split(40)
+    rows_t, rows_v = gb.split(split)
+    cfg = load_config(None, {"batch_size": 8, "device": "cpu"})
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_one_epoch(model, gb, split, opt, cfg, torch.Generator().manual_seed(0))
+    assert sorted(gb.seen) == rows_t.tolist() and not set(gb.seen) & set(rows_v.tolist())
