@@ -56,6 +56,8 @@ class TrainConfig:
     eval_every: int = 1  # evaluate on val every N epochs (and at the last)
     modality_eval_every: int = 0  # each modality's prototype accuracy on val every N epochs (0: last only)
     progress: bool = True
+    sync_bn: bool = False  # several processes (torchrun): BatchNorm statistics over the global batch
+    tensorboard: bool = False  # TensorBoard event files beside metrics.jsonl (rank 0; needs tensorboard)
     # rebalancing: none | pmr | ogm-ge | ogm | opm | iprm | dropout | gblend
     balance: str = "none"
     pmr_alpha: float = 2.0  # Eq. 10

@@ -50,7 +50,10 @@ class SplitData:
 
     ``audio`` / ``visual`` hold the stored rows (features, or uint8 frames and spectrograms); an optional
     ``transform`` turns gathered rows into model inputs (segment cutting, GPU augmentation).
+    ``sharded``: one rank's shard of a split trained on several processes (``avel.distributed``).
     """
+
+    sharded: bool = False
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from avel import config as config_mod
+from avel import distributed
 from avel.balance import build_balancer
 from avel.balance.base import Balancer, EpochMeter
 from avel.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -34,7 +35,15 @@ from avel.models.encoders import resnet_grid
 from avel.provenance import provenance
 
 # config keys that may change when a run is resumed (they do not change what is computed)
-RESUMABLE_CHANGES = {"epochs", "progress", "out", "device", "eval_every", "modality_eval_every"}
+RESUMABLE_CHANGES = {
+    "epochs",
+    "progress",
+    "out",
+    "device",
+    "eval_every",
+    "modality_eval_every",
+    "tensorboard",
+}
 # what a checkpoint keeps of its data file to rebuild inputs later (predict, extract)
 DATA_META_KEYS = ("classes", "kind", "num_classes", "input_mode", "family", "modalities", "segment_width")
 
@@ -208,8 +217,9 @@ def train_one_epoch(
     meter = EpochMeter()
     amp = cfg.amp and bf16_supported(train.device)
     rows = getattr(balancer, "train_indices", lambda split: None)(train)  # None: every row
+    batch_size = cfg.batch_size // distributed.world_size()  # each rank's share of the global batch
     batches = train.batches(
-        cfg.batch_size, shuffle=True, generator=generator, indices=rows, train=True, reuse=True
+        batch_size, shuffle=True, generator=generator, indices=rows, train=True, reuse=True
     )
     for batch in batches:
         with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -308,7 +318,13 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
     if not cfg.data:
         raise ValueError("no data file given (avel train DATA.h5 or `data = ...` in the config)")
     config_mod.validate(cfg)
-    device = config_mod.resolve_device(cfg.device)
+    ctx, device_name = distributed.init(cfg.device)
+    if cfg.batch_size % ctx.world:
+        raise ValueError(
+            f"--batch-size {cfg.batch_size} is the global batch: it must divide by the {ctx.world} processes"
+        )
+    log = log if ctx.main else _silent
+    device = config_mod.resolve_device(device_name)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"{run_dir}: is a file; --out names the run directory")
@@ -326,10 +342,15 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
     for split, n in data.meta.get("skipped_no_event", {}).items():
         log(f"{cfg.data}: skipped {n} {split} video(s) without an event segment (no clip sample)")
     check_splits(cfg, data)
+    if ctx.active:
+        data.train = distributed.shard_split(
+            data.train, distributed.shard_rows(len(data.train), ctx.rank, ctx.world, cfg.seed)
+        )
     kwargs = model_kwargs(cfg, data)
     model = build_model(**_build_args(kwargs)).to(device)
     balancer = make_balancer(cfg, model)
     model = balancer.prepare_model(model).to(device)
+    model = distributed.wrap(model, ctx, find_unused=_find_unused(cfg), sync_bn=cfg.sync_bn)
     optimizer = build_optimizer(cfg, model.parameters())
     scheduler = build_scheduler(cfg, optimizer)
     run_dir.mkdir(parents=True, exist_ok=True)  # only once everything above was found usable
@@ -339,52 +360,61 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
     if last.exists():
         ckpt = load_checkpoint(last, map_location=device)
         _check_resumable(ckpt["config"], cfg, run_dir)
-        model.load_state_dict(ckpt["model"])
+        distributed.unwrap(model).load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         balancer.load_state_dict(ckpt["balancer"])
         set_rng_state(ckpt["rng"], generator)
         start_epoch, best = ckpt["epoch"] + 1, ckpt["best"]
-        _trim_metrics(metrics_path, start_epoch)
+        if ctx.main:
+            _trim_metrics(metrics_path, start_epoch)
         log(f"resuming {run_dir} at epoch {start_epoch}")
-    else:
+    elif ctx.main:
         metrics_path.write_text("")
-    config_mod.save_config(cfg, run_dir / "config.toml")
-    bar = _Progress(cfg.progress)
+    if ctx.main:
+        config_mod.save_config(cfg, run_dir / "config.toml")
+    bar = _Progress(cfg.progress and ctx.main)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        balancer.on_epoch_start(model, data, epoch)
+        balancer.on_epoch_start(distributed.unwrap(model), data, epoch)
         t_proto = time.perf_counter() - t0
+        order = distributed.epoch_generator(cfg.seed, epoch, ctx.rank) if ctx.active else generator
         try:
             logs = train_one_epoch(
-                model, balancer, data.train, optimizer, cfg, generator, bar.start(epoch, len(data.train))
+                model, balancer, data.train, optimizer, cfg, order, bar.start(epoch, len(data.train))
             )
         finally:
             bar.stop()
         logs.update(balancer.epoch_logs())
+        logs = distributed.mean_logs(logs)
         scheduler.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         t_train = time.perf_counter() - t0
         line: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **logs}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            val = evaluate_split(model, data, data.val, cfg, with_modalities=modality_epoch(cfg, epoch))
+            val = evaluate_split(
+                distributed.unwrap(model), data, data.val, cfg, with_modalities=modality_epoch(cfg, epoch)
+            )
             line.update({f"val_{k}": v for k, v in val.items()})
         line.update(
             {
                 "time_s": time.perf_counter() - t0,
                 "train_time_s": t_train,
                 "prototype_time_s": t_proto,
-                "samples_per_s": len(data.train) / max(t_train, 1e-9),
+                "samples_per_s": ctx.world * len(data.train) / max(t_train, 1e-9),
             }
         )
         improved = line.get("val_accuracy", -1.0) > best["val_accuracy"]
         if improved:
             best = {"val_accuracy": line["val_accuracy"], "epoch": epoch}
+        log(_summary(line, best, tuple(data.meta["modalities"])))
+        if not ctx.main:
+            continue
         with metrics_path.open("a") as f:
             f.write(json.dumps(line) + "\n")
         state = {
-            "model": model.state_dict(),
+            "model": distributed.unwrap(model).state_dict(),
             "model_kwargs": kwargs,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -399,8 +429,10 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
         if improved:
             save_checkpoint(run_dir / "best.pt", state)
         save_checkpoint(last, state)
-        log(_summary(line, best, tuple(data.meta["modalities"])))
-    return _finish(run_dir, cfg, data, device, best, log)
+    distributed.barrier()  # best.pt is written before any rank reads it
+    results = _finish(run_dir, cfg, data, device, best, log, ctx.main)
+    distributed.close()
+    return results
 
 
 def _data_params(meta: dict[str, Any]) -> dict[str, Any]:
@@ -432,8 +464,21 @@ def _summary(line: dict[str, Any], best: dict[str, Any], names: tuple[str, str] 
     return " | ".join(parts)
 
 
-def _finish(run_dir: Path, cfg: TrainConfig, data: DataSplits, device, best, log) -> dict[str, Any]:
-    """Test the checkpoint selected on val, once."""
+def _silent(_: str) -> None:
+    """The log of ranks other than 0."""
+
+
+def _find_unused(cfg: TrainConfig) -> bool:
+    """DDP must look for parameters without a gradient: every configuration but the ones known to use all
+    of them (both modalities, a late fusion, no balancer that adds or skips heads)."""
+    full = cfg.modality == "both" and cfg.balance in ("none", "pmr", "ogm-ge", "ogm")
+    return not (full and cfg.fusion in ("concat", "sum", "film", "gated", "dmrn"))
+
+
+def _finish(
+    run_dir: Path, cfg: TrainConfig, data: DataSplits, device, best, log, main: bool = True
+) -> dict[str, Any]:
+    """Test the checkpoint selected on val, once (every rank evaluates; rank 0 writes results.json)."""
     from avel.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(run_dir / "best.pt", device)
@@ -450,7 +495,8 @@ def _finish(run_dir: Path, cfg: TrainConfig, data: DataSplits, device, best, log
     }
     if model.background is not None:
         results["test_always_background"] = float((data.test.labels == model.background).float().mean())
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    if main:
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     log(
         f"test accuracy {100 * test['accuracy']:.2f}% (selected on val at epoch {best['epoch']}) -> {run_dir}"
     )

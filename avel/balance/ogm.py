@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from avel.balance.base import BalancerHooks, DeviceGenerator, StepResult, output_loss
+from avel.distributed import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, event_weights
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def split_logits_reason(method: str, model: AVModel) -> str | None:
 def modality_scores(
     out: ModelOutput, labels: Tensor, background: int | None, method: str
 ) -> tuple[Tensor, Tensor]:
-    """(s^a, s^v): Σ_i w_i softmax(out_u)_i[y_i] over the participating samples."""
+    """(s^a, s^v): Σ_i w_i softmax(out_u)_i[y_i] over the participating samples (of every rank)."""
     if out.logits_audio is None or out.logits_visual is None:
         raise ValueError(
             f"{method} needs split logits (concat or sum fusion); the model's fusion returned none"
@@ -68,7 +69,8 @@ def modality_scores(
     for logits in (out.logits_audio, out.logits_visual):
         p = torch.softmax(logits.detach().reshape(-1, logits.shape[-1]).float(), dim=-1)
         scores.append((p.gather(1, y[:, None]).squeeze(1) * w).sum())
-    return scores[0], scores[1]
+    s_a, s_v = all_reduce_sum(torch.stack(scores))  # the global batch's scores under several processes
+    return s_a, s_v
 
 
 def ogm_coefficients(s_a: Tensor, s_v: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor]:

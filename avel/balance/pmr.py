@@ -33,6 +33,7 @@ from avel.balance.base import (
     output_loss,
     weighted_mean,
 )
+from avel.distributed import all_reduce_sum
 from avel.models.base import AVModel, event_weights, flatten_samples
 from avel.models.prototypes import compute_prototypes, prototype_logits
 
@@ -64,11 +65,13 @@ def true_class_score(p: Tensor, labels: Tensor) -> Tensor:
 
 
 def imbalance_ratio(p_a: Tensor, p_v: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
-    """ρ = Σ_i w_i p^a_i[y_i] / Σ_i w_i p^v_i[y_i] (Eq. 8); 1 when no sample takes part."""
+    """ρ = Σ_i w_i p^a_i[y_i] / Σ_i w_i p^v_i[y_i] (Eq. 8); 1 when no sample takes part. Under several
+    training processes the sums run over the global batch (every rank's rows)."""
     s_a = (true_class_score(p_a, labels) * weights).sum()
     s_v = (true_class_score(p_v, labels) * weights).sum()
+    s_a, s_v, total = all_reduce_sum(torch.stack([s_a, s_v, weights.sum()]))  # over every rank's batch
     rho = s_a / s_v.clamp_min(EPS)  # Eq. 8
-    return torch.where(weights.sum() > 0, rho, torch.ones_like(rho))
+    return torch.where(total > 0, rho, torch.ones_like(rho))
 
 
 def pmr_coefficients(rho: Tensor, coef: str = "paper") -> tuple[Tensor, Tensor]:

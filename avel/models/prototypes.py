@@ -31,7 +31,8 @@ def compute_prototypes(
 
     Returns (c_audio (K, D), c_visual (K, D), counts (K,)). Eval mode, no gradients, sums with
     ``index_add_`` on the device; background segments (per-segment models) have weight 0. A class with no
-    sample gets a zero row and count 0. The model's train/eval mode is restored afterwards.
+    sample gets a zero row and count 0. The model's train/eval mode is restored afterwards. On a rank's
+    shard of train (``split.sharded``) the sums and counts are summed over every rank's shard.
     """
     was_training = model.training
     model.eval()
@@ -54,6 +55,10 @@ def compute_prototypes(
         model.train(was_training)
     if sums_a is None:
         raise ValueError("compute_prototypes: no samples (empty split or empty indices)")
+    if split.sharded:
+        from avel.distributed import all_reduce_sum
+
+        sums_a, sums_v, counts = all_reduce_sum(sums_a), all_reduce_sum(sums_v), all_reduce_sum(counts)
     denom = counts.clamp_min(1.0)[:, None]
     return sums_a / denom, sums_v / denom, counts  # Eq. 6
 
