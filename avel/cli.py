@@ -290,6 +290,12 @@ def train(
     pmr_coef: str = typer.Option(None, help="paper (Eq. 11) | step (released code)"),
     set_: list[str] = typer.Option(None, "--set", help="any config key: --set ogm_alpha=0.3"),
     progress: bool = typer.Option(None, "--progress/--no-progress"),
+    tensorboard: bool = typer.Option(
+        None, "--tensorboard/--no-tensorboard", help="TensorBoard event files in the run directory (rank 0)"
+    ),
+    sync_bn: bool = typer.Option(
+        None, "--sync-bn/--no-sync-bn", help="under torchrun: BatchNorm statistics over all processes"
+    ),
 ) -> None:
     """Train an AVEL localizer or a ResNet18 classifier, with a rebalancing method."""
     options = dict(locals())  # the command's options, before anything else is bound

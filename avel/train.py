@@ -33,6 +33,7 @@ from avel.models import build_model
 from avel.models.base import AVModel
 from avel.models.encoders import resnet_grid
 from avel.provenance import provenance
+from avel.tensorboard import TensorBoardLog
 
 # config keys that may change when a run is resumed (they do not change what is computed)
 RESUMABLE_CHANGES = {
@@ -374,6 +375,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
     if ctx.main:
         config_mod.save_config(cfg, run_dir / "config.toml")
     bar = _Progress(cfg.progress and ctx.main)
+    board = TensorBoardLog(run_dir) if cfg.tensorboard and ctx.main else None
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         balancer.on_epoch_start(distributed.unwrap(model), data, epoch)
@@ -413,6 +415,8 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
             continue
         with metrics_path.open("a") as f:
             f.write(json.dumps(line) + "\n")
+        if board is not None:
+            board.write(line)
         state = {
             "model": distributed.unwrap(model).state_dict(),
             "model_kwargs": kwargs,
@@ -429,6 +433,8 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
         if improved:
             save_checkpoint(run_dir / "best.pt", state)
         save_checkpoint(last, state)
+    if board is not None:
+        board.close()
     distributed.barrier()  # best.pt is written before any rank reads it
     results = _finish(run_dir, cfg, data, device, best, log, ctx.main)
     distributed.close()
