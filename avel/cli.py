@@ -164,9 +164,17 @@ def preprocess(
     wait: bool = typer.Option(
         False, "--wait", help="if another run is writing OUT, wait for it (default: refuse)"
     ),
+    shard: str = typer.Option(
+        None, help="I/N: decode only shard I (0-based) of N into OUT.parts/ (AVE layout; then --merge)"
+    ),
+    merge: bool = typer.Option(False, "--merge", help="write OUT from the shards of every --shard I/N run"),
 ) -> None:
     """Decode every video (decord), take frames and log-spectrograms, write one HDF5 file."""
     from preprocessing.layouts import PreprocessOptions, preprocess_dataset
+
+    if shard is not None and merge:
+        _fail("--shard and --merge cannot be combined: run each --shard I/N, then --merge once")
+    shard_at = _shard_option(shard) if shard is not None else None
 
     options = PreprocessOptions(
         workers=workers,
@@ -181,6 +189,8 @@ def preprocess(
         val_fraction=val_fraction,
         val_seed=val_seed,
         wait=wait,
+        shard=shard_at,
+        merge=merge,
     )
     try:
         report = preprocess_dataset(dataset_dir, out, options)
@@ -189,6 +199,14 @@ def preprocess(
     typer.echo(report.summary())
     if report.failed:
         raise typer.Exit(1)
+
+
+def _shard_option(text: str) -> tuple[int, int]:
+    """``--shard I/N`` as (I, N), or a one-line error."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()):
+        _fail(f"--shard {text}: expected I/N, e.g. 0/4 (shard I, 0-based, of N)")
+    return int(index), int(count)
 
 
 @command(app, "import-features")

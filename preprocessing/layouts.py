@@ -46,6 +46,8 @@ class PreprocessOptions:
     val_seed: int = 0
     classes: list[str] | None = None  # class order (default: the layout's own)
     wait: bool = False  # another run writing the same output: wait for it (default: refuse at once)
+    shard: tuple[int, int] | None = None  # (I, N): decode shard I of N only (per-second layouts)
+    merge: bool = False  # write the file from the shards of every --shard I/N run (per-second layouts)
 
 
 @dataclass(frozen=True)
@@ -119,8 +121,12 @@ def preprocess_dataset(
             audio_pad=o.audio_pad,
             progress=o.progress,
             classes=o.classes,
+            shard=o.shard,
+            merge=o.merge,
             wait=o.wait,
         )
+    if o.shard is not None or o.merge:
+        raise ValueError(f"--shard / --merge: only per-second layouts (AVE) so far, not {layout.name!r}")
     clip_list = layout.list_clips(Path(path), o)
     params = clip_params(
         o.dataset or layout.clip_preset,

@@ -257,11 +257,18 @@ def preprocess(
     progress: bool = True,
     classes: list[str] | None = None,
     wait: bool = False,
+    shard: tuple[int, int] | None = None,
+    merge: bool = False,
 ) -> PreprocessReport:
     """Decode every video of an AVE-layout folder (AVE/<id>.mp4, Annotations.txt, *Set.txt) into OUT.h5.
 
     One run per output: a second run on the same OUT.h5 refuses at once, naming the first (``wait``:
     waits for it instead); everything the run writes (OUT.h5.tmp, OUT.h5.parts/) is under that lock.
+
+    Across machines: ``shard=(I, N)`` decodes only the videos ``shard_ids`` gives shard I of N into
+    OUT.h5.parts/ (one ``<id>.shard`` each, resumable, under the lock OUT.h5.shard-I-of-N.lock) and writes
+    OUT.h5.shard-I-of-N.report.json; ``merge`` then writes OUT.h5 from those shards alone (refusing when
+    a video has neither a shard nor a failure in a shard report): the file a single run writes.
     """
     if audio_pad not in AUDIO_PADS:
         raise ValueError(f"unknown audio_pad {audio_pad!r}; valid: {list(AUDIO_PADS)}")
@@ -276,10 +283,71 @@ def preprocess(
         raise FileNotFoundError(f"{dataset_dir}: no such folder (an AVE-layout dataset folder)")
     ann = load_ave(dataset_dir, classes=classes)
     check_output(out_h5)
+    decode = DecodeParams(frame_size, frames_per_segment, SEGMENTS, audio_pad)
+    if shard is not None:
+        index, count = check_shard(shard)
+        with output_lock(f"{out_h5}.shard-{index}-of-{count}", "avel preprocess --shard", wait=wait):
+            return _preprocess_shard(dataset_dir, out_h5, ann, index, count, decode, workers, progress)
     with output_lock(out_h5, "avel preprocess", wait=wait):
         return _preprocess_locked(
-            dataset_dir, out_h5, ann, workers, frame_size, frames_per_segment, audio_pad, progress
+            dataset_dir, out_h5, ann, workers, frame_size, frames_per_segment, audio_pad, progress, merge
         )
+
+
+def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    """(I, N) with N >= 1 and 0 <= I < N, or a one-line error."""
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"--shard {index}/{count}: needs I/N with N >= 1 and 0 <= I < N (I counts from 0)")
+    return index, count
+
+
+def shard_ids(ids: list[str], index: int, count: int) -> list[str]:
+    """Shard ``index`` of ``count``: every ``count``-th distinct video id in annotation order, from the
+    ``index``-th (0-based), so the shards are disjoint, cover every video and differ by at most one."""
+    return ids[index::count]
+
+
+def _preprocess_shard(
+    dataset_dir: Path,
+    out_h5: Path,
+    ann: AVEAnnotations,
+    index: int,
+    count: int,
+    decode: DecodeParams,
+    workers: int,
+    progress: bool,
+) -> PreprocessReport:
+    """Shard ``index`` of ``count``: its videos' shard files in OUT.h5.parts/ and its report (no OUT.h5)."""
+    parts = _parts_dir(out_h5, {**asdict(decode), **asdict(SpecParams())})
+    ids = shard_ids(list(dict.fromkeys(r.video_id for r in ann.rows)), index, count)
+    report = PreprocessReport(f"{out_h5}.shard-{index}-of-{count}", videos=len(ids))
+    t0 = time.perf_counter()
+    jobs = [
+        DecodeJob(vid, str(ave_video_path(dataset_dir, vid)), str(parts / f"{vid}.shard"), False, decode)
+        for vid in ids
+        if not (parts / f"{vid}.shard").is_file()
+    ]
+    report.resumed = len(ids) - len(jobs)
+    failed = [r for r in _run_jobs(jobs, workers, progress) if not r["ok"]]
+    report.failed = sorted(
+        ({k: r[k] for k in ("id", "path", "reason")} for r in failed), key=lambda f: f["id"]
+    )
+    report.decoded = len(jobs) - len(failed)
+    bad = {f["id"] for f in report.failed}
+    report.rows = sum(1 for r in ann.rows if r.video_id in set(ids) - bad)
+    report.seconds = time.perf_counter() - t0
+    report.save()
+    return report
+
+
+def _shard_failures(out_h5: Path) -> dict[str, dict[str, str]]:
+    """The failed videos of every shard report of OUT.h5 (OUT.h5.shard-*-of-*.report.json), by id."""
+    failed = {}
+    for path in sorted(out_h5.parent.glob(f"{out_h5.name}.shard-*-of-*.report.json")):
+        for f in json.loads(path.read_text())["failed"]:
+            failed[f["id"]] = {"id": f["id"], "ok": False, "path": f["path"], "reason": f["reason"]}
+    return failed
 
 
 def _preprocess_locked(
@@ -291,6 +359,7 @@ def _preprocess_locked(
     frames_per_segment: int,
     audio_pad: str,
     progress: bool,
+    merge: bool = False,
 ) -> PreprocessReport:
     spec = SpecParams()
     decode = DecodeParams(frame_size, frames_per_segment, SEGMENTS, audio_pad)
@@ -310,6 +379,14 @@ def _preprocess_locked(
     report = PreprocessReport(str(out_h5), videos=len(ids))
     in_process = workers <= 1
     t0 = time.perf_counter()
+    failed_in_shards = _shard_failures(out_h5) if merge else {}
+    if merge:
+        missing = [v for v in ids if v not in failed_in_shards and not (parts / f"{v}.shard").is_file()]
+        if missing:
+            raise ValueError(
+                f"{parts}: {len(missing)} of {len(ids)} videos have no shard (first: {missing[0]}); "
+                "run every --shard I/N to the end before --merge"
+            )
     asm = Assembler(out_h5, RowsMeta.from_annotations(ann), attrs, spec)
     try:
         jobs = []
@@ -318,6 +395,8 @@ def _preprocess_locked(
             if shard.is_file():
                 report.resumed += 1
                 asm.submit(asm.write_shard_file, vid, shard)
+            elif vid in failed_in_shards:  # --merge: failed in its shard run, as it would in one run
+                asm.failed.append(failed_in_shards[vid])
             else:
                 path = str(ave_video_path(dataset_dir, vid))
                 jobs.append(DecodeJob(vid, path, str(shard), in_process, decode))
@@ -361,6 +440,8 @@ def _parts_dir(out_h5: Path, params: dict[str, Any]) -> Path:
                 f"(found vs needed: {diff}); delete that folder to start over"
             )
     else:
-        parts.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps(params))
+        parts.mkdir(parents=True, exist_ok=True)  # --shard runs may start at once: stamp atomically
+        tmp = parts / f"params.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(params))
+        os.replace(tmp, stamp)
     return parts
