@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from avel import config as config_mod
 from avel.models import build_model
@@ -140,3 +141,15 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["generator"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_matching_weights(model: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
+    """Copy into ``model`` the tensors of the checkpoint's model with the same name and shape (AVE-ECCV18
+    trains DMRN from a trained concat model); returns (loaded names, names of ``model`` left as they were)."""
+    state = load_checkpoint(path)["model"]
+    own = model.state_dict()
+    loaded = [k for k, v in own.items() if k in state and state[k].shape == v.shape]
+    if not loaded:
+        raise ValueError(f"{path}: no weight of its model matches this model (name and shape)")
+    model.load_state_dict({**own, **{k: state[k] for k in loaded}})
+    return loaded, [k for k in own if k not in set(loaded)]

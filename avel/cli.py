@@ -160,6 +160,9 @@ def preprocess(
     lists: Path = typer.Option(None, help="crema-d: folder of train.csv / test.csv (default: DATASET_DIR)"),
     val_fraction: float = typer.Option(0.1, help="clip sets: share of each train class carved into val"),
     val_seed: int = typer.Option(0, help="clip sets: seed of the val draw (recorded in the file)"),
+    spectrogram: str = typer.Option(
+        "avel", help="avel (log magnitude, 16 kHz) | pmr (the released PMR code's log PSD, 22.05 kHz)"
+    ),
     progress: bool = typer.Option(True, help="show a progress bar"),
     wait: bool = typer.Option(
         False, "--wait", help="if another run is writing OUT, wait for it (default: refuse)"
@@ -191,6 +194,7 @@ def preprocess(
         wait=wait,
         shard=shard_at,
         merge=merge,
+        spectrogram=spectrogram,
     )
     try:
         report = preprocess_dataset(dataset_dir, out, options)
@@ -295,7 +299,11 @@ def train(
     frames: int = typer.Option(None, help="resnet18: frames per clip sample"),
     pretrained: bool = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights (visual)"),
     out: Path = typer.Option(None, help="run directory (re-use it to resume)"),
-    eval_every: int = typer.Option(None, help="evaluate on val every N epochs (and at the last)"),
+    eval_every: int = typer.Option(
+        None, help="evaluate on val at epochs 0, N, 2N, ... (as the AVEL reference) and the last"
+    ),
+    init: str = typer.Option(None, help="default | reference (AVE-ECCV18's Xavier-uniform layers; avel)"),
+    init_from: str = typer.Option(None, help="start from the matching weights of a checkpoint (RUN/best.pt)"),
     modality_eval_every: int = typer.Option(
         None, help="each modality's prototype accuracy on val every N epochs (0: at the last epoch only)"
     ),

@@ -35,16 +35,21 @@ class TrainConfig:
     eval_frames: int = 0  # clip files (avel-clips): frames per clip at evaluation, 0 = all stored
     augment: bool = True  # train-time augmentation of frames (on the device)
     augment_audio: bool = False  # train-time SpecAugment masks on spectrograms (end to end)
+    audio_norm: str = "clip"  # resnet18: clip (standardise the clip, tile the span) | tiled (tile, then; PMR)
     # optimisation
     optimizer: str = "adam"  # sgd | adam | adagrad
     lr: float = 1e-3
     momentum: float = 0.9  # sgd
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam
-    schedule: str = "none"  # none | step | multistep | cosine (stepped once per epoch)
+    schedule: str = "none"  # none | step | multistep | cosine (stepped once per epoch, or see lr_step_unit)
     step_size: int = 15  # step: epochs between decays
     milestones: list[int] = field(default_factory=lambda: [70])  # multistep: epochs of decay
     lr_gamma: float = 0.1
+    lr_step_unit: str = "epoch"  # epoch | iteration: step_size / milestones count optimizer steps (AVEL ref.)
+    shuffle: bool = True  # false: the same batch order every epoch (the split's row order), as the AVEL ref.
+    init: str = "default"  # default (PyTorch's) | reference (Xavier-uniform where AVE-ECCV18 applies it)
+    init_from: str = ""  # a checkpoint (RUN/best.pt): its weights of matching name and shape start the run
     batch_size: int = 64
     epochs: int = 30
     grad_clip: float = 0.0  # 0 = off
@@ -53,7 +58,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # bf16 autocast on CUDA or a CPU with native bf16 (AVX512-BF16 / AMX)
     out: str = ""  # run directory (default: runs/<model>-<fusion>-<balance>-s<seed>-<time>)
-    eval_every: int = 1  # evaluate on val every N epochs (and at the last)
+    eval_every: int = 1  # evaluate on val at epochs 0, N, 2N, ... (the AVEL reference: 5) and at the last
     modality_eval_every: int = 0  # each modality's prototype accuracy on val every N epochs (0: last only)
     progress: bool = True
     sync_bn: bool = False  # several processes (torchrun): BatchNorm statistics over the global batch
@@ -63,19 +68,25 @@ class TrainConfig:
     pmr_alpha: float = 2.0  # Eq. 10
     pmr_mu: float = 1e-3  # Eq. 13
     pmr_reg_epochs: int = 10  # E_r: PER in the first E_r epochs
-    pmr_window: list[int] = field(default_factory=lambda: [0, 70])  # PMR active in [start, end)
+    pmr_window: list[int] = field(default_factory=lambda: [0, 70])  # PMR active in [start, end], inclusive
     pmr_subset: str = "0.1"  # fraction of train for prototypes, or "val"
     pmr_momentum: float = 0.0  # ε of Eq. 12
     pmr_coef: str = "paper"  # paper (Eq. 11) | step (released code)
+    pmr_absent: str = "mask"  # classes without a prototype: mask (out of softmax/PCE/ρ) | zero (literal)
+    pmr_proto_every: int = 0  # high-lr guard: prototypes also from the batches every N steps (0 = off)
+    pmr_pce_cap: float = 0.0  # high-lr guard: each PCE term at most cap × the task loss (0 = off)
     ogm_alpha: float = 0.1
     ogm_window: list[int] = field(default_factory=lambda: [0, 50])
-    ogm_warmup: int = -1  # epochs without modulation; -1 = the method's own (0 for ogm-ge, 5 for ogm)
+    ogm_ge: bool = True  # GE noise: on for ogm-ge and ogm (as BML's script runs it); false: noise-free OGM
+    ogm_warmup: int = -1  # epochs without modulation; -1 = the method's own (0 for ogm-ge, 6 for ogm)
     opm_q_base: float = 0.5
     opm_lam: float = 0.5
     opm_p_exe: float = 0.7
-    opm_warmup: int = 5
+    opm_warmup: int = 6  # epochs without modulation (the released code: epoch <= 5)
     iprm_alpha: float = 0.8
+    iprm_variant: str = "code"  # code: λ_1 = α/2 + (1−α)ω_0, eval at λ_T | slides: λ_1 = ω_0, at λ_{T+1}
     dropout_p: float = 0.3
+    dropout_variant: str = "sample"  # sample (per sample, either modality) | droppathway (audio, per batch)
     gblend_super_epoch: int = 5  # Gradient-Blending: epochs between weight estimates (online G-Blend)
     gblend_holdout: float = 0.1  # fraction of train held out of training to measure G and O
     gblend_predict: str = "fused"  # fused (paper) | mean (of the fused and uni-modal heads)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from avel.augment import frames_to_input, spec_augment
+from preprocessing.audio import num_columns, spec_from_params
 from preprocessing.h5 import (
     CGMNIST_KIND,
     CLIPS_KIND,
@@ -23,6 +24,10 @@ from preprocessing.h5 import (
     damage_error,
     open_avel,
 )
+
+# clip classifier audio: "clip" standardises the whole stored clip, then tiles the event span (avel);
+# "tiled" tiles the span, then standardises the tiled spectrogram (the released PMR code's order)
+AUDIO_NORMS = ("clip", "tiled")
 
 
 @dataclass
@@ -209,6 +214,7 @@ def load_splits(
     augment_audio: bool = False,
     splits: tuple[str, ...] = SPLIT_NAMES,
     eval_frames: int = 0,
+    audio_norm: str = "clip",
 ) -> DataSplits:
     """Load every split of an avel file onto ``device`` in the layout the model family needs.
 
@@ -219,7 +225,12 @@ def load_splits(
     the span.
     On a clip file (``avel-clips``): the stored clip, ``frames`` of its frames drawn at random for training
     and ``eval_frames`` (0 = all stored) for evaluation, averaged by the visual encoder.
+    The clip length is the file's (1004 columns for 10 s), or ``clip_samples``' columns where the file's
+    transform sets it (the "pmr" spectrogram: 1004 columns of 22.05 kHz audio). ``audio_norm``
+    (``AUDIO_NORMS``) orders standardising and tiling.
     """
+    if audio_norm not in AUDIO_NORMS:
+        raise ValueError(f"unknown audio_norm {audio_norm!r}; valid: {list(AUDIO_NORMS)}")
     device = torch.device(device)
     with open_avel(path) as f:
         kind = str(attr_value(f.attrs["kind"]))
@@ -273,6 +284,7 @@ def load_splits(
                 augment=augment,
                 augment_audio=augment_audio,
                 eval_frames=eval_frames,
+                audio_norm=audio_norm,
             )
             skipped = len(rows) - len(out[name].rows)  # clip samples of AVE: videos without an event
             if skipped:
@@ -318,11 +330,21 @@ def _e2e_segments_split(
     return SplitData(spec, frames, labels, transform, rows=torch.from_numpy(rows))
 
 
-def tile_span(spec: np.ndarray, lo: int, hi: int, length: int) -> np.ndarray:
-    """Columns [lo, hi) of a (F, L) spectrogram tiled along time to ``length`` columns (PMR reference)."""
+def tile_span(spec: np.ndarray, lo: int, hi: int, length: int, audio_norm: str = "clip") -> np.ndarray:
+    """Columns [lo, hi) of a (F, L) spectrogram tiled along time to ``length`` columns (PMR reference);
+    ``audio_norm="tiled"`` then standardises the tiled columns (mean 0, population std 1) as PMR does."""
     span = spec[:, lo:hi]
     reps = -(-length // span.shape[1])
-    return np.tile(span, (1, reps))[:, :length]
+    tiled = np.tile(span, (1, reps))[:, :length]
+    if audio_norm == "tiled":  # standardising is affine: this equals standardising the raw tiled span
+        tiled = (tiled - tiled.mean()) / (tiled.std() + 1e-9)
+    return tiled.astype(np.float32, copy=False)
+
+
+def clip_length(meta: dict, stored: int) -> int:
+    """Columns of a clip sample: those of the transform's ``clip_samples`` if set, else the stored clip's."""
+    spec = spec_from_params(meta)
+    return num_columns(spec.clip_samples, spec) if spec.clip_samples else stored
 
 
 def _clip_split(
@@ -333,6 +355,7 @@ def _clip_split(
     frames: int,
     augment: bool,
     augment_audio: bool,
+    audio_norm: str = "clip",
     **_,
 ) -> SplitData:
     seg = _rows(f["segment_labels"], rows)  # (N, T)
@@ -347,9 +370,11 @@ def _clip_split(
     labels = seg[np.arange(len(seg)), start]
     audio = _rows(f["spectrogram"], rows, np.float32)  # (N, F, L); an empty split is not an error
     bounds = np.asarray(f["segment_columns"][()])
-    length = audio.shape[-1]
-    for i, (a, b) in enumerate(zip(start, end, strict=True)):  # in place: memory of the split only
-        audio[i] = tile_span(audio[i], bounds[a], bounds[b], length)
+    length = clip_length(meta, audio.shape[-1])
+    out = audio if length == audio.shape[-1] else np.empty((*audio.shape[:2], length), np.float32)
+    for i, (a, b) in enumerate(zip(start, end, strict=True)):  # in place when the length is kept
+        out[i] = tile_span(audio[i], bounds[a], bounds[b], length, audio_norm)
+    audio = out
     stored = torch.from_numpy(_rows(f["frames"], rows)).to(device)  # (N, T, K, S, S, 3)
     k = stored.shape[2]
     span_start = torch.as_tensor(start * k, device=device)

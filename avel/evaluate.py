@@ -225,6 +225,7 @@ def evaluate_checkpoint(
         device=dev,
         frames=cfg.get("frames", 4),
         eval_frames=cfg.get("eval_frames", 0),
+        audio_norm=cfg.get("audio_norm", "clip"),
     )
     check_data_params(ckpt, data.meta, str(data_path))
     classes = data.meta["classes"]

@@ -62,6 +62,7 @@ def clip_inputs(
 @torch.no_grad()
 def predict_video(checkpoint: str | Path, video: str | Path, device: str = "cpu") -> dict[str, Any]:
     """Per-second labels with confidence for ``video``, using an end-to-end AVEL checkpoint."""
+    from preprocessing.audio import spec_from_params
     from preprocessing.pipeline import decode_clip
 
     model, ckpt = model_from_checkpoint(checkpoint, device)
@@ -75,7 +76,10 @@ def predict_video(checkpoint: str | Path, video: str | Path, device: str = "cpu"
         )
     video = Path(video)
     frames, spec, columns, info = decode_clip(
-        video, frame_size=params["frame_size"], frames_per_segment=params["frames_per_segment"]
+        video,
+        frame_size=params["frame_size"],
+        frames_per_segment=params["frames_per_segment"],
+        spec=spec_from_params(params),  # the transform the model was trained on
     )
     width = int(meta.get("segment_width", segment_window(columns)))  # as in training
     audio, visual = clip_inputs(frames, spec, columns, width, device)

@@ -25,7 +25,13 @@ from avel import config as config_mod
 from avel import distributed
 from avel.balance import build_balancer
 from avel.balance.base import Balancer, EpochMeter
-from avel.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from avel.checkpoint import (
+    load_checkpoint,
+    load_matching_weights,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from avel.config import TrainConfig
 from avel.data import DataSplits, SplitData, load_splits
 from avel.evaluate import evaluate, train_prototypes
@@ -80,8 +86,13 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 def build_scheduler(
     cfg: TrainConfig, optimizer: torch.optim.Optimizer
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Learning-rate schedule stepped once per epoch."""
+    """Learning-rate schedule, stepped once per epoch, or once per optimizer step with
+    ``lr_step_unit = "iteration"`` (step / multistep counted in iterations, as the AVEL reference)."""
     sched = torch.optim.lr_scheduler
+    if cfg.lr_step_unit not in ("epoch", "iteration"):
+        raise ValueError(f"unknown lr_step_unit {cfg.lr_step_unit!r}; valid: ['epoch', 'iteration']")
+    if cfg.lr_step_unit == "iteration" and cfg.schedule == "cosine":
+        raise ValueError("lr_step_unit = 'iteration' applies to the step and multistep schedules, not cosine")
     if cfg.schedule == "none":
         return sched.LambdaLR(optimizer, lambda epoch: 1.0)
     if cfg.schedule == "step":
@@ -169,6 +180,22 @@ def check_applicable(cfg: TrainConfig, model: AVModel | None = None) -> str | No
     return balancer.applies_to(model if model is not None else probe_model(cfg))
 
 
+def initialise(model: AVModel, cfg: TrainConfig, log: Callable[[str], None], resuming: bool) -> None:
+    """``cfg.init`` ("reference": AVE-ECCV18's Xavier-uniform layers) then ``cfg.init_from`` (the weights of
+    another run's checkpoint with matching name and shape); a resumed run takes its own weights instead."""
+    if cfg.init not in ("default", "reference"):
+        raise ValueError(f"unknown init {cfg.init!r}; valid: ['default', 'reference']")
+    if cfg.init == "reference":
+        if not hasattr(model, "reference_init"):
+            raise ValueError(
+                f"--init reference is AVE-ECCV18's initialisation: --model avel, not {cfg.model}"
+            )
+        model.reference_init()
+    if cfg.init_from and not resuming:
+        loaded, kept = load_matching_weights(model, cfg.init_from)
+        log(f"init-from {cfg.init_from}: {len(loaded)} tensors loaded, {len(kept)} kept ({', '.join(kept)})")
+
+
 def make_balancer(cfg: TrainConfig, model: AVModel) -> Balancer:
     """The configured balancer for ``model``; ``NotApplicable`` when it cannot train it."""
     reason = check_applicable(cfg, model)
@@ -212,15 +239,17 @@ def train_one_epoch(
     cfg: TrainConfig,
     generator: torch.Generator,
     progress: Callable[[int], None] | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, float]:
-    """One pass over the shuffled train split; returns the epoch means of the balancer's logs."""
+    """One pass over the train split (shuffled unless ``cfg.shuffle`` is false); returns the epoch means of
+    the balancer's logs. A ``scheduler`` given here is stepped after every optimizer step."""
     model.train()
     meter = EpochMeter()
     amp = cfg.amp and bf16_supported(train.device)
     rows = getattr(balancer, "train_indices", lambda split: None)(train)  # None: every row
     batch_size = cfg.batch_size // distributed.world_size()  # each rank's share of the global batch
     batches = train.batches(
-        batch_size, shuffle=True, generator=generator, indices=rows, train=True, reuse=True
+        batch_size, shuffle=cfg.shuffle, generator=generator, indices=rows, train=True, reuse=True
     )
     for batch in batches:
         with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -231,6 +260,8 @@ def train_one_epoch(
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         meter.update({"loss": result.loss.detach(), **result.logs})
         if progress is not None:
             progress(len(batch.index))
@@ -339,6 +370,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
         augment=cfg.augment,
         augment_audio=cfg.augment_audio,
         eval_frames=cfg.eval_frames,
+        audio_norm=cfg.audio_norm,
     )
     for split, n in data.meta.get("skipped_no_event", {}).items():
         log(f"{cfg.data}: skipped {n} {split} video(s) without an event segment (no clip sample)")
@@ -349,6 +381,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
         )
     kwargs = model_kwargs(cfg, data)
     model = build_model(**_build_args(kwargs)).to(device)
+    initialise(model, cfg, log, resuming=(run_dir / "last.pt").exists())
     balancer = make_balancer(cfg, model)
     model = balancer.prepare_model(model).to(device)
     model = distributed.wrap(model, ctx, find_unused=_find_unused(cfg), sync_bn=cfg.sync_bn)
@@ -382,19 +415,20 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
         t_proto = time.perf_counter() - t0
         order = distributed.epoch_generator(cfg.seed, epoch, ctx.rank) if ctx.active else generator
         try:
-            logs = train_one_epoch(
-                model, balancer, data.train, optimizer, cfg, order, bar.start(epoch, len(data.train))
-            )
+            per_step = scheduler if cfg.lr_step_unit == "iteration" else None
+            bar_step = bar.start(epoch, len(data.train))
+            logs = train_one_epoch(model, balancer, data.train, optimizer, cfg, order, bar_step, per_step)
         finally:
             bar.stop()
         logs.update(balancer.epoch_logs())
         logs = distributed.mean_logs(logs)
-        scheduler.step()
+        if cfg.lr_step_unit == "epoch":
+            scheduler.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         t_train = time.perf_counter() - t0
         line: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **logs}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+        if epoch % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:  # epochs 0, N, 2N, ... (AVEL ref.) + last
             val = evaluate_split(
                 distributed.unwrap(model), data, data.val, cfg, with_modalities=modality_epoch(cfg, epoch)
             )
@@ -451,6 +485,8 @@ def _data_params(meta: dict[str, Any]) -> dict[str, Any]:
         "hop_length",
         "segments",
         "audio_seconds",
+        "transform",
+        "clip_samples",
     )
     return {k: meta[k] for k in keys if k in meta}
 

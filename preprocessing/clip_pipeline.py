@@ -24,7 +24,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from preprocessing.audio import SpecParams, fit_length, load_audio, log_spectrogram, num_columns
+from preprocessing.audio import (
+    SPECTROGRAM_ATTRS,
+    fit_length,
+    load_audio,
+    log_spectrogram,
+    num_columns,
+    spectrogram_params,
+)
 from preprocessing.audio import source_sample_rate as read_source_rate
 from preprocessing.clips import Clip, ClipList
 from preprocessing.h5 import (
@@ -52,10 +59,12 @@ class ClipParams:
     frames: int = 10  # frames stored per clip (PMR §5.2: 10 on CREMA-D)
     frame_size: int = 224
     audio_seconds: float = 3.0  # spectrogram window (PMR: 3 s on CREMA-D -> 257 x 299)
+    spectrogram: str = "avel"  # the transform (preprocessing.audio.SPECTROGRAMS): avel | pmr
 
     def check(self) -> None:
         if self.frames < 1 or self.frame_size < 1 or not self.audio_seconds > 0:
             raise ValueError(f"frames, frame_size and audio_seconds must be positive, got {asdict(self)}")
+        spectrogram_params(self.spectrogram)  # an unknown name raises
 
 
 # per-dataset defaults (frames stored per clip, spectrogram window in seconds), from the papers' code:
@@ -113,8 +122,9 @@ def decode_clip_frames(clip: Clip, p: ClipParams) -> tuple[np.ndarray, dict[str,
     return frames, {"duration": duration, "fps": fps}
 
 
-def decode_clip_audio(clip: Clip, p: ClipParams, spec: SpecParams = SpecParams()) -> tuple[np.ndarray, dict]:
+def decode_clip_audio(clip: Clip, p: ClipParams) -> tuple[np.ndarray, dict]:
     """(257, L) log-spectrogram of ``audio_seconds`` of the clip's audio (tiled when shorter) and info."""
+    spec = spectrogram_params(p.spectrogram)
     path = clip.audio or clip.video
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing file")
@@ -189,7 +199,7 @@ def preprocess_clips(
 def _preprocess_clips(
     clip_list: ClipList, out_h5: Path, params: ClipParams, workers: int, progress: bool
 ) -> PreprocessReport:
-    spec = SpecParams()
+    spec = spectrogram_params(params.spectrogram)
     n, f, s = len(clip_list.clips), params.frames, params.frame_size
     width = num_columns(round(params.audio_seconds * spec.sample_rate), spec)
     report = PreprocessReport(str(out_h5), videos=n)
@@ -273,10 +283,8 @@ def _write_meta(fh, clip_list: ClipList, keep: np.ndarray, values: dict, params:
     attrs = {
         **asdict(params),
         **asdict(spec),
-        "window": "hann",
-        "power": 1,
+        **SPECTROGRAM_ATTRS[spec.transform],
         "center": False,
-        "normalisation": "per-clip mean/std of the log-spectrogram",
         "audio_pad": "tile",
         "layout": clip_list.layout,
         "classes": list(clip_list.classes),

@@ -48,6 +48,7 @@ class PreprocessOptions:
     wait: bool = False  # another run writing the same output: wait for it (default: refuse at once)
     shard: tuple[int, int] | None = None  # (I, N): decode shard I of N only (per-second layouts)
     merge: bool = False  # write the file from the shards of every --shard I/N run (per-second layouts)
+    spectrogram: str = "avel"  # the transform (preprocessing.audio.SPECTROGRAMS): avel | pmr
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def preprocess_dataset(
             shard=o.shard,
             merge=o.merge,
             wait=o.wait,
+            spectrogram=o.spectrogram,
         )
     if o.shard is not None or o.merge:
         raise ValueError(f"--shard / --merge: only per-second layouts (AVE) so far, not {layout.name!r}")
@@ -133,5 +135,6 @@ def preprocess_dataset(
         frames=o.frames,
         frame_size=o.frame_size,
         audio_seconds=o.audio_seconds,
+        spectrogram=o.spectrogram,
     )
     return preprocess_clips(clip_list, out_h5, params, workers=o.workers, progress=o.progress, wait=o.wait)

@@ -29,7 +29,15 @@ import numpy as np
 
 from preprocessing.annotations import SEGMENTS, AVEAnnotations, load_ave
 from preprocessing.assemble import Assembler, assemble_from_shards, write_shard
-from preprocessing.audio import SpecParams, fit_length, load_audio, log_spectrogram, segment_columns
+from preprocessing.audio import (
+    SPECTROGRAM_ATTRS,
+    SpecParams,
+    fit_length,
+    load_audio,
+    log_spectrogram,
+    segment_columns,
+    spectrogram_params,
+)
 from preprocessing.audio import source_sample_rate as read_source_rate
 from preprocessing.ave import ave_video_path
 from preprocessing.h5 import RowsMeta, check_output
@@ -171,6 +179,7 @@ class DecodeJob:
     shard: str
     in_process: bool
     params: DecodeParams
+    spec: SpecParams = SpecParams()  # the spectrogram transform
 
 
 def _decode_job(job: DecodeJob) -> dict[str, Any]:
@@ -185,7 +194,9 @@ def _decode_job(job: DecodeJob) -> dict[str, Any]:
         if job.in_process:
             frames, info = decode_video(path, p.frame_size, p.frames_per_segment, p.segments)
             return {"id": job.id, "ok": True, "job": job, "frames": frames, "info": info}
-        frames, spec, _, info = decode_clip(path, p.frame_size, p.frames_per_segment, p.segments, p.audio_pad)
+        frames, spec, _, info = decode_clip(
+            path, p.frame_size, p.frames_per_segment, p.segments, p.audio_pad, job.spec
+        )
         write_shard(Path(job.shard), {"frames": frames, "spectrogram": spec, **info})
         return {"id": job.id, "ok": True}
     except Exception as e:
@@ -202,7 +213,9 @@ def _finish(asm: Assembler, result: dict[str, Any]) -> dict[str, Any] | None:
     writer thread); returns a failure like ``_decode_job``'s if the audio is bad."""
     job: DecodeJob = result["job"]
     try:
-        spectrogram, audio_info = decode_spectrogram(job.path, job.params.segments, job.params.audio_pad)
+        spectrogram, audio_info = decode_spectrogram(
+            job.path, job.params.segments, job.params.audio_pad, job.spec
+        )
     except Exception as e:
         return _failure(job, e)
     arrays = {"frames": result["frames"], "spectrogram": spectrogram, **result["info"], **audio_info}
@@ -259,6 +272,7 @@ def preprocess(
     wait: bool = False,
     shard: tuple[int, int] | None = None,
     merge: bool = False,
+    spectrogram: str = "avel",
 ) -> PreprocessReport:
     """Decode every video of an AVE-layout folder (AVE/<id>.mp4, Annotations.txt, *Set.txt) into OUT.h5.
 
@@ -269,7 +283,10 @@ def preprocess(
     OUT.h5.parts/ (one ``<id>.shard`` each, resumable, under the lock OUT.h5.shard-I-of-N.lock) and writes
     OUT.h5.shard-I-of-N.report.json; ``merge`` then writes OUT.h5 from those shards alone (refusing when
     a video has neither a shard nor a failure in a shard report): the file a single run writes.
+    ``spectrogram`` names the transform (``preprocessing.audio.SPECTROGRAMS``): "avel" or "pmr" (the
+    released PMR code's: 22.05 kHz, Tukey window, log power spectral density).
     """
+    spec = spectrogram_params(spectrogram)
     if audio_pad not in AUDIO_PADS:
         raise ValueError(f"unknown audio_pad {audio_pad!r}; valid: {list(AUDIO_PADS)}")
     if frame_size < 1 or frames_per_segment < 1:
@@ -287,10 +304,19 @@ def preprocess(
     if shard is not None:
         index, count = check_shard(shard)
         with output_lock(f"{out_h5}.shard-{index}-of-{count}", "avel preprocess --shard", wait=wait):
-            return _preprocess_shard(dataset_dir, out_h5, ann, index, count, decode, workers, progress)
+            return _preprocess_shard(dataset_dir, out_h5, ann, index, count, decode, workers, progress, spec)
     with output_lock(out_h5, "avel preprocess", wait=wait):
         return _preprocess_locked(
-            dataset_dir, out_h5, ann, workers, frame_size, frames_per_segment, audio_pad, progress, merge
+            dataset_dir,
+            out_h5,
+            ann,
+            workers,
+            frame_size,
+            frames_per_segment,
+            audio_pad,
+            progress,
+            merge,
+            spec,
         )
 
 
@@ -317,14 +343,17 @@ def _preprocess_shard(
     decode: DecodeParams,
     workers: int,
     progress: bool,
+    spec: SpecParams = SpecParams(),
 ) -> PreprocessReport:
     """Shard ``index`` of ``count``: its videos' shard files in OUT.h5.parts/ and its report (no OUT.h5)."""
-    parts = _parts_dir(out_h5, {**asdict(decode), **asdict(SpecParams())})
+    parts = _parts_dir(out_h5, {**asdict(decode), **asdict(spec)})
     ids = shard_ids(list(dict.fromkeys(r.video_id for r in ann.rows)), index, count)
     report = PreprocessReport(f"{out_h5}.shard-{index}-of-{count}", videos=len(ids))
     t0 = time.perf_counter()
     jobs = [
-        DecodeJob(vid, str(ave_video_path(dataset_dir, vid)), str(parts / f"{vid}.shard"), False, decode)
+        DecodeJob(
+            vid, str(ave_video_path(dataset_dir, vid)), str(parts / f"{vid}.shard"), False, decode, spec
+        )
         for vid in ids
         if not (parts / f"{vid}.shard").is_file()
     ]
@@ -360,17 +389,15 @@ def _preprocess_locked(
     audio_pad: str,
     progress: bool,
     merge: bool = False,
+    spec: SpecParams = SpecParams(),
 ) -> PreprocessReport:
-    spec = SpecParams()
     decode = DecodeParams(frame_size, frames_per_segment, SEGMENTS, audio_pad)
     params = {**asdict(decode), **asdict(spec)}
     parts = _parts_dir(out_h5, params)
     attrs = {
         **params,
-        "window": "hann",
-        "power": 1,
+        **SPECTROGRAM_ATTRS[spec.transform],
         "center": False,
-        "normalisation": "per-clip mean/std of the log-spectrogram",
         "source_dir": str(dataset_dir.resolve()),
         "annotations": str(ann.source),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -399,7 +426,7 @@ def _preprocess_locked(
                 asm.failed.append(failed_in_shards[vid])
             else:
                 path = str(ave_video_path(dataset_dir, vid))
-                jobs.append(DecodeJob(vid, path, str(shard), in_process, decode))
+                jobs.append(DecodeJob(vid, path, str(shard), in_process, decode, spec))
         for r in _run_jobs(jobs, workers, progress):
             if not r["ok"]:
                 asm.failed.append(r)

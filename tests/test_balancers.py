@@ -17,7 +17,7 @@ from avel.balance.base import StepResult
 from avel.balance.dropout import ModalityDropout
 from avel.balance.iprm import IPRM, IPRMModel, geodesic_mixup, probe
 from avel.balance.ogm import OGMGE, modality_scores, modulate_gradients, ogm_coefficients
-from avel.balance.opm import OPM, drop_probability, keep_masks
+from avel.balance.opm import OPM, drop_probability, drop_share, keep_masks
 from avel.config import load_config
 from avel.data import DataSplits, SplitData
 from avel.models.base import AVModel, ModelOutput
@@ -71,7 +71,13 @@ def test_registry_names_and_errors():
     with pytest.raises(ValueError, match=r"balancer 'ogm-ge' does not take option\(s\) \['q_base'\]"):
         build_balancer("ogm-ge", q_base=0.5)
     assert build_balancer("ogm", alpha=0.3, window=(0, 10), warmup=2).warmup == 2
-    assert build_balancer("ogm-ge").ge and not build_balancer("ogm").ge
+    # OGM as BML's train_ogm.sh runs it: the code's default OGM_GE (noise on), warm-up `epoch <= 5`
+    ogm = build_balancer("ogm")
+    assert build_balancer("ogm-ge").ge and ogm.ge and ogm.warmup == 6
+    assert not build_balancer("ogm", ge=False).ge
+    for epoch, modulating in ((5, False), (6, True)):
+        ogm.on_epoch_start(None, None, epoch)
+        assert ogm.modulating is modulating
 
 
 def test_applies_to():
@@ -178,23 +184,44 @@ def test_ge_noise_has_the_gradients_std():
 
 
 def test_opm_drop_probability_by_hand():
-    q, audio_dom = drop_probability(torch.tensor(3.0), torch.tensor(1.0), q_base=0.5, lam=0.5)
-    assert torch.isclose(q, torch.tensor(0.5 * (1 + 0.5 * math.tanh(2.0)))) and audio_dom == 1
-    q, audio_dom = drop_probability(torch.tensor(1.0), torch.tensor(1.0), q_base=0.5, lam=0.5)
-    assert q == 0.5 and audio_dom == 0  # r = tanh(ReLU(0)) = 0
-    q, _ = drop_probability(torch.tensor(1.0), torch.tensor(9.0), q_base=0.9, lam=0.5)
-    assert q == 1.0  # clipped
+    """BML's calcu_q: only the dominant modality gets q; equal scores drop nothing."""
+    q_a, q_v = drop_probability(torch.tensor(3.0), torch.tensor(1.0), q_base=0.5, lam=0.5)
+    assert torch.isclose(q_a, torch.tensor(0.5 * (1 + 0.5 * math.tanh(2.0)))) and q_v == 0
+    q_a, q_v = drop_probability(torch.tensor(1.0), torch.tensor(1.0), q_base=0.5, lam=0.5)
+    assert q_a == 0 and q_v == 0  # r = tanh(ReLU(0)) = 0 for both
+    q_a, q_v = drop_probability(torch.tensor(1.0), torch.tensor(9.0), q_base=0.9, lam=0.5)
+    assert q_a == 0 and q_v == 1.0  # clipped
+    # θ = Σ d_u q_u / Σ d_u: q/2 for two 512-d features (q = 0.69: kept features × 1/(1 − 0.345))
+    assert torch.isclose(drop_share(torch.tensor(0.69), torch.tensor(0.0), 512, 512), torch.tensor(0.345))
+    assert torch.isclose(drop_share(torch.tensor(0.0), torch.tensor(0.6), 128, 384), torch.tensor(0.45))
 
 
-def test_opm_masks_drop_with_q_and_rescale_kept_features():
+def test_opm_masks_drop_with_q_and_rescale_both_modalities_by_theta():
     g = torch.Generator().manual_seed(0)
-    q = torch.tensor(0.25)
-    keep_a, keep_v = keep_masks((20000, 1), q, torch.tensor(0.0), torch.tensor(1.0), g, torch.device("cpu"))
+    q, zero, one, cpu = torch.tensor(0.5), torch.tensor(0.0), torch.tensor(1.0), torch.device("cpu")
+    theta = drop_share(q, zero, 4, 4)  # 0.25
+    keep_a, keep_v = keep_masks((20000, 1), q, zero, one, g, cpu, theta)
     assert keep_a.unique().tolist() == [0.0, pytest.approx(4 / 3)]  # kept: 1 / (1 − θ)
-    assert (keep_a == 0).float().mean() == pytest.approx(0.25, abs=0.01)
-    assert torch.equal(keep_v, torch.ones_like(keep_v))
-    keep_a, _ = keep_masks((100, 1), q, q, torch.tensor(0.0), g, torch.device("cpu"))  # not executed
+    assert (keep_a == 0).float().mean() == pytest.approx(0.5, abs=0.01)
+    assert torch.allclose(keep_v, torch.full_like(keep_v, 4 / 3))  # the other modality is rescaled too
+    keep_a, keep_v = keep_masks((20000, 1), q, zero, one, g, cpu)  # rescale="dominant": 1 / (1 − q)
+    assert keep_a.unique().tolist() == [0.0, 2.0] and torch.equal(keep_v, torch.ones_like(keep_v))
+    keep_a, _ = keep_masks((100, 1), q, q, zero, g, cpu, theta)  # not executed
     assert torch.equal(keep_a, torch.ones_like(keep_a))
+
+
+def test_opm_equal_scores_drop_nothing():
+    """Two identical modalities (same weights, same inputs): equal scores, nothing dropped."""
+    torch.manual_seed(0)
+    model = ConcatModel(da=5, dv=5)
+    with torch.no_grad():
+        model.visual_branch.load_state_dict(model.audio_branch.state_dict())
+        model.fc.weight[:, model.d :] = model.fc.weight[:, : model.d]
+    x = torch.randn(8, 5)
+    batch = SplitData(x, x.clone(), torch.arange(8) % 3).batch(torch.arange(8))
+    logs = OPM(p_exe=1.0, warmup=0).training_loss(model, batch).logs
+    assert logs["score_ratio"] == 1 and logs["executed"] == 1
+    assert logs["drop_rate_audio"] == 0 and logs["drop_rate_visual"] == 0 and logs["drop_prob"] == 0
 
 
 def test_opm_step_drops_the_dominant_modality_per_segment():
@@ -207,8 +234,8 @@ def test_opm_step_drops_the_dominant_modality_per_segment():
     dominant = 0 if logs["score_ratio"] > 1 else 1
     assert rates[1 - dominant] == 0 and 0 < rates[dominant] < 1  # per segment, not per video
     assert logs["executed"] == 1
-    warm = OPM(warmup=5)  # warm-up: nothing dropped
-    warm.on_epoch_start(model, None, 0)
+    warm = OPM()  # warm-up: epochs 0..5 (the released `epoch <= 5`), nothing dropped
+    warm.on_epoch_start(model, None, 5)
     logs = warm.training_loss(model, data.batch(torch.arange(6))).logs
     assert logs["drop_rate_audio"] == 0 and logs["drop_rate_visual"] == 0
 
@@ -233,6 +260,18 @@ def test_modality_dropout_never_drops_both_and_keeps_scale():
     assert set(keep_a.unique().tolist()) <= {0.0, 1.0}  # unscaled
     assert dropped.mean() == pytest.approx(0.5, abs=0.02)
     assert (keep_a == 0).float().mean() == pytest.approx(0.25, abs=0.02)
+
+
+def test_droppathway_drops_the_whole_batchs_audio_with_probability_p():
+    drop = ModalityDropout(p=0.3, variant="droppathway", seed=0)
+    batches = [drop.drop_masks(torch.zeros(8, 10, 3)) for _ in range(2000)]
+    for keep_a, keep_v, _ in batches:
+        assert keep_a.shape == (8, 10, 1) and torch.equal(keep_v, torch.ones_like(keep_v))
+        assert keep_a.unique().numel() == 1  # the whole batch or nothing
+    rate = sum(float(keep_a[0, 0, 0] == 0) for keep_a, _, _ in batches) / len(batches)
+    assert rate == pytest.approx(0.3, abs=0.03)
+    with pytest.raises(ValueError, match="unknown dropout variant 'batch'"):
+        ModalityDropout(variant="batch")
 
 
 # ----------------------------------------------------------------------------------------------- IPRM
@@ -269,21 +308,35 @@ def test_probe_kl_weights_and_no_graph():
     assert torch.isclose(out["omega_audio"], d_v / (d_a + d_v), atol=1e-6)
 
 
-def test_lambda_ema_and_eval_forward_sums_the_heads():
+def test_lambda_ema_as_the_released_code_and_eval_at_the_last_probed_lambda():
     model = IPRM().prepare_model(make_model("clip"))
-    assert model.lam == 0.5
-    model.update_lambda(torch.tensor(0.2), alpha=0.8)  # t = 0: λ_1 = ω_0
-    assert torch.isclose(model.lam, torch.tensor(0.2))
-    model.update_lambda(torch.tensor(0.7), alpha=0.8)  # 0.8·0.2 + 0.2·0.7
-    assert torch.isclose(model.lam, torch.tensor(0.3))
+    assert model.lam == 0.5 and model.lam_next == 0.5
+    model.update_lambda(torch.tensor(0.2), alpha=0.8)  # λ_1 = 0.8·0.5 + 0.2·0.2 (main_av.py)
+    assert torch.isclose(model.lam_next, torch.tensor(0.44)) and model.lam == 0.5  # eval: probed λ_0
+    model.update_lambda(torch.tensor(0.7), alpha=0.8)  # λ_2 = 0.8·0.44 + 0.2·0.7
+    assert torch.isclose(model.lam_next, torch.tensor(0.492)) and torch.isclose(model.lam, torch.tensor(0.44))
     batch = clip_data().batch(torch.arange(4))
     with torch.no_grad():
         z_a, z_v = model.encode(batch.audio, batch.visual)
-        fused, la, lv = model.heads(z_a, z_v, 0.3)
+        fused, la, lv = model.heads(z_a, z_v, 0.44)
         assert torch.allclose(model(batch.audio, batch.visual).logits, fused + la + lv)
     rebuilt = IPRM().prepare_model(make_model("clip"))
     rebuilt.load_state_dict(model.state_dict())  # λ travels with the model's checkpoint
-    assert torch.isclose(rebuilt.lam, torch.tensor(0.3)) and rebuilt.steps == 2
+    assert torch.isclose(rebuilt.lam, torch.tensor(0.44)) and rebuilt.steps == 2
+    assert torch.isclose(rebuilt.lam_next, torch.tensor(0.492))
+    old = {k: v for k, v in model.state_dict().items() if k != "lam_next"}  # a checkpoint before lam_next
+    rebuilt.load_state_dict(old)
+    assert torch.isclose(rebuilt.lam_next, torch.tensor(0.44))
+
+
+def test_lambda_slides_variant():
+    model = IPRM().prepare_model(make_model("clip"))
+    model.update_lambda(torch.tensor(0.2), alpha=0.8, variant="slides")  # t = 0: λ_1 = ω_0
+    assert torch.isclose(model.lam, torch.tensor(0.2)) and torch.isclose(model.lam_next, torch.tensor(0.2))
+    model.update_lambda(torch.tensor(0.7), alpha=0.8, variant="slides")  # 0.8·0.2 + 0.2·0.7, eval at λ_2
+    assert torch.isclose(model.lam, torch.tensor(0.3)) and torch.isclose(model.lam_next, torch.tensor(0.3))
+    with pytest.raises(ValueError, match="unknown IPRM variant 'paper'; valid: \\['code', 'slides'\\]"):
+        IPRM(variant="paper")
 
 
 def test_iprm_step_loss_is_three_cross_entropies_and_updates_lambda():
@@ -297,7 +350,8 @@ def test_iprm_step_loss_is_three_cross_entropies_and_updates_lambda():
     fused, la, lv = model.heads(*model.encode(batch.audio, batch.visual), omega)
     ce = [F.cross_entropy(x.reshape(-1, 4), batch.labels.reshape(-1)) for x in (fused, la, lv)]
     assert torch.isclose(res.loss, sum(ce), atol=1e-6)
-    assert torch.isclose(model.lam, omega) and res.logs["lambda"] == 0.5
+    assert torch.isclose(model.lam_next, 0.8 * 0.5 + 0.2 * omega) and res.logs["lambda"] == 0.5
+    assert model.lam == 0.5  # evaluation at the last probed λ
     del lazy.base.z_dim
     assert torch.isfinite(IPRM().training_loss(lazy, batch).loss)
     with pytest.raises(ValueError, match="IPRM trains the model returned by IPRM.prepare_model"):

@@ -11,6 +11,7 @@ from toy_models import ConcatModel
 
 from avel.balance.pmr import (
     PMR,
+    capped,
     entropy,
     imbalance_ratio,
     pmr_coefficients,
@@ -286,3 +287,100 @@ def test_invalid_options():
         PMR(subset=0.0)
     with pytest.raises(ValueError, match="unknown PMR coef"):
         PMR(coef="code")
+
+
+# ------------------------------------------------------ released-code window, absent classes, ρ logs
+
+
+def test_window_is_inclusive_as_the_released_code():
+    data = dominant_audio_data()
+    pmr, model, batch = pmr_ready(data, epoch=2, window=(0, 2), mu=0.0)  # epoch == end: still active
+    res = pmr.training_loss(model, batch)
+    assert torch.isclose(res.loss, res.logs["loss_ce"] + 2.0 * res.logs["gamma"] * res.logs["pce_visual"])
+
+
+def absent_class_setup(absent: str):
+    """Classes 0 and 1 in the prototype subset (val), class 2 absent; the batch holds all three."""
+    model = identity_model(c=3)
+    val = SplitData(
+        torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([0, 1])
+    )
+    train = SplitData(
+        torch.tensor([[1.0, 1.0], [0.0, 2.0], [3.0, 0.0]]),
+        torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, 0.0]]),
+        torch.tensor([0, 1, 2]),
+    )
+    pmr = PMR(subset="val", absent=absent, mu=0.0)
+    pmr.on_epoch_start(model, splits(train, val), 0)
+    return pmr, model, train.batch(torch.arange(3))
+
+
+def test_absent_classes_are_masked_out_of_softmax_pce_and_rho():
+    pmr, model, batch = absent_class_setup("mask")
+    logs = pmr.training_loss(model, batch).logs
+    # by hand: classes {0, 1} only, samples of classes 0 and 1 only
+    c_a, c_v = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    z_a, z_v = batch.audio[:2], batch.visual[:2]
+    y = torch.tensor([0, 1])
+    log_pa = F.log_softmax(-torch.cdist(z_a, c_a), -1)
+    log_pv = F.log_softmax(-torch.cdist(z_v, c_v), -1)
+    assert torch.isclose(logs["pce_audio"], F.nll_loss(log_pa, y))
+    assert torch.isclose(logs["pce_visual"], F.nll_loss(log_pv, y))
+    rho = log_pa.exp().gather(1, y[:, None]).sum() / log_pv.exp().gather(1, y[:, None]).sum()
+    assert torch.isclose(logs["rho"], rho)
+    assert torch.isclose(logs["log_rho"], rho.log())
+
+
+def test_absent_zero_keeps_the_literal_zero_prototype():
+    pmr, model, batch = absent_class_setup("zero")
+    logs = pmr.training_loss(model, batch).logs
+    c_a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])  # class 2 at the origin
+    log_pa = F.log_softmax(-torch.cdist(batch.audio, c_a), -1)
+    assert torch.isclose(logs["pce_audio"], F.nll_loss(log_pa, torch.tensor([0, 1, 2])))
+
+
+def test_epoch_logs_hold_the_median_of_rho_beside_the_mean():
+    data = dominant_audio_data()
+    pmr, model, _ = pmr_ready(data)
+    rhos = [pmr.training_loss(model, data.batch(torch.arange(i, i + 6))).logs["rho"] for i in (0, 6, 12)]
+    logs = pmr.epoch_logs()
+    assert logs["rho_median"] == pytest.approx(torch.stack(rhos).median().item())
+    assert pmr.epoch_logs() == {"prototypes_missing": 0.0}  # the steps' ρ are cleared after each epoch
+
+
+# ------------------------------------------------------------------------------- the high-lr guard
+
+
+def test_capped_pce_never_exceeds_cap_times_the_task_loss_and_keeps_its_gradient_direction():
+    z = torch.tensor([3.0], requires_grad=True)
+    term = (z**2).sum()  # 9
+    out = capped(term, 0.5, torch.tensor(4.0))  # at most 0.5 × 4 = 2
+    assert torch.isclose(out, torch.tensor(2.0))
+    (g,) = torch.autograd.grad(out, z)
+    assert torch.isclose(g, torch.tensor([6.0 * 2.0 / 9.0]))  # d(term)/dz scaled by 2/9
+    assert capped(term, 0.5, torch.tensor(100.0)) is not term and torch.isclose(
+        capped(term, 0.5, torch.tensor(100.0)), term
+    )
+    assert capped(term, 0.0, torch.tensor(1.0)) is term  # off
+
+
+def test_guard_refreshes_prototypes_from_the_batches_every_n_steps():
+    data = dominant_audio_data(n=12)
+    pmr, model, _ = pmr_ready(data, proto_every=2)
+    start = pmr.prototypes[0].clone()
+    b1, b2 = data.batch(torch.arange(0, 6)), data.batch(torch.arange(6, 12))
+    pmr.training_loss(model, b1)
+    assert torch.equal(pmr.prototypes[0], start)  # one step: not yet
+    pmr.training_loss(model, b2)
+    # after two steps: the class means of both batches' (identity) representations
+    y = torch.arange(12) % 3
+    means = torch.stack([data.audio[y == k].mean(0) for k in range(3)])
+    assert torch.allclose(pmr.prototypes[0], means, atol=1e-6)
+    assert torch.allclose(pmr.prototypes[1], torch.stack([data.visual[y == k].mean(0) for k in range(3)]))
+
+
+def test_new_pmr_options_are_checked():
+    with pytest.raises(ValueError, match="unknown PMR absent 'drop'; valid: \\['mask', 'zero'\\]"):
+        PMR(absent="drop")
+    with pytest.raises(ValueError, match="proto_every and pce_cap must be >= 0"):
+        PMR(proto_every=-1)

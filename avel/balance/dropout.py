@@ -1,9 +1,13 @@
 """Modality dropout: a DropPathway-style baseline (PMR paper, Table 2).
 
-Per sample (per sample-segment on AVEL), with probability ``p`` one modality, chosen uniformly, has its
-representation zeroed before fusion; never both. Kept features are NOT rescaled: a dropped modality plays
-a missing modality, and at test time both are always present, so the kept one keeps its test-time scale.
-The loss is the task loss on ``model.fuse`` of the dropped representations.
+``variant="sample"`` (default): per sample (per sample-segment on AVEL), with probability ``p`` one
+modality, chosen uniformly, has its representation zeroed before fusion; never both.
+``variant="droppathway"``: the method PMR's Table 2 compares with as "Modality-drop", DropPathway (Xiao et
+al., Audiovisual SlowFast Networks, 2020; the PMR code has no implementation): at each training iteration
+the audio pathway of the whole batch is dropped with probability ``p``.
+Kept features are NOT rescaled: a dropped modality plays a missing modality, and at test time both are
+always present, so the kept one keeps its test-time scale. The loss is the task loss on ``model.fuse`` of
+the dropped representations.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ class ModalityDropout(BalancerHooks):
 
     name = "dropout"
 
-    def __init__(self, *, p: float = 0.3, seed: int = 0) -> None:
+    def __init__(self, *, p: float = 0.3, variant: str = "sample", seed: int = 0) -> None:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout p must be in [0, 1], got {p!r}")
-        self.p = float(p)
+        if variant not in ("sample", "droppathway"):
+            raise ValueError(f"unknown dropout variant {variant!r}; valid: ['sample', 'droppathway']")
+        self.p, self.variant = float(p), variant
         self.rng = DeviceGenerator(seed)
         self.epoch = 0
 
@@ -42,6 +48,9 @@ class ModalityDropout(BalancerHooks):
         """(keep_audio, keep_visual, dropped) float masks of shape (B, 1) or (B, T, 1)."""
         g = self.rng.get(z.device)
         shape = sample_mask_shape(z)
+        if self.variant == "droppathway":  # one draw per iteration, audio only (Xiao et al. 2020)
+            dropped = (torch.rand((), generator=g, device=z.device) < self.p).float().expand(shape)
+            return 1.0 - dropped, torch.ones(shape, device=z.device), dropped
         dropped = (torch.rand(shape, generator=g, device=z.device) < self.p).float()
         audio = (torch.rand(shape, generator=g, device=z.device) < 0.5).float()
         return 1.0 - dropped * audio, 1.0 - dropped * (1.0 - audio), dropped

@@ -3,17 +3,21 @@
 ``prepare_model`` wraps the model in ``IPRMModel``: the base model's encoders, unimodal heads h_a, h_v and a
 fusion head h on the geodesic multimodal mixup (GMM) of the L2-normalised representations,
 f(z̄^a, z̄^v, λ) = sin(λθ)/sin θ · z̄^a + sin((1−λ)θ)/sin θ · z̄^v, θ = arccos⟨z̄^a, z̄^v⟩. Its forward (eval,
-checkpoints, predict) sums the three heads' logits at the last probing weight λ, a buffer of the model.
+checkpoints, predict) sums the three heads' logits at the weight ``lam``, a buffer of the model; the next
+probe's weight is the buffer ``lam_next``.
 
 Each step: the encoders run once; a probe pass without gradients on the detached features gives
 P̄ = softmax(h(f(·, λ_t))), P^a, P^v, D^o = mean KL(P^o ‖ P̄), ω^a = D^v/(D^a + D^v), ω^v = 1 − ω^a; the
-learning pass trains CE(h(f(·, ω^a))) + CE(h_a(z^a)) + CE(h_v(z^v)); then λ_{t+1} = α λ_t + (1 − α) ω^a_t
-(λ_1 = ω^a_0, λ_0 = 0.5).
+learning pass trains CE(h(f(·, ω^a))) + CE(h_a(z^a)) + CE(h_v(z^v)); then λ_{t+1} = α λ_t + (1 − α) ω^a_t.
 
-Notes: this follows the paper's slides; the authors' code is public (github.com/njustkmg/IJCAI25-IPRM).
-On AVEL the KL probe averages over event segments only, the cross-entropies over all segments (the heads
-also predict background). The base model's own fusion layers stay in the model, unused. ``logits_audio`` /
-``logits_visual`` of the output are the unimodal heads' logits (they are not a split of the summed logits).
+``variant="code"`` (default) as the released code (github.com/njustkmg/IJCAI25-IPRM, ``main_av.py``) runs
+it: λ_0 = 0.5 and the same update from the first step on (λ_1 = α·0.5 + (1 − α) ω^a_0); evaluation uses
+the last probed weight λ_T. ``variant="slides"``: λ_1 = ω^a_0, evaluation at λ_{T+1}.
+
+Notes: on AVEL the KL probe averages over event
+segments only, the cross-entropies over all segments (the heads also predict background). The base
+model's own fusion layers stay in the model, unused. ``logits_audio`` / ``logits_visual`` of the output
+are the unimodal heads' logits (they are not a split of the summed logits).
 """
 
 from __future__ import annotations
@@ -68,8 +72,10 @@ class IPRMModel(AVModel):
         self.head_audio = head(dim, self.num_classes)  # h_a
         self.head_visual = head(dim, self.num_classes)  # h_v
         self.head_fusion = head(dim, self.num_classes)  # h
-        self.register_buffer("lam", torch.tensor(0.5))  # λ_t, probing weight of audio
+        self.register_buffer("lam", torch.tensor(0.5))  # λ of the forward (evaluation)
+        self.register_buffer("lam_next", torch.tensor(0.5))  # λ_t of the next probe
         self.register_buffer("steps", torch.tensor(0))  # t
+        self._register_load_state_dict_pre_hook(_lam_next_from_lam)
 
     @property
     def backbone(self) -> AVModel:
@@ -97,12 +103,23 @@ class IPRMModel(AVModel):
         return ModelOutput(fused + logits_a + logits_v, z_audio, z_visual, logits_a, logits_v)
 
     @torch.no_grad()
-    def update_lambda(self, omega_a: Tensor, alpha: float) -> None:
-        """λ_{t+1} = α λ_t + (1 − α) ω^a_t; the first update sets λ_1 = ω^a_0."""
-        omega_a = omega_a.to(self.lam.dtype)
-        ema = alpha * self.lam + (1 - alpha) * omega_a  # EMA of the slides
-        self.lam.copy_(torch.where(self.steps == 0, omega_a, ema))
+    def update_lambda(self, omega_a: Tensor, alpha: float, variant: str = "code") -> None:
+        """λ_{t+1} = α λ_t + (1 − α) ω^a_t ("slides": λ_1 = ω^a_0); ``lam`` becomes λ_t ("code": the last
+        probed weight, as the released code evaluates) or λ_{t+1} ("slides")."""
+        probed = self.lam_next.clone()
+        omega_a = omega_a.to(probed.dtype)
+        nxt = alpha * probed + (1 - alpha) * omega_a  # EMA of λ
+        if variant == "slides":
+            nxt = torch.where(self.steps == 0, omega_a, nxt)
+        self.lam_next.copy_(nxt)
+        self.lam.copy_(probed if variant == "code" else nxt)
         self.steps.add_(1)
+
+
+def _lam_next_from_lam(state: dict, prefix: str, *args) -> None:
+    """Checkpoints from before ``lam_next`` existed: their ``lam`` was the next probe's weight."""
+    if prefix + "lam" in state and prefix + "lam_next" not in state:
+        state[prefix + "lam_next"] = state[prefix + "lam"].clone()
 
 
 def kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
@@ -113,7 +130,7 @@ def kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
 @torch.no_grad()
 def probe(model: IPRMModel, z_audio: Tensor, z_visual: Tensor, weights: Tensor) -> dict[str, Tensor]:
     """Probing pass at λ_t without gradients: D^a, D^v and ω^a = D^v / (D^a + D^v)."""
-    fused, logits_a, logits_v = model.heads(z_audio.detach(), z_visual.detach(), model.lam)
+    fused, logits_a, logits_v = model.heads(z_audio.detach(), z_visual.detach(), model.lam_next)
     log_bar, log_a, log_v = (
         F.log_softmax(flatten_samples(x).float(), dim=-1) for x in (fused, logits_a, logits_v)
     )
@@ -129,10 +146,12 @@ class IPRM(BalancerHooks):
 
     name = "iprm"
 
-    def __init__(self, *, alpha: float = 0.8, dim: int | None = None) -> None:
+    def __init__(self, *, alpha: float = 0.8, variant: str = "code", dim: int | None = None) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"IPRM alpha must be in [0, 1], got {alpha!r}")
-        self.alpha = float(alpha)
+        if variant not in ("code", "slides"):
+            raise ValueError(f"unknown IPRM variant {variant!r}; valid: ['code', 'slides']")
+        self.alpha, self.variant = float(alpha), variant
         self.dim = dim
         self.epoch = 0
 
@@ -152,8 +171,8 @@ class IPRM(BalancerHooks):
         fused, logits_a, logits_v = model.heads(z_a, z_v, omega_a)  # learn under balanced status
         loss_fused = task_loss(fused, batch.labels)
         loss = loss_fused + task_loss(logits_a, batch.labels) + task_loss(logits_v, batch.labels)
-        lam = model.lam.detach().clone()  # λ_t used by the probe
-        model.update_lambda(omega_a, self.alpha)
+        lam = model.lam_next.detach().clone()  # λ_t used by the probe
+        model.update_lambda(omega_a, self.alpha, self.variant)
         out = ModelOutput((fused + logits_a + logits_v).detach(), z_a, z_v, logits_a, logits_v)
         logs = {"loss_ce": loss_fused.detach(), "lambda": lam, **probed}
         return StepResult(loss, out, logs)

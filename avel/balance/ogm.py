@@ -1,5 +1,7 @@
 """OGM-GE: on-the-fly gradient modulation with generalisation enhancement (Peng et al., CVPR 2022), and
-OGM, its TPAMI 2024 form (Wei, Hu, Du, Wen: no noise, a warm-up without modulation).
+OGM, its TPAMI 2024 form (Wei, Hu, Du, Wen) as its released code runs it: BML_TPAMI2024's
+``scripts/train_ogm.sh`` passes no ``--modulation``, so the code's default OGM_GE runs, noise included, after
+a warm-up of 6 epochs (``epoch <= 5``); ``ge=False`` is the noise-free variant the paper describes.
 
 Per batch, each modality's score is s^u = Σ_i softmax(out_u)_i[y_i] from the split logits of the fused
 classifier; ρ_v = s^v/s^a, ρ_a = 1/ρ_v; the dominant modality (ρ_dom > 1) gets k = 1 − tanh(α ρ_dom), the
@@ -152,7 +154,7 @@ class OGMGE(BalancerHooks):
 
 
 class OGM(OGMGE):
-    """OGM (TPAMI 2024): gradient modulation without noise, after a warm-up of ``warmup`` epochs."""
+    """OGM (TPAMI 2024) as BML's script runs it: OGM-GE's modulation and noise after ``warmup`` epochs."""
 
     name = "ogm"
     method = "OGM"
@@ -162,8 +164,8 @@ class OGM(OGMGE):
         *,
         alpha: float = 0.1,
         window: tuple[int, int] = (0, 50),
-        ge: bool = False,
-        warmup: int = 5,
+        ge: bool = True,
+        warmup: int = 6,
         seed: int = 0,
     ) -> None:
         super().__init__(alpha=alpha, window=window, ge=ge, warmup=warmup, seed=seed)

@@ -1,20 +1,23 @@
-"""OPM: on-the-fly prediction modulation (Wei, Hu, Du, Wen, TPAMI 2024).
+"""OPM: on-the-fly prediction modulation (Wei, Hu, Du, Wen, TPAMI 2024), as its released code runs it.
 
-Per batch, the dominant modality's representation is dropped with a dynamic probability before fusion:
-r = tanh(ReLU(s_dom / s_other − 1)), q = clip(q_base (1 + λ r), 0, 1). With probability p_exe the batch is
-modulated: each sample's (sample-segment's on AVEL) feature of the dominant modality is zeroed with
-probability q and the kept ones are scaled by 1/(1 − θ), θ = q the mean drop probability. With
-``drop_both=True`` the other modality is also dropped, with probability q_base; samples that lose both
-modalities get weight 0 in the loss. The loss is the task loss on ``model.fuse`` of the dropped features.
+Per batch, from the scores s^u = Σ_i softmax(out_u)_i[y_i] (event segments only on AVEL): r_u =
+tanh(ReLU(s_u / s_other − 1)) and q_u = clip(q_base (1 + λ r_u), 0, 1) where r_u > 0, else 0 — only the
+dominant modality gets a drop probability, and equal scores drop nothing. With probability p_exe the batch
+is modulated: each sample's (sample-segment's on AVEL) feature of modality u is zeroed with probability
+q_u, and the features of **both** modalities are scaled by 1/(1 − θ), θ = Σ_u d_u q_u / Σ_u d_u (d_u the
+feature sizes: θ = q/2 for two equal sizes), in the forward pass and the backward pass alike. Samples
+that lose both modalities are removed from the loss. The first ``warmup`` epochs train without
+modulation (the released code: ``epoch <= 5``, 6 epochs). The loss is the task loss on ``model.fuse`` of
+the dropped features.
 
-Scores s^u = Σ_i softmax(out_u)_i[y_i] (event segments only on AVEL) come, without gradients, from the
-fusion's split logits on the undropped features; where the fusion does not split its logits (FiLM, gated,
-DMRN) from fusing each modality with the other zeroed, ``fuse(z_a, 0)`` and ``fuse(0, z_v)``.
+Scores come, without gradients, from the fusion's split logits on the undropped features; where the
+fusion does not split its logits (FiLM, gated, DMRN) from fusing each modality with the other zeroed,
+``fuse(z_a, 0)`` and ``fuse(0, z_v)`` (ours: the released code has concat only).
 
-Deviations from the released code (github.com/GeWu-Lab/BML_TPAMI2024): the execution draw, the drop masks
-and the scores stay on the device (a 0/1 tensor multiplies the masks instead of a Python ``if``); no
-warm-up modulation in the first ``warmup`` epochs (plain task loss); the zeroed-modality proxy for
-fusions without split logits is ours.
+Options beyond the released code (github.com/GeWu-Lab/BML_TPAMI2024, ``models/Classifier.py``):
+``rescale="dominant"`` scales only the kept features of the dropped modality by 1/(1 − q_u) (avel's
+earlier reading of the paper); ``drop_both=True`` also drops the other modality with probability q_base.
+The execution draw, the masks and the scores stay on the device (a 0/1 tensor multiplies the masks).
 """
 
 from __future__ import annotations
@@ -36,13 +39,18 @@ EPS = 1e-8
 
 
 def drop_probability(s_a: Tensor, s_v: Tensor, q_base: float, lam: float) -> tuple[Tensor, Tensor]:
-    """(q, audio_dominant): q = clip(q_base (1 + λ tanh(ReLU(s_dom/s_other − 1))), 0, 1)."""
-    audio_dominant = (s_a > s_v).float()
-    dom = torch.maximum(s_a, s_v)
-    other = torch.minimum(s_a, s_v)
-    r = torch.tanh(F.relu(dom / other.clamp_min(EPS) - 1.0))  # discrepancy ratio
-    q = (q_base * (1.0 + lam * r)).clamp(0.0, 1.0)  # drop probability
-    return q, audio_dominant
+    """(q_a, q_v): q_u = clip(q_base (1 + λ r_u), 0, 1) if r_u = tanh(ReLU(s_u/s_other − 1)) > 0, else 0."""
+    qs = []
+    for s_u, s_o in ((s_a, s_v), (s_v, s_a)):
+        r = torch.tanh(F.relu(s_u / s_o.clamp_min(EPS) - 1.0))  # discrepancy ratio
+        q = (q_base * (1.0 + lam * r)).clamp(0.0, 1.0)  # drop probability of the dominant modality
+        qs.append(torch.where(r > 0, q, torch.zeros_like(q)))
+    return qs[0], qs[1]
+
+
+def drop_share(q_a: Tensor, q_v: Tensor, d_a: int, d_v: int) -> Tensor:
+    """θ = (d_a q_a + d_v q_v) / (d_a + d_v): the expected share of dropped feature entries."""
+    return (d_a * q_a + d_v * q_v) / (d_a + d_v)
 
 
 def keep_masks(
@@ -52,13 +60,16 @@ def keep_masks(
     execute: Tensor,
     generator: torch.Generator,
     device: torch.device,
+    theta: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Scaled keep masks: 0 where dropped (probability q·execute), 1/(1 − q) where kept when executed."""
+    """Scaled keep masks: 0 where dropped (probability q·execute); kept entries 1/(1 − θ) when executed
+    (both modalities), or each modality's 1/(1 − q_u) when ``theta`` is None (``rescale="dominant"``)."""
     masks = []
     for q in (q_a, q_v):
         drop = (torch.rand(shape, generator=generator, device=device) < q).float() * execute
-        scale = torch.where(execute > 0, 1.0 / (1.0 - q).clamp_min(EPS), torch.ones_like(q))
-        masks.append((1.0 - drop) * scale)  # kept features scaled by 1/(1 − θ)
+        share = q if theta is None else theta
+        scale = torch.where(execute > 0, 1.0 / (1.0 - share).clamp_min(EPS), torch.ones_like(share))
+        masks.append((1.0 - drop) * scale)
     return masks[0], masks[1]
 
 
@@ -73,15 +84,18 @@ class OPM(BalancerHooks):
         q_base: float = 0.5,
         lam: float = 0.5,
         p_exe: float = 0.7,
-        warmup: int = 5,
+        warmup: int = 6,
+        rescale: str = "code",
         drop_both: bool = False,
         seed: int = 0,
     ) -> None:
+        if rescale not in ("code", "dominant"):
+            raise ValueError(f"unknown OPM rescale {rescale!r}; valid: ['code', 'dominant']")
         for key, value in (("q_base", q_base), ("p_exe", p_exe)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"OPM {key} must be in [0, 1], got {value!r}")
         self.q_base, self.lam, self.p_exe = float(q_base), float(lam), float(p_exe)
-        self.warmup, self.drop_both = int(warmup), bool(drop_both)
+        self.warmup, self.drop_both, self.rescale = int(warmup), bool(drop_both), rescale
         self.rng = DeviceGenerator(seed)
         self.epoch = 0
 
@@ -101,21 +115,25 @@ class OPM(BalancerHooks):
     def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
         z_a, z_v = model.encode(batch.audio, batch.visual)
         s_a, s_v = self.scores(model, z_a, z_v, batch.labels)
-        q, audio_dom = drop_probability(s_a, s_v, self.q_base, self.lam)
+        q_a, q_v = drop_probability(s_a, s_v, self.q_base, self.lam)
+        if self.drop_both:  # ours: the other modality too, with probability q_base
+            other = torch.full_like(q_a, self.q_base)
+            q_a, q_v = (
+                torch.where((q_a == 0) & (q_v > 0), other, q_a),
+                torch.where((q_v == 0) & (q_a > 0), other, q_v),
+            )
         g = self.rng.get(z_a.device)
         on = float(self.epoch >= self.warmup)
         execute = (torch.rand((), generator=g, device=z_a.device) < self.p_exe).float() * on
-        q_other = torch.full_like(q, self.q_base if self.drop_both else 0.0)
-        q_a = torch.where(audio_dom > 0, q, q_other)
-        q_v = torch.where(audio_dom > 0, q_other, q)
-        keep_a, keep_v = keep_masks(sample_mask_shape(z_a), q_a, q_v, execute, g, z_a.device)
+        theta = drop_share(q_a, q_v, z_a.shape[-1], z_v.shape[-1]) if self.rescale == "code" else None
+        keep_a, keep_v = keep_masks(sample_mask_shape(z_a), q_a, q_v, execute, g, z_a.device, theta)
         out = model.fuse(z_a * keep_a.to(z_a.dtype), z_v * keep_v.to(z_v.dtype))
         present = 1.0 - ((keep_a == 0) & (keep_v == 0)).float().reshape(-1)  # both dropped: removed
         logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
         loss = weighted_mean(F.cross_entropy(logits, batch.labels.reshape(-1), reduction="none"), present)
         logs = {
             "loss_ce": loss.detach(),
-            "drop_prob": q,
+            "drop_prob": torch.maximum(q_a, q_v),
             "drop_rate_audio": (keep_a == 0).float().mean(),
             "drop_rate_visual": (keep_v == 0).float().mean(),
             "score_ratio": s_a / s_v.clamp_min(EPS),
@@ -124,4 +142,4 @@ class OPM(BalancerHooks):
         return StepResult(loss, out, logs)
 
 
-__all__ = ["OPM", "drop_probability", "keep_masks"]
+__all__ = ["OPM", "drop_probability", "drop_share", "keep_masks"]

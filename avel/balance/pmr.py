@@ -16,7 +16,15 @@ Deviations from the released code (github.com/fanyunfeng-bit/Modal-Imbalance-PMR
 - PER (Eq. 13) is implemented from the paper; the code has none (``mu=0`` removes it);
 - ρ, β, γ and the logs stay device tensors (no ``.item()`` per step); the code branches on Python floats;
 - outside the PMR window the loss is the plain task loss, but prototypes, ρ and the prototype accuracies
-  are still computed and logged so that ρ can be plotted over the whole run (PMR Fig. 4).
+  are still computed and logged so that ρ can be plotted over the whole run (PMR Fig. 4);
+- classes absent from the prototype subset (no prototype yet) are masked out of the prototype softmax, PCE
+  and ρ (``absent="mask"``); ``absent="zero"`` keeps their zero prototype at the origin in every softmax
+  (the literal Eq. 6; the released code divides by a zero count and gets NaN prototypes);
+- ``proto_every`` / ``pce_cap`` (off by default) are a guard for high learning rates, not in the paper.
+
+The window is inclusive, ``start <= epoch <= end``, as the released code's test. Besides the epoch mean of
+ρ (the released code's log), the epoch logs hold the mean of log ρ and the median of ρ over the steps,
+which outlier batches do not dominate.
 """
 
 from __future__ import annotations
@@ -91,12 +99,17 @@ def pmr_coefficients(rho: Tensor, coef: str = "paper") -> tuple[Tensor, Tensor]:
     raise ValueError(f"unknown PMR coef {coef!r}; valid: ['paper', 'step']")
 
 
-def prototype_terms(z: Tensor, prototypes: Tensor, labels: Tensor, weights: Tensor) -> dict[str, Tensor]:
+def prototype_terms(
+    z: Tensor, prototypes: Tensor, labels: Tensor, weights: Tensor, present: Tensor | None = None
+) -> dict[str, Tensor]:
     """One modality's prototype classifier on a batch: probabilities, PCE (Eq. 9), entropy, accuracy.
 
-    ``z`` (N, D) keeps its graph (PCE trains the encoder); ``prototypes`` are constants.
+    ``z`` (N, D) keeps its graph (PCE trains the encoder); ``prototypes`` are constants. ``present`` (K,)
+    masks classes without a prototype out of the softmax (``weights`` already exclude their samples).
     """
     logits = prototype_logits(z, prototypes.detach())  # (N, K), Eq. 7
+    if present is not None:  # a finite floor: no inf × 0 = NaN for samples of absent classes (weight 0)
+        logits = logits.masked_fill(~present.to(logits.device), torch.finfo(logits.dtype).min / 2)
     log_p = F.log_softmax(logits, dim=-1)
     y = labels.reshape(-1)
     y_safe = torch.where(weights > 0, y, 0)
@@ -109,6 +122,15 @@ def prototype_terms(z: Tensor, prototypes: Tensor, labels: Tensor, weights: Tens
         "entropy": weighted_mean(entropy(p), weights),
         "acc": weighted_mean(correct, weights),
     }
+
+
+def capped(term: Tensor, cap: float, reference: Tensor) -> Tensor:
+    """``term`` scaled by min(1, cap·reference/term) (a constant factor): its value never exceeds
+    cap × reference, its gradient keeps its direction (the high-lr guard's bounded PCE; 0 = off)."""
+    if cap <= 0:
+        return term
+    scale = (cap * reference.detach() / term.detach().clamp_min(EPS)).clamp(max=1.0)
+    return term * scale
 
 
 class PMR(BalancerHooks):
@@ -126,11 +148,18 @@ class PMR(BalancerHooks):
         subset: float | str = 0.1,
         momentum: float = 0.0,
         coef: str = "paper",
+        absent: str = "mask",
+        proto_every: int = 0,
+        pce_cap: float = 0.0,
         batch_size: int = 256,
         seed: int = 0,
     ) -> None:
         if coef not in ("paper", "step"):
             raise ValueError(f"unknown PMR coef {coef!r}; valid: ['paper', 'step']")
+        if absent not in ("mask", "zero"):
+            raise ValueError(f"unknown PMR absent {absent!r}; valid: ['mask', 'zero']")
+        if proto_every < 0 or pce_cap < 0:
+            raise ValueError(f"PMR proto_every and pce_cap must be >= 0, got {proto_every!r}, {pce_cap!r}")
         if subset != "val" and not (isinstance(subset, int | float) and 0 < subset <= 1):
             raise ValueError(f"PMR subset must be a fraction in (0, 1] or 'val', got {subset!r}")
         if len(window) != 2:
@@ -140,7 +169,12 @@ class PMR(BalancerHooks):
         self.alpha, self.mu, self.reg_epochs = float(alpha), float(mu), int(reg_epochs)
         self.window = (int(window[0]), int(window[1]))
         self.subset, self.momentum, self.coef = subset, float(momentum), coef
+        self.absent, self.proto_every, self.pce_cap = absent, int(proto_every), float(pce_cap)
         self.batch_size, self.seed = int(batch_size), int(seed)
+        self.present: Tensor | None = None  # (K,) classes that have a prototype
+        self.running: list[Tensor] | None = None  # guard: [sums_a, sums_v, counts] since the last refresh
+        self.steps = 0  # training steps in this epoch
+        self.rho_steps: list[Tensor] = []  # ρ of each step of the epoch (median in epoch_logs)
         self.epoch = 0
         self.indices: Tensor | None = None  # the fixed train subset D_s
         self.prototypes: tuple[Tensor, Tensor] | None = None  # (c_audio (K, D), c_visual (K, D))
@@ -148,7 +182,7 @@ class PMR(BalancerHooks):
 
     @property
     def active(self) -> bool:
-        return self.window[0] <= self.epoch < self.window[1]
+        return self.window[0] <= self.epoch <= self.window[1]  # inclusive, as the released code
 
     def subset_indices(self, n: int, device: torch.device) -> Tensor:
         """A fixed random subset of ``n`` train rows, drawn once from ``seed``."""
@@ -175,6 +209,40 @@ class PMR(BalancerHooks):
             update_prototypes(old_v, c_v, counts, self.momentum),
         )
         self.counts = counts
+        seen = counts > 0
+        self.present = seen if self.present is None else self.present.to(seen.device) | seen
+        self.running, self.steps, self.rho_steps = None, 0, []
+
+    def class_mask(self) -> Tensor | None:
+        """(K,) classes in the softmax: those with a prototype ("mask"), or None for all ("zero")."""
+        return self.present if self.absent == "mask" else None
+
+    @torch.no_grad()
+    def refresh(self, z_a: Tensor, z_v: Tensor, labels: Tensor, weights: Tensor) -> None:
+        """Guard: add the batch's representations to per-class sums; every ``proto_every`` steps the
+        prototypes of the classes seen since the last refresh become their means (no extra pass)."""
+        y = torch.where(weights > 0, labels, 0)
+        if self.running is None:
+            k = self.prototypes[0].shape[0]
+            self.running = [
+                z_a.new_zeros(k, z_a.shape[-1]),
+                z_v.new_zeros(k, z_v.shape[-1]),
+                z_a.new_zeros(k),
+            ]
+        sums_a, sums_v, counts = self.running
+        sums_a.index_add_(0, y, z_a.detach().float() * weights[:, None])
+        sums_v.index_add_(0, y, z_v.detach().float() * weights[:, None])
+        counts.index_add_(0, y, weights)
+        if self.steps % self.proto_every:
+            return
+        seen = (counts > 0)[:, None]
+        denom = counts.clamp_min(1.0)[:, None]
+        self.prototypes = tuple(
+            torch.where(seen, sums / denom, old.to(sums.device))
+            for sums, old in zip((sums_a, sums_v), self.prototypes, strict=True)
+        )
+        self.present = self.present.to(counts.device) | (counts > 0)
+        self.running = None
 
     def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
         out = model(batch.audio, batch.visual)
@@ -183,19 +251,31 @@ class PMR(BalancerHooks):
         if self.prototypes is None:  # on_epoch_start not called: plain joint training
             return StepResult(loss_ce, out, logs)
         labels = batch.labels.reshape(-1)
+        z_a, z_v = flatten_samples(out.z_audio), flatten_samples(out.z_visual)
         w = event_weights(labels, model.background)
-        audio = prototype_terms(flatten_samples(out.z_audio), self.prototypes[0], labels, w)
-        visual = prototype_terms(flatten_samples(out.z_visual), self.prototypes[1], labels, w)
+        self.steps += 1
+        if self.proto_every:
+            self.refresh(z_a, z_v, labels, w)
+        mask = self.class_mask()
+        if mask is not None:  # samples of a class without a prototype take no part
+            mask = mask.to(labels.device)
+            w = w * mask[torch.where(w > 0, labels, 0)].float()
+        audio = prototype_terms(z_a, self.prototypes[0], labels, w, mask)
+        visual = prototype_terms(z_v, self.prototypes[1], labels, w, mask)
         rho = imbalance_ratio(audio["p"].detach(), visual["p"].detach(), labels, w)  # Eq. 8
+        self.rho_steps.append(rho.detach())
         beta, gamma = pmr_coefficients(rho, self.coef)  # Eq. 11, constants
         loss = loss_ce
         if self.active:
-            loss = loss + self.alpha * beta * audio["pce"] + self.alpha * gamma * visual["pce"]  # Eq. 10
+            pce_a = capped(audio["pce"], self.pce_cap, loss_ce)
+            pce_v = capped(visual["pce"], self.pce_cap, loss_ce)
+            loss = loss + self.alpha * beta * pce_a + self.alpha * gamma * pce_v  # Eq. 10
             if self.epoch < self.reg_epochs and self.mu > 0:
                 per = gamma * audio["entropy"] + beta * visual["entropy"]
                 loss = loss - self.mu * per  # Eq. 13
         logs.update(
             rho=rho,
+            log_rho=torch.log(rho.clamp_min(EPS)),
             beta=beta,
             gamma=gamma,
             pce_audio=audio["pce"].detach(),
@@ -210,7 +290,12 @@ class PMR(BalancerHooks):
     def epoch_logs(self) -> dict[str, float]:
         if self.counts is None:
             return {}
-        return {"prototypes_missing": float((self.counts == 0).sum().item())}  # once per epoch
+        logs = {"prototypes_missing": (self.counts == 0).sum().float()}
+        if self.rho_steps:
+            logs["rho_median"] = torch.stack(self.rho_steps).float().median()
+        self.rho_steps = []
+        keys = list(logs)
+        return dict(zip(keys, torch.stack([logs[k] for k in keys]).tolist(), strict=True))  # one transfer
 
     def state_dict(self) -> dict:
         return {
@@ -218,6 +303,7 @@ class PMR(BalancerHooks):
             "indices": None if self.indices is None else self.indices.cpu(),
             "prototypes": None if self.prototypes is None else tuple(c.cpu() for c in self.prototypes),
             "counts": None if self.counts is None else self.counts.cpu(),
+            "present": None if self.present is None else self.present.cpu(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -226,10 +312,14 @@ class PMR(BalancerHooks):
         protos = state.get("prototypes")
         self.prototypes = None if protos is None else (protos[0], protos[1])
         self.counts = state.get("counts")
+        self.present = state.get("present")
+        if self.present is None and self.counts is not None:  # a checkpoint from before `present`
+            self.present = self.counts > 0
 
 
 __all__ = [
     "PMR",
+    "capped",
     "entropy",
     "imbalance_ratio",
     "pmr_coefficients",

@@ -111,3 +111,19 @@ class AVELocalizer(AVModel):
         la = F.linear(F.relu(F.linear(F.relu(z_audio), w1[:, :d], b1 / 2)), w2, b2 / 2)
         lv = F.linear(F.relu(F.linear(F.relu(z_visual), w1[:, d:], b1 / 2)), w2, b2 / 2)
         return la, lv
+
+    @torch.no_grad()
+    def reference_init(self) -> None:
+        """AVE-ECCV18's initialisation: Xavier-uniform weights of the attention's five layers, L1 and L2 of
+        the concat model (``att_Net.init_weights``), of L2 only for DMRN (``TBMRF_Net``); the rest keep
+        PyTorch's defaults, as there."""
+        if self.modality != "both":
+            raise ValueError(
+                "--init reference: the AVEL reference has no uni-modal model (use --init default)"
+            )
+        if self.fusion_name == "concat":
+            att = self.visual_branch["attention"]
+            for layer in (att.W_v, att.W_a, att.U_v, att.U_g, att.w_h, self.L1, self.L2):
+                nn.init.xavier_uniform_(layer.weight)
+        else:
+            nn.init.xavier_uniform_(self.L2.weight)
