@@ -11,9 +11,12 @@ joins one process group: NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``)
   ``batch_size / world`` rows.
 - Each rank shuffles its shard every epoch with a generator seeded from (seed, epoch, rank): a resumed
   run draws the same order as an uninterrupted one.
-- Gradients are averaged by DDP; statistics that decide how a balancer weighs or edits them are summed
-  over ranks (``all_reduce_sum``) so that every rank computes the same value as one process would on the
-  global batch: PMR's prototype sums and counts (Eq. 6/12) and ρ's sums (Eq. 8), OGM-GE's scores.
+- Gradients are averaged by DDP (balancers that run the model's forward) or by one all-reduce after
+  backward (the ones that call its encoders and fusion directly: OPM, IPRM, G-Blend, dropout).
+  Statistics that decide how a balancer weighs or edits them are summed over ranks (``all_reduce_sum``) so
+  that every rank computes the value one process would on the global batch: PMR's prototype sums and
+  counts (Eq. 6/12) and ρ's sums (Eq. 8), OGM-GE's and OPM's scores. Not yet reduced: IPRM's and
+  G-Blend's statistics (each rank's own shard).
 - Validation and test run whole on every rank (the splits are small next to train), with the prototypes of
   the whole train split (sums reduced over the shards): the numbers are those of one process, and only
   rank 0 writes checkpoints, ``metrics.jsonl`` and ``results.json``.
@@ -157,15 +160,52 @@ class DDP(nn.parallel.DistributedDataParallel):
             return getattr(self.module, name)
 
 
-def wrap(model: nn.Module, ctx: Dist, *, find_unused: bool, sync_bn: bool) -> nn.Module:
-    """``model`` under DDP (SyncBatchNorm first if asked) when several ranks train; as is otherwise."""
+# balancers whose training_loss runs the model's forward (``model(audio, visual)``): DDP syncs their
+# gradients. The others call ``model.encode`` / ``model.fuse`` / heads, which DDP does not see (its hooks
+# would stay idle and the ranks drift apart): their gradients are averaged by ``sync_gradients``.
+DDP_BALANCERS = ("none", "pmr", "ogm-ge", "ogm")
+
+
+def wrap(model: nn.Module, ctx: Dist, *, balancer: str, find_unused: bool, sync_bn: bool) -> nn.Module:
+    """``model`` under DDP (SyncBatchNorm first if asked) when several ranks train a balancer of
+    ``DDP_BALANCERS``; as is otherwise (one rank, or gradients averaged by ``sync_gradients``)."""
     if not ctx.active:
         return model
-    if sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device = next(model.parameters()).device
+    if sync_bn:
+        if device.type != "cuda":
+            raise ValueError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if balancer not in DDP_BALANCERS:
+        return model
     ids = [device.index] if device.type == "cuda" else None
     return DDP(model, device_ids=ids, find_unused_parameters=find_unused)
+
+
+def sync_gradients(model: nn.Module) -> None:
+    """Average the gradients over ranks for a model DDP does not wrap (see ``DDP_BALANCERS``): one
+    all-reduce of the flattened gradients; a parameter without a gradient on some rank counts as zero
+    there, and keeps ``None`` only where no rank has one. No-op under DDP or in one process."""
+    world = world_size()
+    if world == 1 or isinstance(model, nn.parallel.DistributedDataParallel):
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    device = params[0].device
+    has = all_reduce_sum(
+        torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    )
+    params = [p for p, h in zip(params, has.tolist(), strict=True) if h > 0]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1).float() for p in params])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world
+    at = 0
+    for p in params:
+        n = p.grad.numel()
+        p.grad.copy_(flat[at : at + n].view_as(p.grad))
+        at += n
 
 
 def unwrap(model: nn.Module) -> nn.Module:

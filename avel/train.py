@@ -256,6 +256,7 @@ def train_one_epoch(
             result = balancer.training_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
+        distributed.sync_gradients(model)  # under torchrun without DDP (see distributed.DDP_BALANCERS)
         balancer.before_optimizer_step(model, result)
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -384,7 +385,9 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
     initialise(model, cfg, log, resuming=(run_dir / "last.pt").exists())
     balancer = make_balancer(cfg, model)
     model = balancer.prepare_model(model).to(device)
-    model = distributed.wrap(model, ctx, find_unused=_find_unused(cfg), sync_bn=cfg.sync_bn)
+    model = distributed.wrap(
+        model, ctx, balancer=cfg.balance, find_unused=_find_unused(cfg), sync_bn=cfg.sync_bn
+    )
     optimizer = build_optimizer(cfg, model.parameters())
     scheduler = build_scheduler(cfg, optimizer)
     run_dir.mkdir(parents=True, exist_ok=True)  # only once everything above was found usable
@@ -512,8 +515,8 @@ def _silent(_: str) -> None:
 
 def _find_unused(cfg: TrainConfig) -> bool:
     """DDP must look for parameters without a gradient: every configuration but the ones known to use all
-    of them (both modalities, a late fusion, no balancer that adds or skips heads)."""
-    full = cfg.modality == "both" and cfg.balance in ("none", "pmr", "ogm-ge", "ogm")
+    of them (both modalities, a late fusion)."""
+    full = cfg.modality == "both"
     return not (full and cfg.fusion in ("concat", "sum", "film", "gated", "dmrn"))
 
 

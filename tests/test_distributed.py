@@ -17,6 +17,8 @@ import pytest
 import torch
 
 from avel import distributed
+from avel.balance.base import output_loss
+from avel.balance.ogm import modality_scores
 from avel.balance.pmr import PMR, imbalance_ratio
 from avel.config import TrainConfig
 from avel.data import load_splits
@@ -40,16 +42,31 @@ def one_step(data_path: str) -> dict:
     cfg = TrainConfig(data=data_path, width=8)
     seed_everything(0)
     model = build_model(**_build_args(model_kwargs(cfg, data)))
-    ddp = distributed.wrap(model, ctx, find_unused=False, sync_bn=False)
+    ddp = distributed.wrap(model, ctx, balancer="none", find_unused=False, sync_bn=False)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=0.5)
     share = B // ctx.world
     batch = data.train.batch(torch.arange(ctx.rank * share, (ctx.rank + 1) * share))
-    from avel.balance.base import output_loss
-
     out = ddp(batch.audio, batch.visual)
     loss = output_loss(out, batch.labels)
     optimizer.zero_grad()
     loss.backward()
+    optimizer.step()
+    # the same step without DDP (OPM, IPRM, G-Blend, dropout): gradients averaged by sync_gradients
+    seed_everything(0)
+    plain = distributed.wrap(
+        build_model(**_build_args(model_kwargs(cfg, data))),
+        ctx,
+        balancer="opm",
+        find_unused=False,
+        sync_bn=False,
+    )
+    assert not isinstance(plain, distributed.DDP)
+    out = plain(batch.audio, batch.visual)
+    scores = modality_scores(out, batch.labels, plain.background, "OGM-GE")  # summed over the ranks
+    optimizer = torch.optim.SGD(plain.parameters(), lr=0.5)
+    optimizer.zero_grad()
+    output_loss(out, batch.labels).backward()
+    distributed.sync_gradients(plain)
     optimizer.step()
     if ctx.active:  # PMR over this rank's shard of train (n even: the shards cover train once)
         data.train = distributed.shard_split(
@@ -74,6 +91,8 @@ def one_step(data_path: str) -> dict:
         "prototypes": pmr.prototypes,
         "counts": pmr.counts,
         "rho": float(rho),
+        "params_synced": {k: v.clone() for k, v in plain.state_dict().items()},
+        "ogm_scores": [float(x) for x in scores],
     }
     distributed.close()
     return result
@@ -149,6 +168,11 @@ def test_two_ranks_match_one_process(toy_even, tmp_path):
         assert torch.equal(r0["params"][k], r1["params"][k]), k  # the ranks stay identical
         moved += int(not torch.equal(v, before[k])) if v.is_floating_point() else 0
     assert moved > 0  # the step changed the parameters
+    for k, v in one["params"].items():  # the same step, gradients averaged without DDP
+        torch.testing.assert_close(r0["params_synced"][k], v, atol=1e-5, rtol=0)
+        assert torch.equal(r0["params_synced"][k], r1["params_synced"][k]), k
+    assert r0["ogm_scores"] == r1["ogm_scores"]  # OGM-GE / OPM scores of the global batch
+    assert r0["ogm_scores"] == pytest.approx(one["ogm_scores"], abs=1e-5)
     for c0, c1, c in zip(r0["prototypes"], r1["prototypes"], one["prototypes"], strict=True):
         assert torch.equal(c0, c1)  # Eq. 6: the same prototypes on every rank
         torch.testing.assert_close(c0, c, atol=1e-5, rtol=0)  # ... and those of the whole train split
