@@ -235,6 +235,7 @@ class PMR(BalancerHooks):
         counts.index_add_(0, y, weights)
         if self.steps % self.proto_every:
             return
+        sums_a, sums_v, counts = (all_reduce_sum(t) for t in self.running)  # every rank's batches
         seen = (counts > 0)[:, None]
         denom = counts.clamp_min(1.0)[:, None]
         self.prototypes = tuple(
