@@ -6,8 +6,9 @@ Writes a preprocess-kind file with avel's own writer (``preprocessing.assemble.A
 interleaved ``--repeat`` times, the same training steps (forward, loss, backward, SGD step) two ways:
 
 - model step: the inputs of every batch built once beforehand and held on the device (the floor);
-- data + step: each batch gathered and transformed by ``SplitData.batch`` (4 frames sampled across the
-  event span, random-resized-crop + flip, normalisation) right before its step, as ``train_one_epoch``;
+- data + step: each batch gathered (into reused tensors) and transformed by ``SplitData.batch`` (4 frames
+  sampled across the event span, random-resized-crop + flip, normalisation) right before its step, as
+  ``train_one_epoch`` does;
 - data alone: the same gathers and transforms without the steps.
 
 Medians of process CPU time on a CPU (one torch thread: other processes on a shared machine do not
@@ -134,13 +135,15 @@ def main() -> None:
         for b in placed:
             step(b)
 
+    buffers: dict[str, torch.Tensor] = {}  # as train_one_epoch: batches(..., reuse=True)
+
     def with_data() -> None:
         for i in idxs:
-            step(split.batch(i, train=True, generator=gen))
+            step(split.batch(i, True, gen, buffers))
 
     def data_only() -> None:
         for i in idxs:
-            split.batch(i, train=True, generator=gen)
+            split.batch(i, True, gen, buffers)
 
     print(
         f"# resnet18 {args.fusion} {args.balance} | device {name} | torch {torch.__version__} | threads "
