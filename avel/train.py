@@ -270,9 +270,10 @@ def train_one_epoch(
 
 
 def modality_epoch(cfg: TrainConfig, epoch: int) -> bool:
-    """Per-modality accuracies at this epoch: every ``modality_eval_every`` epochs (0: never) and the last."""
+    """Per-modality accuracies at this epoch: epochs 0, N, 2N, ... for ``modality_eval_every = N`` (counted
+    as ``eval_every``; 0: none of them) and the last."""
     every = cfg.modality_eval_every
-    return epoch + 1 == cfg.epochs or (every > 0 and (epoch + 1) % every == 0)
+    return epoch + 1 == cfg.epochs or (every > 0 and epoch % every == 0)
 
 
 def evaluate_split(
