@@ -360,6 +360,8 @@ def check_file(f: h5py.File, path: str | Path, kinds: tuple[str, ...] = KINDS) -
 def open_avel(path: str | Path, kinds: tuple[str, ...] = KINDS, check: bool = True) -> Iterator[h5py.File]:
     """An avel file opened for reading after ``check_file`` (``check``); errors name the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; give an avel HDF5 file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:

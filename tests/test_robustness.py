@@ -197,6 +197,9 @@ def test_unfinished_or_incomplete_file_is_refused(tiny_h5, tmp_path):
     text.write_text("not hdf5\n")
     result = invoke("info", text)
     assert result.exit_code == 2 and result.output.startswith(f"error: {text}: not an HDF5 file")
+    result = invoke("info", tmp_path)
+    assert result.exit_code == 2
+    assert result.output == f"error: {tmp_path}: is a folder; give an avel HDF5 file\n"
 
 
 def test_features_file_written_twice_at_once_is_refused(tiny_h5, tmp_path):
