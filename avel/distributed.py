@@ -15,8 +15,9 @@ joins one process group: NCCL on CUDA (one GPU per process, ``cuda:LOCAL_RANK``)
   backward (the ones that call its encoders and fusion directly: OPM, IPRM, G-Blend, dropout).
   Statistics that decide how a balancer weighs or edits them are summed over ranks (``all_reduce_sum``) so
   that every rank computes the value one process would on the global batch: PMR's prototype sums and
-  counts (Eq. 6/12) and ρ's sums (Eq. 8), OGM-GE's and OPM's scores. Not yet reduced: IPRM's and
-  G-Blend's statistics (each rank's own shard).
+  counts (Eq. 6/12), ρ's sums (Eq. 8) and the high-lr guard's batch sums, OGM-GE's and OPM's scores,
+  IPRM's probe divergences (D^a, D^v, so λ is the same on every rank), Gradient-Blending's held-out head
+  losses (each rank measures its shard; sums and counts are reduced).
 - Validation and test run whole on every rank (the splits are small next to train), with the prototypes of
   the whole train split (sums reduced over the shards): the numbers are those of one process, and only
   rank 0 writes checkpoints, ``metrics.jsonl`` and ``results.json``.

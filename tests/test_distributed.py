@@ -18,11 +18,13 @@ import torch
 
 from avel import distributed
 from avel.balance.base import output_loss
+from avel.balance.iprm import IPRMModel, probe
 from avel.balance.ogm import modality_scores
 from avel.balance.pmr import PMR, imbalance_ratio
 from avel.config import TrainConfig
 from avel.data import load_splits
 from avel.models import build_model
+from avel.models.base import event_weights
 from avel.train import _build_args, model_kwargs, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +70,11 @@ def one_step(data_path: str) -> dict:
     output_loss(out, batch.labels).backward()
     distributed.sync_gradients(plain)
     optimizer.step()
+    seed_everything(0)  # IPRM's probe (D^a, D^v, ω^a) on the global batch: the same λ on every rank
+    iprm = IPRMModel(build_model(**_build_args(model_kwargs(cfg, data))))
+    with torch.no_grad():
+        z_a, z_v = iprm.encode(batch.audio, batch.visual)
+    omega = float(probe(iprm, z_a, z_v, event_weights(batch.labels, iprm.background))["omega_audio"])
     if ctx.active:  # PMR over this rank's shard of train (n even: the shards cover train once)
         data.train = distributed.shard_split(
             data.train, distributed.shard_rows(len(data.train), ctx.rank, ctx.world, 0)
@@ -93,6 +100,7 @@ def one_step(data_path: str) -> dict:
         "rho": float(rho),
         "params_synced": {k: v.clone() for k, v in plain.state_dict().items()},
         "ogm_scores": [float(x) for x in scores],
+        "iprm_omega": omega,
     }
     distributed.close()
     return result
@@ -173,6 +181,8 @@ def test_two_ranks_match_one_process(toy_even, tmp_path):
         assert torch.equal(r0["params_synced"][k], r1["params_synced"][k]), k
     assert r0["ogm_scores"] == r1["ogm_scores"]  # OGM-GE / OPM scores of the global batch
     assert r0["ogm_scores"] == pytest.approx(one["ogm_scores"], abs=1e-5)
+    assert r0["iprm_omega"] == r1["iprm_omega"]
+    assert r0["iprm_omega"] == pytest.approx(one["iprm_omega"], abs=1e-5)
     for c0, c1, c in zip(r0["prototypes"], r1["prototypes"], one["prototypes"], strict=True):
         assert torch.equal(c0, c1)  # Eq. 6: the same prototypes on every rank
         torch.testing.assert_close(c0, c, atol=1e-5, rtol=0)  # ... and those of the whole train split

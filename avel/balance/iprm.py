@@ -32,8 +32,8 @@ from avel.balance.base import (
     BalancerHooks,
     StepResult,
     task_loss,
-    weighted_mean,
 )
+from avel.distributed import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, event_weights, flatten_samples
 
 if TYPE_CHECKING:
@@ -134,8 +134,10 @@ def probe(model: IPRMModel, z_audio: Tensor, z_visual: Tensor, weights: Tensor) 
     log_bar, log_a, log_v = (
         F.log_softmax(flatten_samples(x).float(), dim=-1) for x in (fused, logits_a, logits_v)
     )
-    kl_a = weighted_mean(kl_rows(log_a, log_bar), weights)  # D^a
-    kl_v = weighted_mean(kl_rows(log_v, log_bar), weights)  # D^v
+    w = weights.reshape(-1)
+    sums = torch.stack([(kl_rows(log_a, log_bar) * w).sum(), (kl_rows(log_v, log_bar) * w).sum(), w.sum()])
+    sums = all_reduce_sum(sums)  # the global batch under several processes: every rank gets the same λ
+    kl_a, kl_v = sums[0] / sums[2].clamp_min(1.0), sums[1] / sums[2].clamp_min(1.0)  # D^a, D^v
     total = kl_a + kl_v
     omega_a = torch.where(total > EPS, kl_v / total.clamp_min(EPS), torch.full_like(total, 0.5))
     return {"kl_audio": kl_a, "kl_visual": kl_v, "omega_audio": omega_a}
