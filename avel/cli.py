@@ -205,6 +205,23 @@ def preprocess(
         raise typer.Exit(1)
 
 
+def _launch_torchrun(nproc: int) -> int:
+    """``avel train ... --nproc N``: the same command under ``torchrun --standalone`` with N processes."""
+    import subprocess
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        argv.append(arg)
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    return subprocess.call([*run, "-m", "avel", *argv])
+
+
 def _shard_option(text: str) -> tuple[int, int]:
     """``--shard I/N`` as (I, N), or a one-line error."""
     index, _, count = text.partition("/")
@@ -322,14 +339,21 @@ def train(
     sync_bn: bool = typer.Option(
         None, "--sync-bn/--no-sync-bn", help="under torchrun: BatchNorm statistics over all processes"
     ),
+    nproc: int = typer.Option(
+        None, help="train with N processes on this machine (torchrun --standalone --nproc-per-node N)"
+    ),
 ) -> None:
     """Train an AVEL localizer or a ResNet18 classifier, with a rebalancing method."""
     options = dict(locals())  # the command's options, before anything else is bound
+    if nproc is not None and nproc > 1 and "LOCAL_RANK" not in os.environ:
+        raise typer.Exit(_launch_torchrun(nproc))
     from avel.config import load_config
     from avel.train import run_training
 
     overrides = {
-        k: v for k, v in options.items() if k not in {"config", "pmr", "set_", "data"} and v is not None
+        k: v
+        for k, v in options.items()
+        if k not in {"config", "pmr", "set_", "data", "nproc"} and v is not None
     }
     if data is not None:
         overrides["data"] = str(data)
