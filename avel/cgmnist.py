@@ -20,7 +20,7 @@ from preprocessing.cgmnist import read_mnist_folder, write_cgmnist
 class CGMNISTConfig:
     """Options of ``avel cgmnist``; the defaults make the embedded set of docs/results.md."""
 
-    train: int = 3000  # embedded: rendered train images (val is carved from them)
+    train: int = 2000  # embedded: rendered train images (val is carved from them)
     test: int = 1000  # embedded: rendered test images
     seed: int = 0
     color_var: float = 0.03  # Kim et al.'s jitter variance (mnist_10color_jitter_var_0.030)

@@ -249,7 +249,7 @@ def cgmnist(
     mnist: Path = typer.Option(
         None, help="folder with the MNIST idx files (train-images-idx3-ubyte[.gz], ...); default: embedded"
     ),
-    train: int = typer.Option(3000, help="embedded: rendered train digits (val is carved from them)"),
+    train: int = typer.Option(2000, help="embedded: rendered train digits (val is carved from them)"),
     test: int = typer.Option(1000, help="embedded: rendered test digits"),
     seed: int = typer.Option(0, help="random seed: val subset, colours, rendered digits"),
     color_var: float = typer.Option(0.03, help="variance of the colour jitter per channel"),
