@@ -532,7 +532,7 @@ def demo(
 @command(app, "demo-cgmnist")
 def demo_cgmnist(
     workdir: Path = typer.Option(Path("data/demo-cgmnist"), help="where the demo writes its data and runs"),
-    epochs: int = typer.Option(8, help="training epochs of each run"),
+    epochs: int = typer.Option(6, help="training epochs of each run"),
     train: int = typer.Option(1500, help="rendered train digits"),
     test: int = typer.Option(500, help="rendered test digits"),
 ) -> None:

@@ -63,7 +63,7 @@ def run_demo(
 
 
 def run_cgmnist_demo(
-    workdir: Path, epochs: int = 8, train: int = 1500, test: int = 500, seed: int = 0
+    workdir: Path, epochs: int = 6, train: int = 1500, test: int = 500, seed: int = 0
 ) -> dict[str, dict]:
     """``avel demo-cgmnist``: the modality imbalance of CG-MNIST and what PMR does about it, on a CPU.
 
