@@ -27,11 +27,14 @@ def table(grid_dir: Path) -> str:
     grid = json.loads((grid_dir / "grid.json").read_text())
     produced_on: dict[str, None] = {}
     first = next(iter(sorted(grid_dir.glob("*/seed*/results.json"))), None)
-    names = json.loads(first.read_text()).get("modalities", ["audio", "visual"]) if first else ["audio", "visual"]
+    names = (
+        json.loads(first.read_text()).get("modalities", ["audio", "visual"]) if first else ["audio", "visual"]
+    )
     lines = [
         f"`{grid['command']}`",
         "",
-        f"| row | column | seeds | test accuracy | per seed | {names[0]} (prototypes) | {names[1]} (prototypes) |",
+        "| row | column | seeds | test accuracy | per seed | "
+        f"{names[0]} (prototypes) | {names[1]} (prototypes) |",
         "|---|---|---|---|---|---|---|",
     ]
     for cell in grid["cells"]:
