@@ -67,10 +67,10 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> list[str]:
     nrows = -(-len(keys) // cols) or 1
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.4 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
-        for run_dir, rows in runs:
+        for i, (run_dir, rows) in enumerate(runs):
             pts = [(r["epoch"], r[key]) for r in rows if key in r and r[key] == r[key]]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker=".", label=run_label(run_dir))
+            if pts:  # one colour per run in every panel (a PMR-only signal keeps the PMR run's colour)
+                ax.plot(*zip(*pts, strict=True), marker=".", color=f"C{i % 10}", label=run_label(run_dir))
         ax.set_title(titles.get(key, key))
         ax.set_xlabel("epoch")
         if key == "rho":
