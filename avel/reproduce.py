@@ -111,7 +111,7 @@ def verify_cell(
     cfg = apply(cfg, {**(overrides or {}), "out": str(out), "progress": False}, "verify")
     result = run_training(cfg, log=log)
     recorded_seed = json.loads((run_dir / "results.json").read_text())["test_accuracy"]
-    same = "identical to" if result["test_accuracy"] == recorded_seed else "differs from"
+    same = "is identical to" if result["test_accuracy"] == recorded_seed else "differs from"
     verdict = Verdict(
         f"{row} / {column}, seed {seed}",
         statistics.fmean(summary.accuracies),

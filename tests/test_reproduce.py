@@ -128,9 +128,8 @@ def test_verify_cell_reruns_a_recorded_seed_and_compares(features_h5, tmp_path):
         json.loads((out / "baseline__accuracy" / f"seed{s}" / "results.json").read_text()) for s in (0, 1)
     ]
     assert verdict.new == [recorded[1]["test_accuracy"]]  # same machine, same threads: identical
-    assert (
-        verdict.holds and "HOLDS" in verdict.text() and "identical to the recorded seed 1" in verdict.text()
-    )
+    assert verdict.holds and "HOLDS" in verdict.text()
+    assert "is identical to the recorded seed 1" in verdict.text()
     assert parse_recorded("66.8 ± 3.3") == pytest.approx((0.668, 0.033))
     far = compare_cell(out, "baseline", "accuracy", (recorded[0]["test_accuracy"] + 0.5, 0.01))
     assert not far.holds and far.text().endswith("STALE: outside recorded mean ± 2 std")
