@@ -13,7 +13,6 @@ AVE; the file holds the others. The file is written through ``preprocessing.h5.a
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Iterator
@@ -49,7 +48,7 @@ from preprocessing.h5 import (
 from preprocessing.lock import output_lock
 from preprocessing.pipeline import PreprocessReport, _first_line
 from preprocessing.video import frame_indices, open_video, resize_center_crop, video_info
-from preprocessing.workers import init_worker
+from preprocessing.workers import run_jobs
 
 SCALARS = {"duration": np.float32, "fps": np.float32, "source_sample_rate": np.int32}
 
@@ -161,21 +160,9 @@ def _results(jobs: list, workers: int, progress: bool) -> Iterator[dict[str, Any
     bar = Progress("preprocess", *columns, disable=not progress)
     with bar:
         task = bar.add_task("decode", total=len(jobs))
-        if workers <= 1 or len(jobs) <= 1:
-            pool, results = None, map(_decode_job, jobs)
-        else:
-            pool = mp.get_context("spawn").Pool(
-                min(workers, len(jobs)), initializer=init_worker, initargs=(os.getpid(),)
-            )
-            results = pool.imap(_decode_job, jobs, chunksize=1)
-        try:
-            for r in results:
-                bar.advance(task)
-                yield r
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
+        for r in run_jobs(_decode_job, jobs, workers, ordered=True):
+            bar.advance(task)
+            yield r
 
 
 def preprocess_clips(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -43,7 +42,7 @@ from preprocessing.ave import ave_video_path
 from preprocessing.h5 import RowsMeta, check_output
 from preprocessing.lock import output_lock
 from preprocessing.video import open_video, read_frames, video_info
-from preprocessing.workers import init_worker
+from preprocessing.workers import run_jobs
 
 AUDIO_PADS = ("zero", "tile")
 
@@ -238,22 +237,9 @@ def _run_jobs(jobs: list[DecodeJob], workers: int, progress: bool):
     )
     with bar:
         task = bar.add_task("decode", total=len(jobs))
-        if workers <= 1 or len(jobs) <= 1:
-            results = map(_decode_job, jobs)
-            pool = None
-        else:
-            pool = mp.get_context("spawn").Pool(
-                min(workers, len(jobs)), initializer=init_worker, initargs=(os.getpid(),)
-            )
-            results = pool.imap_unordered(_decode_job, jobs, chunksize=1)
-        try:
-            for r in results:
-                bar.advance(task)
-                yield r
-        finally:
-            if pool is not None:
-                pool.terminate()
-                pool.join()
+        for r in run_jobs(_decode_job, jobs, workers):
+            bar.advance(task)
+            yield r
 
 
 # ---------------------------------------------------------------------------------------- pipeline

@@ -1,19 +1,26 @@
-"""Decoding worker processes that cannot outlive the run that started them.
+"""Decoding worker processes that cannot outlive the run that started them, and cannot hang it.
 
-``Pool`` puts every job into its task pipe up front, so workers of a parent killed with ``kill -9`` would
-go on decoding and writing shards until the pipe is drained. ``init_worker(parent_pid)`` (the pool's
-initializer) asks the kernel to kill the worker when its parent dies (Linux ``PR_SET_PDEATHSIG``); where
-that is not available a watchdog thread polls the parent's pid. Each worker also runs torch on one thread.
+``run_jobs`` maps a decoding function over jobs, in this process or in spawned workers
+(``concurrent.futures.ProcessPoolExecutor``: a worker that dies — killed, out of memory — breaks the pool
+with an error instead of leaving the run waiting forever, as ``multiprocessing.Pool`` would).
+``init_worker(parent_pid)`` (the workers' initializer) asks the kernel to kill the worker when its parent
+dies (Linux ``PR_SET_PDEATHSIG``); where that is not available a watchdog thread polls the parent's pid.
+Each worker also runs torch on one thread.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import multiprocessing as mp
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -47,3 +54,50 @@ def init_worker(parent_pid: int) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+J = TypeVar("J")
+
+
+def run_jobs(
+    fn: Callable[[J], dict[str, Any]], jobs: list[J], workers: int, *, ordered: bool = False
+) -> Iterator[dict[str, Any]]:
+    """``fn`` over ``jobs``: here with ``workers <= 1``, else in spawned processes that die with this one.
+
+    Results come in job order when ``ordered``, else as they finish. At most ``2 * workers`` jobs are in
+    the workers' hands at a time, so workers of a parent killed with ``kill -9`` stop within a few jobs.
+    A dead worker raises ``ChildProcessError`` (an ``OSError``: one line from the CLI), never a hang.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(fn, jobs)
+        return
+    n = min(workers, len(jobs))
+    context = mp.get_context("spawn")
+    with ProcessPoolExecutor(n, mp_context=context, initializer=init_worker, initargs=(os.getpid(),)) as ex:
+        try:
+            yield from _bounded(ex, fn, iter(jobs), 2 * n, ordered)
+        except BrokenProcessPool as e:
+            raise ChildProcessError(f"a decoding worker died ({e}); re-run to go on") from e
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _bounded(ex: ProcessPoolExecutor, fn: Callable, jobs: Iterable, depth: int, ordered: bool) -> Iterator:
+    """Keep ``depth`` jobs submitted; yield their results in order (``ordered``) or as they finish."""
+    pending: list = []
+    for job in jobs:
+        pending.append(ex.submit(fn, job))
+        if len(pending) >= depth:
+            yield from _drain(pending, ordered, until=depth - 1)
+    yield from _drain(pending, ordered, until=0)
+
+
+def _drain(pending: list, ordered: bool, until: int) -> Iterator:
+    while len(pending) > until:
+        if ordered:
+            yield pending.pop(0).result()
+            continue
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for f in [f for f in pending if f in done]:
+            pending.remove(f)
+            yield f.result()
