@@ -46,8 +46,8 @@ from preprocessing.h5 import (
     strings,
 )
 from preprocessing.lock import output_lock
-from preprocessing.pipeline import PreprocessReport, _first_line
-from preprocessing.video import frame_indices, open_video, resize_center_crop, video_info
+from preprocessing.pipeline import PreprocessReport
+from preprocessing.video import first_line, frame_indices, open_checked, resize_center_crop
 from preprocessing.workers import run_jobs
 
 SCALARS = {"duration": np.float32, "fps": np.float32, "source_sample_rate": np.int32}
@@ -94,18 +94,7 @@ def clip_times(start: float, end: float, frames: int) -> np.ndarray:
 def decode_clip_frames(clip: Clip, p: ClipParams) -> tuple[np.ndarray, dict[str, Any]]:
     """(F, S, S, 3) uint8 frames of the clip's span and the video info; errors name the file."""
     path = clip.video
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing file")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path}: zero length (empty file)")
-    try:
-        reader = open_video(path)
-    except Exception as e:  # decord raises its own error type for unreadable containers
-        why = "truncated or not a video" if "Error reading" in str(e) else _first_line(e)
-        raise ValueError(f"{path}: undecodable video ({why})") from None
-    n, fps = video_info(reader)
-    if n == 0 or not fps > 0:
-        raise ValueError(f"{path}: zero length (no video frames)")
+    reader, n, fps = open_checked(path)
     duration = n / fps
     start = clip.start or 0.0
     end = min(clip.end if clip.end is not None else duration, duration)
@@ -116,7 +105,7 @@ def decode_clip_frames(clip: Clip, p: ClipParams) -> tuple[np.ndarray, dict[str,
     try:
         batch = reader.get_batch(unique.tolist()).asnumpy()
     except Exception as e:
-        raise ValueError(f"{path}: undecodable frames ({_first_line(e)})") from None
+        raise ValueError(f"{path}: undecodable frames ({first_line(e)})") from None
     frames = resize_center_crop(batch, p.frame_size)[inverse]
     return frames, {"duration": duration, "fps": fps}
 
@@ -149,7 +138,7 @@ def _decode_job(job: tuple[int, Clip, ClipParams]) -> dict[str, Any]:
         spectrogram, audio_info = decode_clip_audio(clip, p)
         return {"index": i, "ok": True, "frames": frames, "spectrogram": spectrogram, **info, **audio_info}
     except Exception as e:
-        reason = _first_line(e).removeprefix(f"{path}: ")
+        reason = first_line(e).removeprefix(f"{path}: ")
         return {"index": i, "ok": False, "id": clip.clip_id, "path": str(path), "reason": reason}
 
 

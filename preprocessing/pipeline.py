@@ -41,7 +41,7 @@ from preprocessing.audio import source_sample_rate as read_source_rate
 from preprocessing.ave import ave_video_path
 from preprocessing.h5 import RowsMeta, check_output
 from preprocessing.lock import output_lock
-from preprocessing.video import open_video, read_frames, video_info
+from preprocessing.video import first_line, open_checked, read_frames
 from preprocessing.workers import run_jobs
 
 AUDIO_PADS = ("zero", "tile")
@@ -55,18 +55,7 @@ def decode_video(
     ``segments=None`` takes floor(duration) one-second segments (any video of at least 1 s).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing file")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path}: zero length (empty file)")
-    try:
-        reader = open_video(path)
-    except Exception as e:  # decord raises its own error type for unreadable containers
-        why = "truncated or not a video" if "Error reading" in str(e) else _first_line(e)
-        raise ValueError(f"{path}: undecodable video ({why})") from None
-    num_frames, fps = video_info(reader)
-    if num_frames == 0 or not fps > 0:
-        raise ValueError(f"{path}: zero length (no video frames)")
+    reader, num_frames, fps = open_checked(path)
     duration = num_frames / fps
     if segments is None:
         segments = math.floor(duration + 1e-6)
@@ -75,7 +64,7 @@ def decode_video(
     try:
         frames = read_frames(reader, segments, frames_per_segment, frame_size)
     except Exception as e:
-        raise ValueError(f"{path}: undecodable frames ({_first_line(e)})") from None
+        raise ValueError(f"{path}: undecodable frames ({first_line(e)})") from None
     return frames, {"duration": duration, "fps": fps, "num_frames": num_frames, "segments": segments}
 
 
@@ -117,11 +106,6 @@ def decode_spectrogram(
     """(257, L) float32 log-spectrogram of ``segments`` seconds of the file's audio, and the audio info."""
     wave, audio_info = decode_audio(path, spec.sample_rate)
     return clip_spectrogram(wave, segments, audio_pad, spec), audio_info
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [s for s in str(e).splitlines() if s.strip()]
-    return (lines[-1] if lines else type(e).__name__)[:300]
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -203,7 +187,7 @@ def _decode_job(job: DecodeJob) -> dict[str, Any]:
 
 
 def _failure(job: DecodeJob, e: BaseException) -> dict[str, Any]:
-    reason = _first_line(e).removeprefix(f"{job.path}: ")
+    reason = first_line(e).removeprefix(f"{job.path}: ")
     return {"id": job.id, "ok": False, "path": job.path, "reason": reason}
 
 

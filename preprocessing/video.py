@@ -54,6 +54,30 @@ def open_video(path: str | Path) -> decord.VideoReader:
         return decord.VideoReader(str(path), num_threads=1)
 
 
+def open_checked(path: Path) -> tuple[decord.VideoReader, int, float]:
+    """(reader, number of frames, fps) of a video that exists, is not empty and has frames; else one
+    ``FileNotFoundError`` / ``ValueError`` naming the file and what is wrong with it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: zero length (empty file)")
+    try:
+        reader = open_video(path)
+    except Exception as e:  # decord raises its own error type for unreadable containers
+        why = "truncated or not a video" if "Error reading" in str(e) else first_line(e)
+        raise ValueError(f"{path}: undecodable video ({why})") from None
+    num_frames, fps = video_info(reader)
+    if num_frames == 0 or not fps > 0:
+        raise ValueError(f"{path}: zero length (no video frames)")
+    return reader, num_frames, fps
+
+
+def first_line(e: BaseException) -> str:
+    """The last non-empty line of an error (decord puts a C++ stack above it), at most 300 characters."""
+    lines = [s for s in str(e).splitlines() if s.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:300]
+
+
 def video_info(reader: decord.VideoReader) -> tuple[int, float]:
     """(number of frames, average fps)."""
     return len(reader), float(reader.get_avg_fps())

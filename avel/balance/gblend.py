@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
-from avel.models.base import AVModel, ModelOutput
+from avel.models.base import AVModel, ModelOutput, WrappedModel
 
 if TYPE_CHECKING:
     from avel.data import Batch, DataSplits, SplitData
@@ -63,34 +63,17 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     return perm[k:].sort().values, perm[:k].sort().values
 
 
-class GBlendModel(AVModel):
+class GBlendModel(WrappedModel):
     """A base model plus uni-modal heads h_a, h_v; ``heads`` gives (fused output, h_a(z^a), h_v(z^v))."""
 
     def __init__(self, base: AVModel, predict: str = "fused", dim: int | None = None) -> None:
-        super().__init__()
         if predict not in PREDICT:
             raise ValueError(f"unknown G-Blend prediction {predict!r}; valid: {list(PREDICT)}")
-        self.base, self.predict = base, predict
-        self.num_classes, self.background = base.num_classes, base.background
-        self.per_segment, self.fusion_name = base.per_segment, base.fusion_name
+        super().__init__(base)
+        self.predict = predict
         self.z_dim = dim = dim or base.z_dim
         self.head_audio = nn.Linear(dim, base.num_classes) if dim else nn.LazyLinear(base.num_classes)
         self.head_visual = nn.Linear(dim, base.num_classes) if dim else nn.LazyLinear(base.num_classes)
-
-    @property
-    def backbone(self) -> AVModel:
-        return self.base
-
-    @property
-    def audio_branch(self) -> nn.Module:
-        return self.base.audio_branch
-
-    @property
-    def visual_branch(self) -> nn.Module:
-        return self.base.visual_branch
-
-    def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
-        return self.base.encode(audio, visual)
 
     def heads(self, z_audio: Tensor, z_visual: Tensor) -> tuple[ModelOutput, Tensor, Tensor]:
         return self.base.fuse(z_audio, z_visual), self.head_audio(z_audio), self.head_visual(z_visual)

@@ -34,7 +34,7 @@ from avel.balance.base import (
     task_loss,
 )
 from avel.distributed import all_reduce_sum
-from avel.models.base import AVModel, ModelOutput, event_weights, flatten_samples
+from avel.models.base import AVModel, ModelOutput, WrappedModel, event_weights, flatten_samples
 
 if TYPE_CHECKING:
     from avel.data import Batch
@@ -59,15 +59,11 @@ def head(dim: int | None, num_classes: int) -> nn.Module:
     return nn.Linear(dim, num_classes) if dim else nn.LazyLinear(num_classes)
 
 
-class IPRMModel(AVModel):
+class IPRMModel(WrappedModel):
     """A base model with IPRM's heads; ``fuse`` sums h(f(z̄^a, z̄^v, λ)) + h_a(z^a) + h_v(z^v)."""
 
     def __init__(self, base: AVModel, dim: int | None = None) -> None:
-        super().__init__()
-        self.base = base
-        self.num_classes = base.num_classes
-        self.background = base.background
-        self.per_segment = base.per_segment
+        super().__init__(base)
         dim = dim or getattr(base, "z_dim", None)  # None: lazy heads take D from the first batch
         self.head_audio = head(dim, self.num_classes)  # h_a
         self.head_visual = head(dim, self.num_classes)  # h_v
@@ -76,21 +72,6 @@ class IPRMModel(AVModel):
         self.register_buffer("lam_next", torch.tensor(0.5))  # λ_t of the next probe
         self.register_buffer("steps", torch.tensor(0))  # t
         self._register_load_state_dict_pre_hook(_lam_next_from_lam)
-
-    @property
-    def backbone(self) -> AVModel:
-        return self.base
-
-    @property
-    def audio_branch(self) -> nn.Module:
-        return self.base.audio_branch
-
-    @property
-    def visual_branch(self) -> nn.Module:
-        return self.base.visual_branch
-
-    def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
-        return self.base.encode(audio, visual)
 
     def heads(self, z_audio: Tensor, z_visual: Tensor, lam: Tensor | float) -> tuple[Tensor, Tensor, Tensor]:
         """(h(f(z̄^a, z̄^v, λ)), h_a(z^a), h_v(z^v)) logits."""

@@ -71,6 +71,32 @@ class AVModel(nn.Module):
         return self.num_classes - (1 if self.background is not None else 0)
 
 
+class WrappedModel(AVModel):
+    """A balancer's model around a base model (IPRM's, Gradient-Blending's heads): the base's encoders,
+    branches and label layout, its own heads; the base's state_dict keys stay under ``base.``."""
+
+    def __init__(self, base: AVModel) -> None:
+        super().__init__()
+        self.base = base
+        self.num_classes, self.background = base.num_classes, base.background
+        self.per_segment, self.fusion_name = base.per_segment, base.fusion_name
+
+    @property
+    def backbone(self) -> AVModel:
+        return self.base
+
+    @property
+    def audio_branch(self) -> nn.Module:
+        return self.base.audio_branch
+
+    @property
+    def visual_branch(self) -> nn.Module:
+        return self.base.visual_branch
+
+    def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
+        return self.base.encode(audio, visual)
+
+
 def flatten_samples(z: Tensor) -> Tensor:
     """(B, D) or (B, T, D) -> (N, D): per-segment models become N = B·T samples."""
     return z.reshape(-1, z.shape[-1])
@@ -101,4 +127,12 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["AVModel", "ModelOutput", "count_parameters", "event_weights", "fill_missing", "flatten_samples"]
+__all__ = [
+    "AVModel",
+    "ModelOutput",
+    "WrappedModel",
+    "count_parameters",
+    "event_weights",
+    "fill_missing",
+    "flatten_samples",
+]
