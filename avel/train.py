@@ -246,7 +246,7 @@ def train_one_epoch(
     model.train()
     meter = EpochMeter()
     amp = cfg.amp and bf16_supported(train.device)
-    rows = getattr(balancer, "train_indices", lambda split: None)(train)  # None: every row
+    rows = balancer.train_indices(train)  # None: every row
     batch_size = cfg.batch_size // distributed.world_size()  # each rank's share of the global batch
     batches = train.batches(
         batch_size, shuffle=cfg.shuffle, generator=generator, indices=rows, train=True, reuse=True

@@ -46,6 +46,7 @@ class Balancer(Protocol):
 
     def applies_to(self, model: AVModel) -> str | None: ...
     def prepare_model(self, model: AVModel) -> AVModel: ...
+    def train_indices(self, train: SplitData) -> Tensor | None: ...
     def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None: ...
     def training_loss(self, model: AVModel, batch: Batch) -> StepResult: ...
     def before_optimizer_step(self, model: AVModel, result: StepResult) -> None: ...
@@ -143,9 +144,8 @@ class BalancerHooks:
         return model
 
     def train_indices(self, train: SplitData) -> Tensor | None:
-        return (
-            None  # rows of the train split the loop trains on (None: all; Gradient-Blending holds some out)
-        )
+        """Rows of the train split the loop trains on; None: all (Gradient-Blending holds some out)."""
+        return None
 
     def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:
         self.epoch = epoch
