@@ -161,15 +161,11 @@ class DDP(nn.parallel.DistributedDataParallel):
             return getattr(self.module, name)
 
 
-# balancers whose training_loss runs the model's forward (``model(audio, visual)``): DDP syncs their
-# gradients. The others call ``model.encode`` / ``model.fuse`` / heads, which DDP does not see (its hooks
-# would stay idle and the ranks drift apart): their gradients are averaged by ``sync_gradients``.
-DDP_BALANCERS = ("none", "pmr", "ogm-ge", "ogm")
-
-
 def wrap(model: nn.Module, ctx: Dist, *, balancer: str, find_unused: bool, sync_bn: bool) -> nn.Module:
-    """``model`` under DDP (SyncBatchNorm first if asked) when several ranks train a balancer of
-    ``DDP_BALANCERS``; as is otherwise (one rank, or gradients averaged by ``sync_gradients``)."""
+    """``model`` under DDP (SyncBatchNorm first if asked) when several ranks train a balancer whose
+    ``training_loss`` runs the model's forward (``runs_forward``: DDP's hooks see it); as is otherwise (one
+    rank, or a balancer that calls ``encode`` / ``fuse`` directly, whose ranks would drift apart under DDP:
+    the loop averages its gradients with ``sync_gradients``)."""
     if not ctx.active:
         return model
     device = next(model.parameters()).device
@@ -177,14 +173,16 @@ def wrap(model: nn.Module, ctx: Dist, *, balancer: str, find_unused: bool, sync_
         if device.type != "cuda":
             raise ValueError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if balancer not in DDP_BALANCERS:
+    from avel.balance import BALANCERS
+
+    if not BALANCERS[balancer].runs_forward:
         return model
     ids = [device.index] if device.type == "cuda" else None
     return DDP(model, device_ids=ids, find_unused_parameters=find_unused)
 
 
 def sync_gradients(model: nn.Module) -> None:
-    """Average the gradients over ranks for a model DDP does not wrap (see ``DDP_BALANCERS``): one
+    """Average the gradients over ranks for a model DDP does not wrap (see ``wrap``): one
     all-reduce of the flattened gradients; a parameter without a gradient on some rank counts as zero
     there, and keeps ``None`` only where no rank has one. No-op under DDP or in one process."""
     world = world_size()

@@ -23,7 +23,7 @@ from torch import nn
 
 from avel import config as config_mod
 from avel import distributed
-from avel.balance import build_balancer
+from avel.balance import BALANCERS, build_balancer
 from avel.balance.base import Balancer, EpochMeter
 from avel.checkpoint import (
     load_checkpoint,
@@ -204,10 +204,6 @@ def make_balancer(cfg: TrainConfig, model: AVModel) -> Balancer:
     return build_balancer(cfg.balance, **config_mod.balancer_options(cfg))
 
 
-# rebalancers that weigh modalities on event segments only (background segments have weight 0)
-EVENT_BALANCERS = ("pmr", "ogm-ge", "ogm", "opm", "iprm")
-
-
 def check_splits(cfg: TrainConfig, data: DataSplits) -> None:
     """Refuse, before anything is written, splits training cannot use: an empty train, val or test split,
     or (for the rebalancers that weigh event segments) a train split without any event segment."""
@@ -219,7 +215,7 @@ def check_splits(cfg: TrainConfig, data: DataSplits) -> None:
             raise ValueError(
                 f"{cfg.data}: the {name} split has no rows{why}; training needs rows in train, val and test"
             )
-    if cfg.balance not in EVENT_BALANCERS or cfg.model != "avel":
+    if not BALANCERS[cfg.balance].weighs_event_segments or cfg.model != "avel":
         return
     background = data.meta["num_classes"] - 1
     need = ("train", "val") if cfg.balance == "pmr" and cfg.pmr_subset == "val" else ("train",)
@@ -256,7 +252,7 @@ def train_one_epoch(
             result = balancer.training_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         result.loss.backward()
-        distributed.sync_gradients(model)  # under torchrun without DDP (see distributed.DDP_BALANCERS)
+        distributed.sync_gradients(model)  # under torchrun without DDP (see distributed.wrap)
         balancer.before_optimizer_step(model, result)
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -136,6 +136,11 @@ class BalancerHooks:
 
     name = "hooks"
     epoch = 0
+    # training_loss runs the model's forward (``model(audio, visual)``), which DDP's gradient hooks see;
+    # methods that call ``encode`` / ``fuse`` / heads directly have their gradients averaged by the loop
+    runs_forward = False
+    # weighs the modalities on event segments only (background segments have weight 0)
+    weighs_event_segments = False
 
     def applies_to(self, model: AVModel) -> str | None:
         return None  # a reason string when the method cannot run on this model
@@ -171,6 +176,7 @@ class NoBalance(BalancerHooks):
     """Plain joint training: the task loss only."""
 
     name = "none"
+    runs_forward = True
 
     def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
         out = model(batch.audio, batch.visual)

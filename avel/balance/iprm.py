@@ -128,6 +128,7 @@ class IPRM(BalancerHooks):
     """Instantaneous probe-and-rebalance with geodesic multimodal mixup."""
 
     name = "iprm"
+    weighs_event_segments = True
 
     def __init__(self, *, alpha: float = 0.8, variant: str = "code", dim: int | None = None) -> None:
         if not 0.0 <= alpha <= 1.0:

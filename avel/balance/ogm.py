@@ -111,6 +111,8 @@ class OGMGE(BalancerHooks):
     """OGM-GE: gradient modulation of the dominant branch plus Gaussian noise (GE)."""
 
     name = "ogm-ge"
+    weighs_event_segments = True
+    runs_forward = True
     method = "OGM-GE"
 
     def __init__(

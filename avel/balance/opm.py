@@ -77,6 +77,7 @@ class OPM(BalancerHooks):
     """Drop the dominant modality's features with probability q in the forward pass."""
 
     name = "opm"
+    weighs_event_segments = True
 
     def __init__(
         self,

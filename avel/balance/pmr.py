@@ -137,6 +137,8 @@ class PMR(BalancerHooks):
     """Prototypical modal rebalance: L = L_CE + αβ PCE^a + αγ PCE^v − μγ H(p^a) − μβ H(p^v) (Eqs. 10, 13)."""
 
     name = "pmr"
+    weighs_event_segments = True
+    runs_forward = True
 
     def __init__(
         self,
