@@ -161,7 +161,9 @@ def preprocess(
     val_fraction: float = typer.Option(0.1, help="clip sets: share of each train class carved into val"),
     val_seed: int = typer.Option(0, help="clip sets: seed of the val draw (recorded in the file)"),
     spectrogram: str = typer.Option(
-        "avel", help="avel (log magnitude, 16 kHz) | pmr (the released PMR code's log PSD, 22.05 kHz)"
+        "avel",
+        help="avel (log magnitude, 16 kHz) | pmr (the released PMR code's log PSD, 22.05 kHz) | pmr16 (the "
+        "same at 16 kHz: 257 x 299 for CREMA-D's 3 s, PMR §5.2)",
     ),
     progress: bool = typer.Option(True, help="show a progress bar"),
     wait: bool = typer.Option(

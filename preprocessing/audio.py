@@ -1,4 +1,4 @@
-"""Audio decoding with decord (mono, resampled) and two log-spectrogram transforms (``SPECTROGRAMS``).
+"""Audio decoding with decord (mono, resampled) and the log-spectrogram presets (``SPECTROGRAMS``).
 
 "avel" (the default): 16 kHz, n_fft 512, hann window 512, hop 159, magnitude (power 1), no
 centring; log(|X| + 1e-7); per-clip standardisation (mean and unbiased std over the whole clip). 10 s at
@@ -10,6 +10,9 @@ defaults (periodic Tukey(0.25) window of 512, hop 159, each frame's mean removed
 power spectral density), log(PSD + 1e-7), standardised with the population std + 1e-9. The released code
 first tiles the waveform 10 times, cuts it at 16000 × 10 samples (7.26 s at 22.05 kHz) and clips it to
 [-1, 1]: ``pmr_waveform``; ``clip_log_spectrogram`` runs both steps (257 × 1004 per clip).
+
+"pmr16": the same released transform on audio at 16 kHz, the rate of the paper's CREMA-D spectrogram: 3 s
+give 257 × 299 (PMR §5.2: window 512, hop 159), where "pmr" gives 257 × 413.
 
 Column c covers samples [159c, 159c + 512) and belongs to the second that contains its centre.
 """
@@ -43,6 +46,7 @@ class SpecParams:
 SPECTROGRAMS: dict[str, SpecParams] = {
     "avel": SpecParams(),
     "pmr": SpecParams(sample_rate=22050, transform="pmr", clip_samples=16000 * 10),
+    "pmr16": SpecParams(sample_rate=16000, transform="pmr", clip_samples=16000 * 10),  # 3 s: 257 x 299
 }
 SPECTROGRAM_ATTRS: dict[str, dict[str, object]] = {  # what each transform computes, for `avel info`
     "avel": {"window": "hann", "power": 1, "normalisation": "per-clip mean/std of the log-spectrogram"},

@@ -58,7 +58,7 @@ class ClipParams:
     frames: int = 10  # frames stored per clip (PMR §5.2: 10 on CREMA-D)
     frame_size: int = 224
     audio_seconds: float = 3.0  # spectrogram window (PMR: 3 s on CREMA-D -> 257 x 299)
-    spectrogram: str = "avel"  # the transform (preprocessing.audio.SPECTROGRAMS): avel | pmr
+    spectrogram: str = "avel"  # the transform (preprocessing.audio.SPECTROGRAMS): avel | pmr | pmr16
 
     def check(self) -> None:
         if self.frames < 1 or self.frame_size < 1 or not self.audio_seconds > 0:

@@ -48,7 +48,7 @@ class PreprocessOptions:
     wait: bool = False  # another run writing the same output: wait for it (default: refuse at once)
     shard: tuple[int, int] | None = None  # (I, N): decode shard I of N only (per-second layouts)
     merge: bool = False  # write the file from the shards of every --shard I/N run (per-second layouts)
-    spectrogram: str = "avel"  # the transform (preprocessing.audio.SPECTROGRAMS): avel | pmr
+    spectrogram: str = "avel"  # the transform (preprocessing.audio.SPECTROGRAMS): avel | pmr | pmr16
 
 
 @dataclass(frozen=True)

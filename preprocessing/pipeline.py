@@ -253,8 +253,8 @@ def preprocess(
     OUT.h5.parts/ (one ``<id>.shard`` each, resumable, under the lock OUT.h5.shard-I-of-N.lock) and writes
     OUT.h5.shard-I-of-N.report.json; ``merge`` then writes OUT.h5 from those shards alone (refusing when
     a video has neither a shard nor a failure in a shard report): the file a single run writes.
-    ``spectrogram`` names the transform (``preprocessing.audio.SPECTROGRAMS``): "avel" or "pmr" (the
-    released PMR code's: 22.05 kHz, Tukey window, log power spectral density).
+    ``spectrogram`` names the transform (``preprocessing.audio.SPECTROGRAMS``): "avel", "pmr" (the
+    released PMR code's: 22.05 kHz, Tukey window, log power spectral density) or "pmr16" (the same at 16 kHz).
     """
     spec = spectrogram_params(spectrogram)
     if audio_pad not in AUDIO_PADS:

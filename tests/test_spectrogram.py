@@ -1,4 +1,5 @@
-"""The "pmr" spectrogram preset against scipy.signal.spectrogram, the released PMR code's transform.
+"""The "pmr" and "pmr16" spectrogram presets against scipy.signal.spectrogram, the released PMR code's
+transform (at 22.05 kHz, and at 16 kHz: PMR's 257 × 299 for a 3 s CREMA-D window).
 
 scipy is a test dependency only: avel computes the transform in torch.
 """
@@ -22,6 +23,7 @@ from preprocessing.audio import (
 signal = pytest.importorskip("scipy.signal")
 
 PMR = SPECTROGRAMS["pmr"]
+PMR16 = SPECTROGRAMS["pmr16"]
 
 
 def released_transform(samples: np.ndarray, samplerate: int = 22050) -> np.ndarray:
@@ -49,6 +51,56 @@ def test_pmr_preset_matches_scipy_on_decoded_audio(tiny_ave):
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     # on float32 samples (librosa's dtype) scipy computes in float32: agreement to its rounding
     np.testing.assert_allclose(ours, released_transform(wave.copy()), atol=1e-3)
+
+
+def test_pmr16_preset_matches_scipy_on_the_same_audio_at_16k(tiny_ave):
+    """The same video's audio decoded at 16 kHz: the released pipeline with fs = 16000 (257 × 1004)."""
+    wave = load_audio(next((tiny_ave / "AVE").glob("*.mp4")), PMR16.sample_rate)
+    assert PMR16.sample_rate == 16000 and PMR16.transform == "pmr" and PMR16.n_fft == 512
+    ours = clip_log_spectrogram(wave, PMR16)
+    reference = released_transform(wave.astype(np.float64), samplerate=16000)
+    assert ours.shape == reference.shape == (257, 1004)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    np.testing.assert_allclose(ours, released_transform(wave.copy(), samplerate=16000), atol=1e-3)
+
+
+def scipy_log_psd(x: np.ndarray, samplerate: int) -> np.ndarray:
+    """log(PSD + 1e-7) of scipy.signal.spectrogram's defaults, standardised as the released code does."""
+    _, _, psd = signal.spectrogram(np.clip(x, -1.0, 1.0), samplerate, nperseg=512, noverlap=353)
+    logp = np.log(psd + 1e-7)
+    return (logp - logp.mean()) / (logp.std() + 1e-9)
+
+
+def test_pmr16_gives_257_by_299_for_a_cremad_clip(tmp_path):
+    """`avel synth --layout crema-d` → `avel preprocess --spectrogram pmr16`: 3 s at 16 kHz, 257 × 299
+    (PMR §5.2), each row scipy's transform of the wav's first 3 s (a shorter clip tiled); pmr: 257 × 413."""
+    import h5py
+    from typer.testing import CliRunner
+
+    from avel.cli import app
+    from preprocessing.audio import fit_length
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["synth", str(tmp_path / "cd"), "--layout", "crema-d", "--videos", "6",
+                            "--frame-size", "32", "--fps", "10"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    shapes = {}
+    for name in ("pmr16", "pmr"):
+        out = tmp_path / f"{name}.h5"
+        args = ["preprocess", str(tmp_path / "cd"), str(out), "--spectrogram", name, "--frame-size", "32",
+                "--frames", "2", "--no-progress"]  # fmt: skip
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+        with h5py.File(out, "r") as f:
+            shapes[name] = (f["spectrogram"].shape, f.attrs["sample_rate"], f.attrs["transform"])
+            assert f.attrs["spectrogram"] == name and f.attrs["hop_length"] == 159
+    assert shapes == {"pmr16": ((6, 257, 299), 16000, "pmr"), "pmr": ((6, 257, 413), 22050, "pmr")}
+    with h5py.File(tmp_path / "pmr16.h5", "r") as f:
+        ids, stored = f["clip_id"].asstr()[()], f["spectrogram"][()]
+    for i, cid in enumerate(ids):
+        wave = load_audio(tmp_path / "cd" / "AudioWAV" / f"{cid}.wav", 16000)
+        window = fit_length(wave, 3 * 16000, "tile").astype(np.float64)
+        np.testing.assert_allclose(stored[i], scipy_log_psd(window, 16000), atol=1e-5, err_msg=cid)
 
 
 @pytest.mark.parametrize("amplitude", [1.5, 1e-3])
@@ -88,7 +140,7 @@ def test_pmr_waveform_tiles_ten_times_cuts_and_clips():
 
 def test_the_two_transforms_differ_and_are_named():
     assert spectrogram_params("avel") == SPECTROGRAMS["avel"] and spectrogram_params("pmr") == PMR
-    with pytest.raises(ValueError, match="unknown spectrogram 'mel'; valid: \\['avel', 'pmr'\\]"):
+    with pytest.raises(ValueError, match="unknown spectrogram 'mel'; valid: \\['avel', 'pmr', 'pmr16'\\]"):
         spectrogram_params("mel")
     rng = np.random.default_rng(2)
     wave = rng.normal(size=22050).astype(np.float32) * 0.1
@@ -140,13 +192,14 @@ def test_preprocess_with_the_pmr_spectrogram_and_pmr_clip_samples(tiny_ave, tmp_
     bad = CliRunner().invoke(
         app, ["preprocess", str(tiny_ave), str(tmp_path / "x.h5"), "--spectrogram", "mel"]
     )
-    assert bad.exit_code == 2 and "unknown spectrogram 'mel'; valid: ['avel', 'pmr']" in bad.output
+    assert bad.exit_code == 2 and "unknown spectrogram 'mel'; valid: ['avel', 'pmr', 'pmr16']" in bad.output
 
 
 def test_clip_sets_choose_the_transform():
     from preprocessing.clip_pipeline import clip_params
 
     assert clip_params("crema-d", spectrogram="pmr").spectrogram == "pmr"
+    assert clip_params("crema-d", spectrogram="pmr16").spectrogram == "pmr16"
     assert clip_params("crema-d").spectrogram == "avel"
     with pytest.raises(ValueError, match="unknown spectrogram 'mel'"):
         clip_params("crema-d", spectrogram="mel")
