@@ -170,7 +170,7 @@ def preprocess(
         False, "--wait", help="if another run is writing OUT, wait for it (default: refuse)"
     ),
     shard: str = typer.Option(
-        None, help="I/N: decode only shard I (0-based) of N into OUT.parts/ (AVE layout; then --merge)"
+        None, help="I/N: decode only shard I (0-based) of N into OUT.parts/ (any layout; then --merge)"
     ),
     merge: bool = typer.Option(False, "--merge", help="write OUT from the shards of every --shard I/N run"),
 ) -> None:

@@ -8,21 +8,21 @@ Per clip (PMR §5.2 and the released CREMA-D code, data/README.md):
   (``np.tile`` in the released code); log-spectrogram (``preprocessing.audio``), standardised per clip.
   3 s at 16 kHz with window 512 and hop 159 gives PMR's 257 × 299 for CREMA-D.
 Unreadable clips (missing file, no audio, undecodable, zero length) are listed in ``OUT.report.json`` as for
-AVE; the file holds the others. The file is written through ``preprocessing.h5.atomic_h5``/``commit``.
+AVE; the file holds the others. The run is the AVE pipeline's (``preprocessing.runs``): a shard file per
+clip, resume after a crash, ``--shard I/N`` and ``--merge``, the output lock and the completion marker.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
+from preprocessing.assemble import FileRows, shard_path, write_shard
 from preprocessing.audio import (
     SPECTROGRAM_ATTRS,
     fit_length,
@@ -33,24 +33,9 @@ from preprocessing.audio import (
 )
 from preprocessing.audio import source_sample_rate as read_source_rate
 from preprocessing.clips import Clip, ClipList
-from preprocessing.h5 import (
-    CLIPS_KIND,
-    atomic_h5,
-    check_output,
-    commit,
-    copy_rows,
-    create,
-    mark_complete,
-    row_chunked,
-    set_attrs,
-    strings,
-)
-from preprocessing.lock import output_lock
-from preprocessing.pipeline import PreprocessReport
+from preprocessing.h5 import CLIPS_KIND, create, strings
+from preprocessing.runs import Decoding, PreprocessReport, run_preprocess
 from preprocessing.video import first_line, frame_indices, open_checked, resize_center_crop
-from preprocessing.workers import run_jobs
-
-SCALARS = {"duration": np.float32, "fps": np.float32, "source_sample_rate": np.int32}
 
 
 @dataclass(frozen=True)
@@ -128,30 +113,19 @@ def decode_clip_audio(clip: Clip, p: ClipParams) -> tuple[np.ndarray, dict]:
     return spectrogram, info
 
 
-def _decode_job(job: tuple[int, Clip, ClipParams]) -> dict[str, Any]:
-    """One clip: {index, ok, frames, spectrogram, info} or {index, ok, id, path, reason}. Never raises."""
-    i, clip, p = job
+def _decode_job(job: tuple[str, Clip, ClipParams, str]) -> dict[str, Any]:
+    """One clip into its shard file: {id, ok} or {id, ok, path, reason}. Never raises."""
+    clip_id, clip, p, shard = job
     path = clip.video
     try:
         frames, info = decode_clip_frames(clip, p)
         path = clip.audio or clip.video
         spectrogram, audio_info = decode_clip_audio(clip, p)
-        return {"index": i, "ok": True, "frames": frames, "spectrogram": spectrogram, **info, **audio_info}
+        write_shard(Path(shard), {"frames": frames, "spectrogram": spectrogram, **info, **audio_info})
+        return {"id": clip_id, "ok": True}
     except Exception as e:
         reason = first_line(e).removeprefix(f"{path}: ")
-        return {"index": i, "ok": False, "id": clip.clip_id, "path": str(path), "reason": reason}
-
-
-def _results(jobs: list, workers: int, progress: bool) -> Iterator[dict[str, Any]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    columns = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    bar = Progress("preprocess", *columns, disable=not progress)
-    with bar:
-        task = bar.add_task("decode", total=len(jobs))
-        for r in run_jobs(_decode_job, jobs, workers, ordered=True):
-            bar.advance(task)
-            yield r
+        return {"id": clip_id, "ok": False, "path": str(path), "reason": reason}
 
 
 def preprocess_clips(
@@ -162,75 +136,68 @@ def preprocess_clips(
     workers: int = 1,
     progress: bool = True,
     wait: bool = False,
+    shard: tuple[int, int] | None = None,
+    merge: bool = False,
 ) -> PreprocessReport:
     """Decode every clip of ``clip_list`` into ``out_h5`` (kind ``avel-clips``); failures in the report.
-    One run per output (``output_lock``): a second run on the same file refuses, naming the first."""
+
+    As for AVE (``preprocessing.runs``): one run per output (``output_lock``: a second run on the same
+    file refuses, naming the first); each clip becomes a shard ``OUT.h5.parts/<id>.shard``, so a killed run
+    resumes where it stopped; ``shard=(I, N)`` decodes shard I of N only, ``merge`` writes OUT.h5 from the
+    shards of every ``--shard I/N`` run: the file one run writes."""
     params.check()
-    out_h5 = Path(out_h5)
-    check_output(out_h5)
-    with output_lock(out_h5, "avel preprocess", wait=wait):
-        return _preprocess_clips(clip_list, out_h5, params, workers, progress)
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    return run_preprocess(
+        clips_decoding(clip_list, params),
+        out_h5,
+        workers=workers,
+        progress=progress,
+        wait=wait,
+        shard=shard,
+        merge=merge,
+    )
 
 
-def _preprocess_clips(
-    clip_list: ClipList, out_h5: Path, params: ClipParams, workers: int, progress: bool
-) -> PreprocessReport:
+def clips_decoding(clip_list: ClipList, params: ClipParams) -> Decoding:
+    """A clip-layout run: a shard and a row per clip (``preprocessing.runs``)."""
     spec = spectrogram_params(params.spectrogram)
-    n, f, s = len(clip_list.clips), params.frames, params.frame_size
+    by_id: dict[str, Clip] = {}
+    for c in clip_list.clips:  # an id names the clip's shard file: one clip each
+        if by_id.setdefault(c.clip_id, c) is not c:
+            raise ValueError(f"{clip_list.source}:{c.line}: clip id {c.clip_id!r} is already used")
+    attrs = {
+        **asdict(params),
+        **asdict(spec),
+        **SPECTROGRAM_ATTRS[spec.transform],
+        "center": False,
+        "audio_pad": "tile",
+        "layout": clip_list.layout,
+        "classes": list(clip_list.classes),
+        "source_dir": str(Path(clip_list.source).resolve()),
+        **{k: v for k, v in clip_list.info.items()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    f, s = params.frames, params.frame_size
     width = num_columns(round(params.audio_seconds * spec.sample_rate), spec)
-    report = PreprocessReport(str(out_h5), videos=n)
-    values = {name: np.zeros(n, dt) for name, dt in SCALARS.items()}
-    ok = np.zeros(n, dtype=bool)
-    t0 = time.perf_counter()
-    fh = atomic_h5(out_h5)
-    try:
-        frames = row_chunked(fh, "frames", (n, f, s, s, 3), np.uint8)
-        spectrogram = row_chunked(fh, "spectrogram", (n, spec.n_fft // 2 + 1, width), np.float32)
-        jobs = [(i, c, params) for i, c in enumerate(clip_list.clips)]
-        for r in _results(jobs, workers, progress):
-            i = r["index"]
-            if not r["ok"]:
-                report.failed.append({k: r[k] for k in ("id", "path", "reason")})
-                continue
-            frames[i], spectrogram[i], ok[i] = r["frames"], r["spectrogram"], True
-            for name in SCALARS:
-                values[name][i] = r[name]
-        keep = np.flatnonzero(ok)
-        if len(keep) == n:
-            _write_meta(fh, clip_list, keep, values, params, spec)
-    except BaseException:
-        fh.close()
-        Path(f"{out_h5}.tmp").unlink(missing_ok=True)
-        raise
-    fh.close()
-    if len(keep) < n:
-        _rewrite_without_failed(out_h5, clip_list, keep, values, params, spec)
-    else:
-        commit(out_h5)
-    report.rows = report.decoded = len(keep)
-    report.seconds = time.perf_counter() - t0
-    report.failed.sort(key=lambda x: x["id"])
-    report.save()
-    return report
+
+    def jobs(ids: list[str], parts: Path, in_process: bool) -> list:
+        return [(i, by_id[i], params, str(shard_path(parts, i))) for i in ids]
+
+    def file_rows(failed: set[str]) -> FileRows:
+        keep = np.array([i for i, c in enumerate(clip_list.clips) if c.clip_id not in failed], dtype=np.int64)
+        ids = [clip_list.clips[i].clip_id for i in keep]
+        shape = (spec.n_fft // 2 + 1, width)
+        return FileRows(
+            CLIPS_KIND, attrs, ids, (f, s, s, 3), shape, lambda fh: _write_meta(fh, clip_list, keep)
+        )
+
+    stamp = {**asdict(params), **asdict(spec)}
+    return Decoding([c.clip_id for c in clip_list.clips], stamp, jobs, _decode_job, file_rows)
 
 
-def _rewrite_without_failed(out_h5: Path, clip_list, keep, values, params, spec) -> None:
-    """OUT.h5 holding the decoded rows only (copied from the first pass, then that is deleted)."""
-    staged = Path(f"{out_h5}.rows.tmp")
-    os.replace(f"{out_h5}.tmp", staged)
-    try:
-        with h5py.File(staged, "r") as src, atomic_h5(out_h5) as dst:
-            for name in ("frames", "spectrogram"):
-                shape = (len(keep), *src[name].shape[1:])
-                copy_rows(row_chunked(dst, name, shape, src[name].dtype), src[name], keep)
-            _write_meta(dst, clip_list, keep, values, params, spec)
-        commit(out_h5)
-    finally:
-        staged.unlink(missing_ok=True)
-
-
-def _write_meta(fh, clip_list: ClipList, keep: np.ndarray, values: dict, params: ClipParams, spec) -> None:
-    """Row metadata, split indices (renumbered to the kept rows) and attributes."""
+def _write_meta(fh, clip_list: ClipList, keep: np.ndarray) -> None:
+    """Row metadata and split indices (renumbered to the kept rows)."""
     clips = [clip_list.clips[i] for i in keep]
     base = clip_list.source if clip_list.source.is_dir() else clip_list.source.parent
 
@@ -249,24 +216,8 @@ def _write_meta(fh, clip_list: ClipList, keep: np.ndarray, values: dict, params:
         v = [nan if getattr(c, name) is None else getattr(c, name) for c in clips]
         create(fh, name, np.array(v, dtype=np.float32))
     create(fh, "list_line", np.array([c.line for c in clips], dtype=np.int64))
-    for name, v in values.items():
-        create(fh, name, v[keep])
     new_index = np.full(len(clip_list.clips), -1, dtype=np.int64)
     new_index[keep] = np.arange(len(keep))
     for name, rows in clip_list.splits().items():
         r = new_index[rows]
         create(fh, f"splits/{name}", r[r >= 0])
-    attrs = {
-        **asdict(params),
-        **asdict(spec),
-        **SPECTROGRAM_ATTRS[spec.transform],
-        "center": False,
-        "audio_pad": "tile",
-        "layout": clip_list.layout,
-        "classes": list(clip_list.classes),
-        "source_dir": str(Path(clip_list.source).resolve()),
-        **{k: v for k, v in clip_list.info.items()},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    set_attrs(fh, CLIPS_KIND, attrs)
-    mark_complete(fh)  # last: the file is whole

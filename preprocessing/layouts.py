@@ -26,7 +26,7 @@ from preprocessing.ave import ave_clips, is_ave
 from preprocessing.clips import ClipList
 from preprocessing.cremad import is_cremad, load_cremad
 from preprocessing.manifest import load_manifest
-from preprocessing.pipeline import PreprocessReport
+from preprocessing.runs import PreprocessReport
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class PreprocessOptions:
     val_seed: int = 0
     classes: list[str] | None = None  # class order (default: the layout's own)
     wait: bool = False  # another run writing the same output: wait for it (default: refuse at once)
-    shard: tuple[int, int] | None = None  # (I, N): decode shard I of N only (per-second layouts)
-    merge: bool = False  # write the file from the shards of every --shard I/N run (per-second layouts)
+    shard: tuple[int, int] | None = None  # (I, N): decode shard I of N only (preprocessing.runs)
+    merge: bool = False  # write the file from the shards of every --shard I/N run
     spectrogram: str = "avel"  # the transform (preprocessing.audio.SPECTROGRAMS): avel | pmr | pmr16
 
 
@@ -127,8 +127,6 @@ def preprocess_dataset(
             wait=o.wait,
             spectrogram=o.spectrogram,
         )
-    if o.shard is not None or o.merge:
-        raise ValueError(f"--shard / --merge: only per-second layouts (AVE) so far, not {layout.name!r}")
     clip_list = layout.list_clips(Path(path), o)
     params = clip_params(
         o.dataset or layout.clip_preset,
@@ -137,4 +135,13 @@ def preprocess_dataset(
         audio_seconds=o.audio_seconds,
         spectrogram=o.spectrogram,
     )
-    return preprocess_clips(clip_list, out_h5, params, workers=o.workers, progress=o.progress, wait=o.wait)
+    return preprocess_clips(
+        clip_list,
+        out_h5,
+        params,
+        workers=o.workers,
+        progress=o.progress,
+        wait=o.wait,
+        shard=o.shard,
+        merge=o.merge,
+    )

@@ -1,11 +1,12 @@
 """``avel preprocess``: decode every AVE video once into frames + log-spectrogram, write one HDF5 file.
 
-Crash-safe and resumable: each decoded video becomes a shard ``OUT.h5.parts/<id>.shard`` (written to a
-temporary name, then ``os.replace``d), a re-run skips finished shards, and the final file is filled in
-``OUT.h5.tmp`` while decoding goes on (``preprocessing.assemble``) and renamed onto ``OUT.h5`` only when
-complete. With one process, a video's audio, spectrogram, shard and rows are done on a writer thread while
-the main thread decodes the next video's frames (decord releases the GIL while it decodes). Bad videos
-(missing, no audio stream, undecodable, zero length) go to ``OUT.h5.report.json`` while the rest go on.
+Crash-safe and resumable, shardable across machines (``preprocessing.runs``, as for clip sets): each
+decoded video becomes a shard ``OUT.h5.parts/<id>.shard``, a re-run skips finished shards, and the final
+file is filled in ``OUT.h5.tmp`` while decoding goes on (``preprocessing.assemble``) and renamed onto
+``OUT.h5`` only when complete. With one process, a video's audio, spectrogram, shard and rows are done on a
+writer thread while the main thread decodes the next video's frames (decord releases the GIL while it
+decodes). Bad videos (missing, no audio stream, undecodable, zero length) go to ``OUT.h5.report.json``
+while the rest go on.
 
 Policy for clips that are not exactly 10 s (the AVE file always has 10 segments): longer clips keep
 their first 10 s; shorter clips repeat their last decoded frame for the missing seconds and their audio
@@ -15,19 +16,16 @@ is zero-padded to 10 s (``audio_pad="tile"`` repeats it instead, like the PMR re
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from preprocessing.annotations import SEGMENTS, AVEAnnotations, load_ave
-from preprocessing.assemble import Assembler, assemble_from_shards, write_shard
+from preprocessing.assemble import Assembler, FileRows, shard_path, write_shard
 from preprocessing.audio import (
     SPECTROGRAM_ATTRS,
     SpecParams,
@@ -39,10 +37,11 @@ from preprocessing.audio import (
 )
 from preprocessing.audio import source_sample_rate as read_source_rate
 from preprocessing.ave import ave_video_path
-from preprocessing.h5 import RowsMeta, check_output
-from preprocessing.lock import output_lock
+from preprocessing.h5 import PREPROCESS_KIND, RowsMeta, check_output, create
+from preprocessing.runs import Decoding, PreprocessReport, run_preprocess
 from preprocessing.video import first_line, open_checked, read_frames
-from preprocessing.workers import run_jobs
+
+__all__ = ["PreprocessReport", "decode_clip", "preprocess"]  # PreprocessReport: preprocessing.runs'
 
 AUDIO_PADS = ("zero", "tile")
 
@@ -106,38 +105,6 @@ def decode_spectrogram(
     """(257, L) float32 log-spectrogram of ``segments`` seconds of the file's audio, and the audio info."""
     wave, audio_info = decode_audio(path, spec.sample_rate)
     return clip_spectrogram(wave, segments, audio_pad, spec), audio_info
-
-
-# ------------------------------------------------------------------------------------------- report
-
-
-@dataclass
-class PreprocessReport:
-    out: str
-    rows: int = 0  # rows in the written file
-    videos: int = 0  # distinct videos in the annotations
-    decoded: int = 0  # decoded in this run
-    resumed: int = 0  # found finished from an earlier run
-    failed: list[dict[str, str]] = field(default_factory=list)  # {id, path, reason}
-    seconds: float = 0.0
-
-    @property
-    def videos_per_s(self) -> float:
-        return self.decoded / self.seconds if self.seconds > 0 else 0.0
-
-    def summary(self) -> str:
-        s = (
-            f"{self.out}: {self.rows} rows from {self.videos - len(self.failed)}/{self.videos} videos "
-            f"({self.decoded} decoded, {self.resumed} resumed, {self.videos_per_s:.1f} videos/s)"
-        )
-        if self.failed:
-            s += f"; {len(self.failed)} failed, see {self.out}.report.json"
-        return s
-
-    def save(self) -> None:
-        Path(f"{self.out}.report.json").write_text(
-            json.dumps({**asdict(self), "videos_per_s": self.videos_per_s}, indent=2)
-        )
 
 
 # ----------------------------------------------------------------------------------------- workers
@@ -207,25 +174,6 @@ def _finish(asm: Assembler, result: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _run_jobs(jobs: list[DecodeJob], workers: int, progress: bool):
-    """Yield job results as they finish, with a rich progress bar (videos/s) when asked."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TimeRemainingColumn
-    from rich.text import Text
-
-    class Rate(ProgressColumn):
-        def render(self, task) -> Text:
-            return Text(f"{task.speed or 0:.1f} videos/s")
-
-    bar = Progress(
-        "preprocess", BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn(), disable=not progress
-    )
-    with bar:
-        task = bar.add_task("decode", total=len(jobs))
-        for r in run_jobs(_decode_job, jobs, workers):
-            bar.advance(task)
-            yield r
-
-
 # ---------------------------------------------------------------------------------------- pipeline
 
 
@@ -252,7 +200,8 @@ def preprocess(
     Across machines: ``shard=(I, N)`` decodes only the videos ``shard_ids`` gives shard I of N into
     OUT.h5.parts/ (one ``<id>.shard`` each, resumable, under the lock OUT.h5.shard-I-of-N.lock) and writes
     OUT.h5.shard-I-of-N.report.json; ``merge`` then writes OUT.h5 from those shards alone (refusing when
-    a video has neither a shard nor a failure in a shard report): the file a single run writes.
+    a video has neither a shard nor a failure in a shard report): the file a single run writes
+    (``preprocessing.runs``).
     ``spectrogram`` names the transform (``preprocessing.audio.SPECTROGRAMS``): "avel", "pmr" (the
     released PMR code's: 22.05 kHz, Tukey window, log power spectral density) or "pmr16" (the same at 16 kHz).
     """
@@ -271,99 +220,20 @@ def preprocess(
     ann = load_ave(dataset_dir, classes=classes)
     check_output(out_h5)
     decode = DecodeParams(frame_size, frames_per_segment, SEGMENTS, audio_pad)
-    if shard is not None:
-        index, count = check_shard(shard)
-        with output_lock(f"{out_h5}.shard-{index}-of-{count}", "avel preprocess --shard", wait=wait):
-            return _preprocess_shard(dataset_dir, out_h5, ann, index, count, decode, workers, progress, spec)
-    with output_lock(out_h5, "avel preprocess", wait=wait):
-        return _preprocess_locked(
-            dataset_dir,
-            out_h5,
-            ann,
-            workers,
-            frame_size,
-            frames_per_segment,
-            audio_pad,
-            progress,
-            merge,
-            spec,
-        )
-
-
-def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
-    """(I, N) with N >= 1 and 0 <= I < N, or a one-line error."""
-    index, count = shard
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"--shard {index}/{count}: needs I/N with N >= 1 and 0 <= I < N (I counts from 0)")
-    return index, count
-
-
-def shard_ids(ids: list[str], index: int, count: int) -> list[str]:
-    """Shard ``index`` of ``count``: every ``count``-th distinct video id in annotation order, from the
-    ``index``-th (0-based), so the shards are disjoint, cover every video and differ by at most one."""
-    return ids[index::count]
-
-
-def _preprocess_shard(
-    dataset_dir: Path,
-    out_h5: Path,
-    ann: AVEAnnotations,
-    index: int,
-    count: int,
-    decode: DecodeParams,
-    workers: int,
-    progress: bool,
-    spec: SpecParams = SpecParams(),
-) -> PreprocessReport:
-    """Shard ``index`` of ``count``: its videos' shard files in OUT.h5.parts/ and its report (no OUT.h5)."""
-    parts = _parts_dir(out_h5, {**asdict(decode), **asdict(spec)})
-    ids = shard_ids(list(dict.fromkeys(r.video_id for r in ann.rows)), index, count)
-    report = PreprocessReport(f"{out_h5}.shard-{index}-of-{count}", videos=len(ids))
-    t0 = time.perf_counter()
-    jobs = [
-        DecodeJob(
-            vid, str(ave_video_path(dataset_dir, vid)), str(parts / f"{vid}.shard"), False, decode, spec
-        )
-        for vid in ids
-        if not (parts / f"{vid}.shard").is_file()
-    ]
-    report.resumed = len(ids) - len(jobs)
-    failed = [r for r in _run_jobs(jobs, workers, progress) if not r["ok"]]
-    report.failed = sorted(
-        ({k: r[k] for k in ("id", "path", "reason")} for r in failed), key=lambda f: f["id"]
+    return run_preprocess(
+        ave_decoding(dataset_dir, ann, decode, spec),
+        out_h5,
+        workers=workers,
+        progress=progress,
+        wait=wait,
+        shard=shard,
+        merge=merge,
     )
-    report.decoded = len(jobs) - len(failed)
-    bad = {f["id"] for f in report.failed}
-    report.rows = sum(1 for r in ann.rows if r.video_id in set(ids) - bad)
-    report.seconds = time.perf_counter() - t0
-    report.save()
-    return report
 
 
-def _shard_failures(out_h5: Path) -> dict[str, dict[str, str]]:
-    """The failed videos of every shard report of OUT.h5 (OUT.h5.shard-*-of-*.report.json), by id."""
-    failed = {}
-    for path in sorted(out_h5.parent.glob(f"{out_h5.name}.shard-*-of-*.report.json")):
-        for f in json.loads(path.read_text())["failed"]:
-            failed[f["id"]] = {"id": f["id"], "ok": False, "path": f["path"], "reason": f["reason"]}
-    return failed
-
-
-def _preprocess_locked(
-    dataset_dir: Path,
-    out_h5: Path,
-    ann: AVEAnnotations,
-    workers: int,
-    frame_size: int,
-    frames_per_segment: int,
-    audio_pad: str,
-    progress: bool,
-    merge: bool = False,
-    spec: SpecParams = SpecParams(),
-) -> PreprocessReport:
-    decode = DecodeParams(frame_size, frames_per_segment, SEGMENTS, audio_pad)
+def ave_decoding(dataset_dir: Path, ann: AVEAnnotations, decode: DecodeParams, spec: SpecParams) -> Decoding:
+    """An AVE-layout run: a shard per video, a row per annotation line (``preprocessing.runs``)."""
     params = {**asdict(decode), **asdict(spec)}
-    parts = _parts_dir(out_h5, params)
     attrs = {
         **params,
         **SPECTROGRAM_ATTRS[spec.transform],
@@ -372,73 +242,31 @@ def _preprocess_locked(
         "annotations": str(ann.source),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    ids = list(dict.fromkeys(r.video_id for r in ann.rows))
-    report = PreprocessReport(str(out_h5), videos=len(ids))
-    in_process = workers <= 1
-    t0 = time.perf_counter()
-    failed_in_shards = _shard_failures(out_h5) if merge else {}
-    if merge:
-        missing = [v for v in ids if v not in failed_in_shards and not (parts / f"{v}.shard").is_file()]
-        if missing:
-            raise ValueError(
-                f"{parts}: {len(missing)} of {len(ids)} videos have no shard (first: {missing[0]}); "
-                "run every --shard I/N to the end before --merge"
+
+    def jobs(ids: list[str], parts: Path, in_process: bool) -> list[DecodeJob]:
+        return [
+            DecodeJob(
+                v, str(ave_video_path(dataset_dir, v)), str(shard_path(parts, v)), in_process, decode, spec
             )
-    asm = Assembler(out_h5, RowsMeta.from_annotations(ann), attrs, spec)
-    try:
-        jobs = []
-        for vid in ids:
-            shard = parts / f"{vid}.shard"
-            if shard.is_file():
-                report.resumed += 1
-                asm.submit(asm.write_shard_file, vid, shard)
-            elif vid in failed_in_shards:  # --merge: failed in its shard run, as it would in one run
-                asm.failed.append(failed_in_shards[vid])
-            else:
-                path = str(ave_video_path(dataset_dir, vid))
-                jobs.append(DecodeJob(vid, path, str(shard), in_process, decode, spec))
-        for r in _run_jobs(jobs, workers, progress):
-            if not r["ok"]:
-                asm.failed.append(r)
-            elif "frames" in r:
-                asm.submit(_finish, asm, r)
-            else:
-                asm.submit(asm.write_shard_file, r["id"], parts / f"{r['id']}.shard")
-        asm.wait()
-    except BaseException:
-        asm.close(keep=False)
-        raise
-    report.failed = [{k: r[k] for k in ("id", "path", "reason")} for r in asm.failed]
-    report.decoded = len(jobs) - len(report.failed)
-    if report.failed:  # the file lacks their rows: write it again, from the shards, without them
-        asm.close(keep=False)
-        failed = {f["id"] for f in report.failed}
+            for v in ids
+        ]
+
+    def file_rows(failed: set[str]) -> FileRows:
         keep = np.array([i for i, r in enumerate(ann.rows) if r.video_id not in failed], dtype=np.int64)
-        report.rows = assemble_from_shards(out_h5, parts, RowsMeta.from_annotations(ann, keep), attrs, spec)
-    else:
-        report.rows = asm.close(keep=True)
-    report.seconds = time.perf_counter() - t0
-    shutil.rmtree(parts)
-    report.failed.sort(key=lambda f: f["id"])
-    report.save()
-    return report
+        return ave_file_rows(RowsMeta.from_annotations(ann, keep), attrs, spec)
+
+    return Decoding([r.video_id for r in ann.rows], params, jobs, _decode_job, file_rows, _finish)
 
 
-def _parts_dir(out_h5: Path, params: dict[str, Any]) -> Path:
-    """OUT.h5.parts/, created with params.json; shards from other parameters are an error."""
-    parts = Path(f"{out_h5}.parts")
-    stamp = parts / "params.json"
-    if stamp.is_file():
-        old = json.loads(stamp.read_text())
-        if old != params:
-            diff = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
-            raise ValueError(
-                f"{parts}: unfinished shards from another run with different parameters "
-                f"(found vs needed: {diff}); delete that folder to start over"
-            )
-    else:
-        parts.mkdir(parents=True, exist_ok=True)  # --shard runs may start at once: stamp atomically
-        tmp = parts / f"params.json.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(params))
-        os.replace(tmp, stamp)
-    return parts
+def ave_file_rows(meta: RowsMeta, attrs: dict[str, Any], spec: SpecParams) -> FileRows:
+    """An ``avel-preprocess`` file of ``meta``'s rows: (10, K, S, S, 3) frames and 10 s of audio each."""
+    columns = segment_columns(SEGMENTS, spec)
+    k, s = attrs["frames_per_segment"], attrs["frame_size"]
+
+    def write_meta(f) -> None:
+        meta.write(f)
+        create(f, "segment_columns", columns)
+
+    shape = (spec.n_fft // 2 + 1, int(columns[-1]))
+    ids = [str(v) for v in meta.video_id]
+    return FileRows(PREPROCESS_KIND, attrs, ids, (SEGMENTS, k, s, s, 3), shape, write_meta)

@@ -40,6 +40,7 @@ from preprocessing.annotations import SEGMENTS
 from preprocessing.assemble import Assembler
 from preprocessing.audio import SpecParams, segment_columns
 from preprocessing.h5 import RowsMeta
+from preprocessing.pipeline import ave_file_rows
 
 
 def write_file(path: Path, videos: int, size: int, k: int) -> None:
@@ -66,7 +67,7 @@ def write_file(path: Path, videos: int, size: int, k: int) -> None:
     )
     spec = SpecParams()
     length = int(segment_columns(SEGMENTS, spec)[-1])
-    asm = Assembler(path, meta, {"frames_per_segment": k, "frame_size": size}, spec)
+    asm = Assembler(path, ave_file_rows(meta, {"frames_per_segment": k, "frame_size": size}, spec))
     try:
         for vid in ids:
             arrays = {
