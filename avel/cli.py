@@ -111,6 +111,15 @@ def synth(
     ),
     p_audio: float = typer.Option(None, help="crema-d / manifest: P(a clip's sound is its own class)"),
     p_visual: float = typer.Option(None, help="crema-d / manifest: P(a clip's object is its own class)"),
+    audio_groups: int = typer.Option(
+        None,
+        help="crema-d / manifest: G groups of consecutive classes share one sound (audio alone tells "
+        "only the group); 0 = one sound per class",
+    ),
+    audio_else: str = typer.Option(
+        None,
+        help="crema-d / manifest: the sound of the other 1 - p_audio clips: other (another class's) | none",
+    ),
 ) -> None:
     """Make an embedded dataset of real media files: AVE layout (mp4), CREMA-D layout (wav + flv) or a clip
     manifest (mp4 + csv)."""
@@ -130,6 +139,8 @@ def synth(
         p_background_own_class=background_own_class,
         p_audio=p_audio,
         p_visual=p_visual,
+        audio_groups=audio_groups,
+        audio_else=audio_else,
     )
     try:
         summary = synthesise(layout, out_dir, **opts)

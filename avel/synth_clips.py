@@ -12,6 +12,11 @@ audio is learned faster and dominates joint training. Here the audio carries the
 a fraction ``p_audio`` of the clips (another class's sound in the rest: a low ceiling, learned fast from
 the spectrogram), and the visual carries the class's coloured object in a fraction ``p_visual`` of the
 frames' clips (a higher ceiling) at a low contrast ``visual_snr`` against clutter (learned slowly).
+Two knobs separate the audio's speed from its ceiling: ``audio_groups`` G makes the classes of each of G
+groups of consecutive classes share one sound (the group's first class's), so audio alone tells only the
+group (a ceiling of G / classes at any SNR: a loud sound is learned fast to a low ceiling), and
+``audio_else="none"`` leaves the other ``1 - p_audio`` clips with noise only instead of another class's
+sound. Their defaults (0, "other") write the files the synthesiser wrote before they existed.
 
 Every clip draws from its own generator seeded by (seed, index) and the encoders run single-threaded with
 bit-exact muxing, so a seed gives bit-identical files.
@@ -35,6 +40,7 @@ CREMAD_CLASSES = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 SENTENCES = ("DFA", "IEO", "IOM", "ITH", "ITS", "IWL", "IWW", "MTI", "TAI", "TIE", "TSI", "WSI")
 LEVELS = ("XX", "LO", "MD", "HI")
 LAYOUTS = ("crema-d", "manifest")
+AUDIO_ELSE = ("other", "none")
 
 
 @dataclass
@@ -54,6 +60,8 @@ class ClipSynthConfig:
     audio_snr_db: float = -6.0
     visual_snr: float = 0.35
     distractors: int = 1
+    audio_groups: int = 0  # 0: one sound per class; G: G groups of consecutive classes share a sound
+    audio_else: str = "other"  # the sound of the 1 - p_audio clips: another class's, or "none" (noise only)
 
     def check(self) -> None:
         if self.layout not in LAYOUTS:
@@ -73,6 +81,13 @@ class ClipSynthConfig:
             )
         if not (0 <= self.p_audio <= 1 and 0 <= self.p_visual <= 1):
             raise ValueError(f"p_audio and p_visual must be in [0, 1], got {self.p_audio}, {self.p_visual}")
+        if not 0 <= self.audio_groups <= self.classes:
+            raise ValueError(
+                f"audio_groups must be in [0, {self.classes}] (0: one sound per class), "
+                f"got {self.audio_groups}"
+            )
+        if self.audio_else not in AUDIO_ELSE:
+            raise ValueError(f"unknown audio_else {self.audio_else!r}; valid: {list(AUDIO_ELSE)}")
 
     def render_config(self) -> SynthConfig:
         """The AVE synthesiser's settings for the sound and frame renderers it shares with this one."""
@@ -89,6 +104,15 @@ class ClipSynthConfig:
 
 def class_names(cfg: ClipSynthConfig) -> list[str]:
     return list(CREMAD_CLASSES) if cfg.layout == "crema-d" else [f"class{k}" for k in range(cfg.classes)]
+
+
+def sound_class(k: int, cfg: ClipSynthConfig) -> int:
+    """The class whose sound class ``k`` plays: itself, or with ``audio_groups`` G the first class of its
+    group (classes ``k * G // classes`` equal share one sound, so audio alone tells only the group)."""
+    if not cfg.audio_groups:
+        return k
+    group = k * cfg.audio_groups // cfg.classes
+    return min(j for j in range(cfg.classes) if j * cfg.audio_groups // cfg.classes == group)
 
 
 def plan_clips(cfg: ClipSynthConfig) -> list[dict[str, Any]]:
@@ -111,7 +135,11 @@ def plan_clips(cfg: ClipSynthConfig) -> list[dict[str, Any]]:
                 used.add(clip_id)
                 break
         others = [j for j in range(cfg.classes) if j != k]
-        sound = k if rng.random() < cfg.p_audio else int(rng.choice(others))
+        sound: int | None = k if rng.random() < cfg.p_audio else int(rng.choice(others))
+        if sound != k and cfg.audio_else == "none":
+            sound = None  # noise only (the draw above is kept, so the other fields follow the seed as before)
+        if sound is not None:
+            sound = sound_class(sound, cfg)
         obj = k if rng.random() < cfg.p_visual else int(rng.choice(others))
         length = float(rng.uniform(cfg.min_seconds, cfg.max_seconds))
         plans.append({"index": i, "id": clip_id, "label": k, "sound": sound, "object": obj, "length": length})
@@ -203,7 +231,9 @@ def synth_clips(out_dir: str | Path, config: ClipSynthConfig | None = None) -> d
         "clips": len(plans),
         "classes": class_names(cfg),
         "splits": {s: sum(p["split"] == s for p in plans) for s in ("train", "test")},
-        "sound_is_label": round(float(np.mean([p["sound"] == p["label"] for p in plans])), 3),
+        "sound_is_label": round(
+            float(np.mean([p["sound"] == sound_class(p["label"], cfg) for p in plans])), 3
+        ),
         "object_is_label": round(float(np.mean([p["object"] == p["label"] for p in plans])), 3),
         "seconds": round(sum(p["length"] for p in plans), 2),
         "elapsed_s": round(time.perf_counter() - t0, 2),

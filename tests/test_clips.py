@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import wave
 from pathlib import Path
 
 import h5py
@@ -259,7 +260,6 @@ def test_synth_cremad_clip_lengths_and_ids(tmp_path):
     summary = synth_clips(tmp_path, ClipSynthConfig(clips=12, frame_size=32, fps=10.0, seed=0))
     rows = read_list(tmp_path / "train.csv") + read_list(tmp_path / "test.csv")
     assert len(rows) == 12 and summary["splits"] == {"train": 6, "test": 6}
-    import wave
 
     for _, cid, emotion in rows:
         assert cid.split("_")[2] == emotion
@@ -332,3 +332,41 @@ def test_cli_manifest_synth_preprocess_train_evaluate(tmp_path):
     assert code == 0, text
     code, text = invoke("info", tmp_path / "m.h5")
     assert code == 0 and "avel-clips" in text
+
+
+def _tone_of(wav: Path) -> int | None:
+    """The class whose pitch dominates a synthesised wav (its spectrum's peak near that class's f0 stands
+    > 60× above the median of 100-2000 Hz; an off-screen distractor sine reaches ≈ 45×), or None."""
+    from avel.synth import class_traits
+
+    with wave.open(str(wav)) as w:
+        x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float64)
+    mag, f = np.abs(np.fft.rfft(x)), np.fft.rfftfreq(len(x), 1 / SR)
+    median = np.median(mag[(f > 100) & (f < 2000)])
+    score = {k: mag[np.abs(f / class_traits(k)["f0"] - 1) < 0.03].max() / median for k in range(6)}
+    best = max(score, key=score.get)
+    return best if score[best] > 60 else None
+
+
+@pytest.mark.parametrize(
+    ("knobs", "tone_of_class"),
+    [
+        (dict(p_audio=1.0), dict(NEU=0, HAP=1, SAD=2, FEA=3, DIS=4, ANG=5)),
+        (dict(p_audio=1.0, audio_groups=3), dict(NEU=0, HAP=0, SAD=2, FEA=2, DIS=4, ANG=4)),
+        (dict(p_audio=0.0, audio_else="none"), dict.fromkeys(CREMAD_CLASSES)),
+    ],
+)
+def test_synth_audio_groups_and_silent_clips_in_the_written_wavs(tmp_path, knobs, tone_of_class):
+    """--audio-groups 3: NEU/HAP, SAD/FEA, DIS/ANG each share the tone of the group's first class;
+    --audio-else none with p_audio 0: no wav carries a class tone (noise and the distractor only)."""
+    synth_clips(tmp_path, ClipSynthConfig(clips=12, frame_size=32, fps=10.0, audio_snr_db=10, **knobs))
+    rows = read_list(tmp_path / "train.csv") + read_list(tmp_path / "test.csv")
+    tones = {cid: _tone_of(tmp_path / "AudioWAV" / f"{cid}.wav") for _, cid, _ in rows}
+    assert tones == {cid: tone_of_class[emotion] for _, cid, emotion in rows}
+
+
+def test_synth_audio_knob_errors(tmp_path):
+    code, text = invoke("synth", tmp_path, "--layout", "crema-d", "--audio-groups", "7")
+    assert code == 2 and "audio_groups must be in [0, 6]" in text
+    code, text = invoke("synth", tmp_path, "--layout", "crema-d", "--audio-else", "silence")
+    assert code == 2 and "unknown audio_else 'silence'; valid: ['other', 'none']" in text
