@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from preprocessing.assemble import FileRows, shard_path, write_shard
+from preprocessing.assemble import Assembler, FileRows, shard_path, write_shard
 from preprocessing.audio import (
     SPECTROGRAM_ATTRS,
     fit_length,
@@ -113,19 +113,51 @@ def decode_clip_audio(clip: Clip, p: ClipParams) -> tuple[np.ndarray, dict]:
     return spectrogram, info
 
 
-def _decode_job(job: tuple[str, Clip, ClipParams, str]) -> dict[str, Any]:
-    """One clip into its shard file: {id, ok} or {id, ok, path, reason}. Never raises."""
-    clip_id, clip, p, shard = job
-    path = clip.video
+@dataclass(frozen=True)
+class ClipJob:
+    """One clip to decode: its id, the clip, the parameters, its shard file, whether it runs in the main
+    process (then ``_finish`` does its audio on the writer thread, as AVE's ``pipeline._finish``)."""
+
+    id: str
+    clip: Clip
+    params: ClipParams
+    shard: str
+    in_process: bool
+
+
+def _decode_job(job: ClipJob) -> dict[str, Any]:
+    """One clip: in a worker, decoded whole into its shard file ({id, ok}); in the main process, its frames
+    ({id, ok, job, frames, info}); or {id, ok, path, reason}. Never raises."""
     try:
-        frames, info = decode_clip_frames(clip, p)
-        path = clip.audio or clip.video
-        spectrogram, audio_info = decode_clip_audio(clip, p)
-        write_shard(Path(shard), {"frames": frames, "spectrogram": spectrogram, **info, **audio_info})
-        return {"id": clip_id, "ok": True}
+        frames, info = decode_clip_frames(job.clip, job.params)
+        if job.in_process:
+            return {"id": job.id, "ok": True, "job": job, "frames": frames, "info": info}
     except Exception as e:
-        reason = first_line(e).removeprefix(f"{path}: ")
-        return {"id": clip_id, "ok": False, "path": str(path), "reason": reason}
+        return _failure(job.id, job.clip.video, e)
+    try:
+        spectrogram, audio_info = decode_clip_audio(job.clip, job.params)
+    except Exception as e:
+        return _failure(job.id, job.clip.audio or job.clip.video, e)
+    write_shard(Path(job.shard), {"frames": frames, "spectrogram": spectrogram, **info, **audio_info})
+    return {"id": job.id, "ok": True}
+
+
+def _failure(clip_id: str, path: Path, e: BaseException) -> dict[str, Any]:
+    return {"id": clip_id, "ok": False, "path": str(path), "reason": first_line(e).removeprefix(f"{path}: ")}
+
+
+def _finish(asm: Assembler, result: dict[str, Any]) -> dict[str, Any] | None:
+    """Audio, spectrogram, shard and row of a clip whose frames the main process decoded (on the writer
+    thread, while the next clip's frames decode); a failure like ``_decode_job``'s if the audio is bad."""
+    job: ClipJob = result["job"]
+    try:
+        spectrogram, audio_info = decode_clip_audio(job.clip, job.params)
+    except Exception as e:
+        return _failure(job.id, job.clip.audio or job.clip.video, e)
+    arrays = {"frames": result["frames"], "spectrogram": spectrogram, **result["info"], **audio_info}
+    write_shard(Path(job.shard), arrays)
+    asm.write(job.id, arrays)
+    return None
 
 
 def preprocess_clips(
@@ -181,8 +213,8 @@ def clips_decoding(clip_list: ClipList, params: ClipParams) -> Decoding:
     f, s = params.frames, params.frame_size
     width = num_columns(round(params.audio_seconds * spec.sample_rate), spec)
 
-    def jobs(ids: list[str], parts: Path, in_process: bool) -> list:
-        return [(i, by_id[i], params, str(shard_path(parts, i))) for i in ids]
+    def jobs(ids: list[str], parts: Path, in_process: bool) -> list[ClipJob]:
+        return [ClipJob(i, by_id[i], params, str(shard_path(parts, i)), in_process) for i in ids]
 
     def file_rows(failed: set[str]) -> FileRows:
         keep = np.array([i for i, c in enumerate(clip_list.clips) if c.clip_id not in failed], dtype=np.int64)
@@ -193,7 +225,7 @@ def clips_decoding(clip_list: ClipList, params: ClipParams) -> Decoding:
         )
 
     stamp = {**asdict(params), **asdict(spec)}
-    return Decoding([c.clip_id for c in clip_list.clips], stamp, jobs, _decode_job, file_rows)
+    return Decoding([c.clip_id for c in clip_list.clips], stamp, jobs, _decode_job, file_rows, _finish)
 
 
 def _write_meta(fh, clip_list: ClipList, keep: np.ndarray) -> None:

@@ -99,11 +99,15 @@ def test_clip_shards_then_merge_equal_one_run(sets, single, tmp_path):
     assert not Path(f"{out}.parts").exists() and not Path(f"{out}.lock").exists()
 
 
-SLOW_RUN = (  # `avel preprocess` whose clips take 0.4 s each: slow enough to kill mid-run
-    "import sys, time\n"
+HELD_RUN = (  # `avel preprocess` that decodes two clips, then hangs until it is killed
+    "import itertools, sys, time\n"
     "import preprocessing.clip_pipeline as p\n"
-    "d = p._decode_job\n"
-    "p._decode_job = lambda job: (time.sleep(0.4), d(job))[1]\n"
+    "d, calls = p._decode_job, itertools.count()\n"
+    "def held(job):\n"
+    "    if next(calls) >= 2:\n"
+    "        time.sleep(600)\n"
+    "    return d(job)\n"
+    "p._decode_job = held\n"
     "from avel.cli import app\n"
     "app(sys.argv[1:], prog_name='avel')\n"
 )
@@ -113,14 +117,16 @@ def test_killed_clip_run_resumes_to_the_uninterrupted_file(sets, single, tmp_pat
     out = tmp_path / "killed.h5"
     parts = Path(f"{out}.parts")
     args = ["preprocess", str(sets["manifest"]), str(out), *COMMON]
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN, *args], cwd=ROOT, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while len(list(parts.glob("*.shard"))) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = sorted(parts.glob("*.shard"))
-    assert 2 <= len(done) < 6, proc.stderr.read().decode()
+    proc = subprocess.Popen([sys.executable, "-c", HELD_RUN, *args], cwd=ROOT, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while len(list(parts.glob("*.shard"))) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        time.sleep(0.2)  # into the hanging third clip
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert len(list(parts.glob("*.shard"))) == 2, proc.stderr.read().decode()
     assert not out.exists() and Path(f"{out}.tmp").exists()  # half-written, under its temporary name
     assert Path(f"{out}.lock").exists()  # its file stays; the kernel's lock went with the process
     with h5py.File(single["manifest"], "r") as f:
@@ -128,7 +134,7 @@ def test_killed_clip_run_resumes_to_the_uninterrupted_file(sets, single, tmp_pat
     (parts / f"{todo[-1]}.shard.tmp").write_bytes(b"\x93NUMPY half a shard")  # a write cut short by a kill
     code, text = invoke(*args)  # no --wait: the lock is free
     assert code == 0, text
-    assert f"({6 - len(done)} decoded, {len(done)} resumed" in text
+    assert "(4 decoded, 2 resumed" in text
     assert_same_file(single["manifest"], out)
     with h5py.File(out, "r") as f:
         assert check_file(f, out) == "avel-clips"
