@@ -451,13 +451,15 @@ def run_grid(
     overrides: dict | None = None,
     dry_run: bool = False,
     rows: list[str] | None = None,
+    columns: list[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> Table:
     """Train every applicable cell of a grid for seeds 0..seeds-1 (skipping finished runs); returns the table.
 
     Precedence for each run: config defaults < ``config`` file < ``overrides`` < the cell's overrides <
     seed and run directory. ``dry_run`` prints the cells, their overrides and run directories and writes
-    nothing. ``rows`` trains only those rows (e.g. to share a grid between machines); the table shows all.
+    nothing. ``rows`` / ``columns`` train only those rows / columns (e.g. to share a grid between machines,
+    or to add a PMR variant without re-training the baselines); the table shows all.
     """
     out_dir = Path(out_dir)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -474,11 +476,15 @@ def run_grid(
     if dry_run:
         log(_describe(grid, cells, out_dir))
         return _dry_table(grid, cells)
-    _check_rows(cells, rows)
+    _check_names("row", [c.row for c in cells], rows)
+    _check_names("column", [c.column for c in cells], columns)
     if not next(iter(configs.values())).data:
         raise ValueError("no data file given (`data = ...` in the config, or --data / --set data=FILE)")
     _write_grid(out_dir, grid)
-    runnable = [c for c in cells if not c.na_reason and (rows is None or c.row in rows)]
+    runnable = [
+        c for c in cells
+        if not c.na_reason and (rows is None or c.row in rows) and (columns is None or c.column in columns)
+    ]  # fmt: skip
     for i, cell in enumerate(runnable, 1):
         for seed in range(seeds):
             run_dir = out_dir / cell.name / f"seed{seed}"
@@ -491,11 +497,11 @@ def run_grid(
     return write_tables(out_dir)
 
 
-def _check_rows(cells: list[Cell], rows: list[str] | None) -> None:
-    names = list(dict.fromkeys(c.row for c in cells))
-    unknown = sorted(set(rows or []) - set(names))
+def _check_names(what: str, names: list[str], chosen: list[str] | None) -> None:
+    names = list(dict.fromkeys(names))
+    unknown = sorted(set(chosen or []) - set(names))
     if unknown:
-        raise ValueError(f"unknown row(s) {unknown}; rows of this grid: {names}")
+        raise ValueError(f"unknown {what}(s) {unknown}; {what}s of this grid: {names}")
 
 
 def _train(cfg: TrainConfig, seed: int, run_dir: Path, cell: Cell, log: Callable[[str], None]) -> bool:

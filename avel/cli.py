@@ -477,6 +477,7 @@ def _ablate(kind: str):
         seeds: int = typer.Option(3, help="seeds 0..N-1 per cell"),
         set_: list[str] = typer.Option(None, "--set", help="any config key for every run: --set epochs=20"),
         rows: list[str] = typer.Option(None, "--row", help="train only this row (repeatable)"),
+        columns: list[str] = typer.Option(None, "--column", help="train only this column (repeatable)"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print the grid, train nothing"),
     ) -> None:
         from avel.ablate import run_grid
@@ -487,7 +488,7 @@ def _ablate(kind: str):
         try:
             table = run_grid(
                 kind, out_dir, config=config, seeds=seeds, model=model, overrides=overrides,
-                dry_run=dry_run, rows=rows or None, log=typer.echo,
+                dry_run=dry_run, rows=rows or None, columns=columns or None, log=typer.echo,
             )  # fmt: skip
         except (ValueError, FileNotFoundError, RuntimeError) as e:
             _fail(str(e))

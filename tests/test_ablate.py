@@ -239,3 +239,19 @@ def test_tiny_resnet18_grid_trains_only_the_chosen_rows(tiny_h5, tmp_path):
     res = json.loads((out / "pmr-10__accuracy" / "seed0" / "results.json").read_text())
     assert res["config"]["model"] == "resnet18" and res["config"]["pmr_subset"] == "0.1"
     assert table.cell("PMR, 10%", "accuracy").published == 67.1
+
+
+def test_tiny_grid_trains_only_the_chosen_columns(tiny_h5, tmp_path):
+    out = tmp_path / "t6"
+    overrides = {"data": str(tiny_h5), **TINY}
+    unknown = r"unknown column\(s\) \['pmr'\]; columns of this grid: \['baseline', 'PMR'\]"
+    with pytest.raises(ValueError, match=unknown):
+        run_grid("optimizers", out, seeds=1, overrides=overrides, columns=["pmr"], log=QUIET)
+    only = {"rows": ["Adam"], "columns": ["PMR"]}
+    table = run_grid("optimizers", out, seeds=1, model="resnet18", overrides=overrides, **only, log=QUIET)
+    done = {(label, c.cell.column): len(c.accuracies) for label, cells in table.rows for c in cells}
+    assert done == {
+        ("SGD", "baseline"): 0, ("SGD", "PMR"): 0, ("AdaGrad", "baseline"): 0, ("AdaGrad", "PMR"): 0,
+        ("Adam", "baseline"): 0, ("Adam", "PMR"): 1,
+    }  # fmt: skip
+    assert sorted(p.parent.name for p in out.glob("*/seed0")) == ["adam__pmr"]
