@@ -148,3 +148,13 @@ def test_clip_shards_refuse_other_parameters(sets, tmp_path):
     code, text = invoke("preprocess", sets["manifest"], out, "--shard", "1/3", *COMMON, "--frames", "3")
     assert code == 2 and "unfinished shards from another run with different parameters" in text
     assert "'frames': (2, 3)" in text
+
+
+def test_shard_file_names_keep_plain_ids_and_encode_the_rest():
+    from preprocessing.assemble import shard_path
+
+    parts = Path("OUT.h5.parts")
+    assert shard_path(parts, "1001_DFA_ANG_XX") == parts / "1001_DFA_ANG_XX.shard"  # CREMA-D, AVE ids
+    assert shard_path(parts, "-0Ab_c9") == parts / "-0Ab_c9.shard"
+    assert shard_path(parts, "train/a b#1") == parts / "train%2Fa%20b%231.shard"  # a manifest's own id
+    assert shard_path(parts, "..") == parts / "...shard"  # inside the folder, whatever the id
