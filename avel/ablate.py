@@ -32,6 +32,7 @@ from avel.config import TrainConfig, load_config
 from avel.models import FUSIONS
 from avel.provenance import describe
 from preprocessing.h5 import attr_value
+from preprocessing.lock import OutputLocked
 
 GRID_KINDS = ("optimizers", "fusions", "subset", "balancers", "intermediate")
 FAMILIES = ("resnet18", "avel", "cgmnist")
@@ -491,8 +492,12 @@ def run_grid(
             if (run_dir / "results.json").is_file():
                 continue  # finished: never re-run
             log(f"[{i}/{len(runnable)}] {cell.row} / {cell.column}, seed {seed} -> {run_dir}")
-            if not _train(configs[cell.name], seed, run_dir, cell, log):
-                break
+            try:
+                if not _train(configs[cell.name], seed, run_dir, cell, log):
+                    break
+            except OutputLocked as e:  # another grid process trains this seed: go on with the next one
+                log(f"skipped: {e}")
+                continue
             write_tables(out_dir)
     return write_tables(out_dir)
 

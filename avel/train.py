@@ -10,6 +10,7 @@ from ``last.pt`` and produces the same final metrics as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -40,6 +41,7 @@ from avel.models.base import AVModel
 from avel.models.encoders import resnet_grid
 from avel.provenance import provenance
 from avel.tensorboard import TensorBoardLog
+from preprocessing.lock import output_lock
 
 # config keys that may change when a run is resumed (they do not change what is computed)
 RESUMABLE_CHANGES = {
@@ -51,6 +53,7 @@ RESUMABLE_CHANGES = {
     "modality_eval_every",
     "tensorboard",
 }
+BUSY = "wait for it to finish, or give another --out"  # a second run on a run directory
 # what a checkpoint keeps of its data file to rebuild inputs later (predict, extract)
 DATA_META_KEYS = ("classes", "kind", "num_classes", "input_mode", "family", "modalities", "segment_width")
 
@@ -344,7 +347,15 @@ def print_line(line: str) -> None:
 
 
 def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> dict[str, Any]:
-    """Train, select on val, test the selected checkpoint once; returns (and writes) results.json."""
+    """Train, select on val, test the selected checkpoint once; returns (and writes) results.json.
+
+    One process writes a run directory at a time: a second run on it refuses (``OutputLocked``, naming
+    the first), so two grid processes sharing a grid never train the same seed twice."""
+    with contextlib.ExitStack() as held:
+        return _run_training(cfg, log, held)
+
+
+def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib.ExitStack) -> dict[str, Any]:
     if not cfg.data:
         raise ValueError("no data file given (avel train DATA.h5 or `data = ...` in the config)")
     config_mod.validate(cfg)
@@ -388,6 +399,8 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
     optimizer = build_optimizer(cfg, model.parameters())
     scheduler = build_scheduler(cfg, optimizer)
     run_dir.mkdir(parents=True, exist_ok=True)  # only once everything above was found usable
+    if ctx.main:  # RUN/train.lock while this process writes RUN (the other ranks write nothing)
+        held.enter_context(output_lock(run_dir, "avel train", lock_path=run_dir / "train.lock", hint=BUSY))
     metrics_path = run_dir / "metrics.jsonl"
     start_epoch, best = 0, {"val_accuracy": -1.0, "epoch": -1}
     last = run_dir / "last.pt"

@@ -32,10 +32,17 @@ def _holder(lock_path: Path) -> str:
 
 
 @contextlib.contextmanager
-def output_lock(out: str | Path, command: str, wait: bool = False) -> Iterator[Path]:
-    """Hold the lock of ``out`` (file ``out.lock``) for the ``with`` block; ``OutputLocked`` names the
-    holder when another run has it and ``wait`` is false, else block until it is free."""
-    lock_path = Path(f"{out}.lock")
+def output_lock(
+    out: str | Path,
+    command: str,
+    wait: bool = False,
+    lock_path: Path | None = None,
+    hint: str = "wait for it to finish, or pass --wait",
+) -> Iterator[Path]:
+    """Hold the lock of ``out`` (file ``out.lock``, or ``lock_path``) for the ``with`` block;
+    ``OutputLocked`` names the holder (and ``hint``) when another run has it and ``wait`` is false, else
+    block until it is free."""
+    lock_path = lock_path or Path(f"{out}.lock")
     while True:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -44,9 +51,7 @@ def output_lock(out: str | Path, command: str, wait: bool = False) -> Iterator[P
             holder = _holder(lock_path)
             if not wait:
                 os.close(fd)
-                raise OutputLocked(
-                    f"{out}: {holder} is writing this file; wait for it to finish, or pass --wait"
-                ) from None
+                raise OutputLocked(f"{out}: {holder} is writing it; {hint}") from None
             fcntl.flock(fd, fcntl.LOCK_EX)
         # the holder before us may have removed the lock file after we opened it: lock the file on disk
         try:

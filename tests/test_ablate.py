@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ import pytest
 from avel import ablate
 from avel.ablate import Cell, build_grid, format_mean_std, list_grid, run_grid, tabulate
 from avel.config import load_config
+from avel.train import run_training
+from preprocessing.lock import OutputLocked, output_lock
 
 QUIET = lambda s: None  # noqa: E731
 TINY = {"epochs": 1, "batch_size": 8, "width": 8, "device": "cpu", "progress": False}
@@ -255,3 +259,26 @@ def test_tiny_grid_trains_only_the_chosen_columns(tiny_h5, tmp_path):
         ("Adam", "baseline"): 0, ("Adam", "PMR"): 1,
     }  # fmt: skip
     assert sorted(p.parent.name for p in out.glob("*/seed0")) == ["adam__pmr"]
+
+
+def test_a_seed_another_process_trains_is_skipped_and_a_second_train_refused(tiny_h5, tmp_path):
+    out = tmp_path / "t6"
+    overrides = {"data": str(tiny_h5), **TINY}
+    busy = out / "adam__pmr" / "seed0"
+    busy.mkdir(parents=True)
+    holder = f"avel ablate (the other process) (pid {os.getpid()} on host {socket.gethostname()}, since "
+    refusal = "is writing it; wait for it to finish, or give another --out"
+    lines: list[str] = []
+    with output_lock(busy, "avel ablate (the other process)", lock_path=busy / "train.lock"):
+        cfg = load_config(None, {**overrides, "model": "resnet18", "balance": "pmr", "out": str(busy)})
+        with pytest.raises(OutputLocked) as refused:
+            run_training(cfg, log=QUIET)
+        only = {"model": "resnet18", "rows": ["Adam"], "columns": ["PMR"]}
+        table = run_grid("optimizers", out, seeds=2, overrides=overrides, **only, log=lines.append)
+    assert str(refused.value).startswith(f"{busy}: {holder}") and str(refused.value).endswith(refusal)
+    assert not (busy / "metrics.jsonl").exists() and not (busy / "results.json").exists()
+    skipped = [line for line in lines if line.startswith("skipped: ")]
+    assert len(skipped) == 1 and skipped[0].startswith(f"skipped: {busy}: {holder}")
+    assert (out / "adam__pmr" / "seed1" / "results.json").is_file()
+    assert len(table.cell("Adam", "PMR").accuracies) == 1
+    assert not (out / "adam__pmr" / "seed1" / "train.lock").exists()  # released when the run ends
