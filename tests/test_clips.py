@@ -351,8 +351,9 @@ def _tone_of(wav: Path) -> int | None:
 @pytest.mark.parametrize(
     ("knobs", "tone_of_class"),
     [
-        (dict(p_audio=1.0), dict(NEU=0, HAP=1, SAD=2, FEA=3, DIS=4, ANG=5)),
+        (dict(p_audio=1.0, audio_groups=0), dict(NEU=0, HAP=1, SAD=2, FEA=3, DIS=4, ANG=5)),
         (dict(p_audio=1.0, audio_groups=3), dict(NEU=0, HAP=0, SAD=2, FEA=2, DIS=4, ANG=4)),
+        (dict(), dict(NEU=0, HAP=0, SAD=2, FEA=2, DIS=4, ANG=4)),  # the defaults: the calibrated set cdp
         (dict(p_audio=0.0, audio_else="none"), dict.fromkeys(CREMAD_CLASSES)),
     ],
 )
