@@ -313,7 +313,11 @@ def train(
         None, help="avel: concat | dmrn; resnet18, cgmnist: concat | sum | film | gated | mmtm | centralnet"
     ),
     modality: str = typer.Option(None, help="both | audio | visual (cgmnist: gray | colored): uni-modal"),
-    balance: str = typer.Option(None, help="none | pmr | ogm-ge | ogm | opm | iprm | dropout | gblend"),
+    balance: str = typer.Option(
+        None,
+        help="none | pmr | ogm-ge | ogm | opm | iprm | dropout | gblend | mmcosine | umt | ume | mbsd | cml "
+        "| mmpareto | lfm",
+    ),
     pmr: bool = typer.Option(False, "--pmr", help="short for --balance pmr"),
     optimizer: str = typer.Option(None, help="sgd | adam | adagrad"),
     lr: float = typer.Option(None),

@@ -64,6 +64,7 @@ class TrainConfig:
     sync_bn: bool = False  # several processes (torchrun): BatchNorm statistics over the global batch
     tensorboard: bool = False  # TensorBoard event files beside metrics.jsonl (rank 0; needs tensorboard)
     # rebalancing: none | pmr | ogm-ge | ogm | opm | iprm | dropout | gblend
+    #   | mmcosine | umt | ume | mbsd | cml | mmpareto | lfm (BalanceBenchmark's objective-level methods)
     balance: str = "none"
     pmr_alpha: float = 2.0  # Eq. 10
     pmr_mu: float = 1e-3  # Eq. 13
@@ -90,6 +91,26 @@ class TrainConfig:
     gblend_super_epoch: int = 5  # Gradient-Blending: epochs between weight estimates (online G-Blend)
     gblend_holdout: float = 0.1  # fraction of train held out of training to measure G and O
     gblend_predict: str = "fused"  # fused (paper) | mean (of the fused and uni-modal heads)
+    mmcosine_scale: float = 15.0  # s: logits s·cos(z^m, W^m_c) (BalanceBenchmark's scaling)
+    mmcosine_window: list[int] = field(default_factory=lambda: [0, 80])  # cosine loss in [start, end]
+    umt_scale: float = 10.0  # weight of the feature distillation MSE (BalanceBenchmark's scaling)
+    umt_window: list[int] = field(default_factory=lambda: [0, 80])
+    umt_teacher_audio: str = ""  # best.pt of an `avel train --modality audio` run of the same model
+    umt_teacher_visual: str = ""  # best.pt of an `avel train --modality visual` run of the same model
+    mbsd_window: list[int] = field(default_factory=lambda: [0, 80])
+    mbsd_kl: str = "code"  # code (kl_div on the scores as BalanceBenchmark) | scores (Bernoulli KL)
+    cml_lam: float = 0.1  # λ of the confidence penalty
+    cml_window: list[int] = field(default_factory=lambda: [0, 80])
+    cml_reduce: str = "batch"  # batch (max(0, Σ_i), the code) | sample (Σ_i max(0, ·))
+    mmpareto_gamma: float = 1.5  # γ: the integrated gradient's scale
+    mmpareto_heads: str = "separate"  # separate (uni-modal heads, released code) | split (BalanceBenchmark)
+    mmpareto_window: list[int] = field(default_factory=lambda: [0, 80])
+    lfm_alpha: list[float] = field(default_factory=lambda: [0.95, 0.05])  # (α_0, α_1) at the start
+    lfm_lr_alpha: float = 1e-4  # η_α, halved at every 20th epoch
+    lfm_js: str = "code"  # code (½(KL(m‖p) + KL(m‖q))) | paper (Jensen-Shannon)
+    lfm_alpha_data: str = "val"  # rows that fit α_1: val (the code) | train
+    lfm_probe_size: int = 8  # that many first rows
+    lfm_window: list[int] = field(default_factory=lambda: [0, 80])
 
 
 # An integer option set to UNSET takes the method's own default (every saved value stays explicit: TOML has
@@ -104,6 +125,12 @@ BALANCER_PREFIX = {
     "iprm": "iprm_",
     "dropout": "dropout_",
     "gblend": "gblend_",
+    "mmcosine": "mmcosine_",
+    "umt": "umt_",
+    "mbsd": "mbsd_",
+    "cml": "cml_",
+    "mmpareto": "mmpareto_",
+    "lfm": "lfm_",
 }
 
 
@@ -295,6 +322,20 @@ RULES: dict[str, tuple[Any, str]] = {
     "opm_warmup": NON_NEGATIVE,
     "iprm_alpha": UNIT,
     "dropout_p": UNIT_OPEN,
+    "mmcosine_window": WINDOW,
+    "umt_scale": NON_NEGATIVE,
+    "umt_window": WINDOW,
+    "mbsd_window": WINDOW,
+    "mbsd_kl": (lambda v: v in ("code", "scores"), "code or scores"),
+    "cml_lam": NON_NEGATIVE,
+    "cml_window": WINDOW,
+    "cml_reduce": (lambda v: v in ("batch", "sample"), "batch or sample"),
+    "mmpareto_heads": (lambda v: v in ("separate", "split"), "separate or split"),
+    "mmpareto_window": WINDOW,
+    "lfm_js": (lambda v: v in ("code", "paper"), "code or paper"),
+    "lfm_alpha_data": (lambda v: v in ("val", "train"), "val or train"),
+    "lfm_probe_size": AT_LEAST_1,
+    "lfm_window": WINDOW,
 }
 
 

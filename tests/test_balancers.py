@@ -65,7 +65,10 @@ def make_model(kind: str) -> AVModel:
 
 
 def test_registry_names_and_errors():
-    assert set(BALANCERS) == {"none", "pmr", "ogm-ge", "ogm", "opm", "iprm", "dropout", "gblend"}
+    assert set(BALANCERS) == {
+        *("none", "pmr", "ogm-ge", "ogm", "opm", "iprm", "dropout", "gblend"),
+        *("mmcosine", "umt", "ume", "mbsd", "cml", "mmpareto", "lfm"),
+    }
     with pytest.raises(ValueError, match=r"unknown balancer 'pgm'; valid: \['none', 'pmr', 'ogm-ge'"):
         build_balancer("pgm")
     with pytest.raises(ValueError, match=r"balancer 'ogm-ge' does not take option\(s\) \['q_base'\]"):
@@ -365,10 +368,26 @@ def _options(name: str) -> dict:
     return {"pmr": {"subset": 1.0}, "opm": {"warmup": 0}, "ogm": {"warmup": 0}}.get(name, {})
 
 
+def _teachers(kind: str) -> dict[str, AVModel]:
+    """Frozen toy models standing in for UMT's uni-modal teachers (seeded apart from the student)."""
+    torch.manual_seed(1)
+    teachers = {m: make_model(kind).eval() for m in ("audio", "visual")}
+    for t in teachers.values():
+        t.requires_grad_(False)
+    return teachers
+
+
+def _build(name: str, kind: str):
+    balancer = build_balancer(name, **_options(name))
+    if name == "umt":
+        balancer.teachers = _teachers(kind)
+    return balancer
+
+
 def _run(name: str, kind: str, steps: int = 3) -> tuple[list[float], AVModel, object]:
     model = make_model(kind)
     data = segment_data(12) if kind == "segment" else clip_data()
-    balancer = build_balancer(name, **_options(name))
+    balancer = _build(name, kind)
     model = balancer.prepare_model(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     balancer.on_epoch_start(model, DataSplits(data, data, data), 0)
@@ -393,7 +412,7 @@ def test_three_steps_are_deterministic_and_state_round_trips(name, kind):
     second, _, _ = _run(name, kind)
     assert first == second and all(math.isfinite(x) for x in first)
     # a balancer restored from state_dict computes the same next loss as the original
-    restored = build_balancer(name, **_options(name))
+    restored = _build(name, kind)
     restored.load_state_dict(copy.deepcopy(balancer.state_dict()))
     twin = copy.deepcopy(model)
     data = segment_data(12) if kind == "segment" else clip_data()

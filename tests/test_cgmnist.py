@@ -167,7 +167,7 @@ def test_loader_puts_gray_first_and_normalises(cg_h5):
         load_splits(cg_h5, family="resnet18")
 
 
-@pytest.mark.parametrize("balance", ["pmr", "ogm-ge"])
+@pytest.mark.parametrize("balance", ["pmr", "ogm-ge", "ume", "mbsd", "cml"])
 def test_training_steps_with_a_balancer(cg_h5, tmp_path, balance):
     cfg = load_config(
         None,

@@ -11,12 +11,18 @@ import inspect
 from typing import Any
 
 from avel.balance.base import Balancer, NoBalance, StepResult
+from avel.balance.cml import CML
 from avel.balance.dropout import ModalityDropout
 from avel.balance.gblend import GBlendModel, GradientBlending
 from avel.balance.iprm import IPRM, IPRMModel
+from avel.balance.lfm import LFM
+from avel.balance.mbsd import MBSD
+from avel.balance.mmcosine import MMCosine
+from avel.balance.mmpareto import MMPareto
 from avel.balance.ogm import OGM, OGMGE
 from avel.balance.opm import OPM
 from avel.balance.pmr import PMR
+from avel.balance.umt import UME, UMT
 
 BALANCERS: dict[str, type] = {
     "none": NoBalance,
@@ -27,6 +33,13 @@ BALANCERS: dict[str, type] = {
     "iprm": IPRM,
     "dropout": ModalityDropout,
     "gblend": GradientBlending,
+    "mmcosine": MMCosine,
+    "umt": UMT,
+    "ume": UME,
+    "mbsd": MBSD,
+    "cml": CML,
+    "mmpareto": MMPareto,
+    "lfm": LFM,
 }
 
 
@@ -49,8 +62,13 @@ def build_balancer(name: str, **options: Any) -> Balancer:
 
 __all__ = [
     "BALANCERS",
+    "CML",
     "IPRM",
+    "LFM",
+    "MBSD",
     "OGM",
+    "MMCosine",
+    "MMPareto",
     "OGMGE",
     "OPM",
     "PMR",
@@ -61,6 +79,8 @@ __all__ = [
     "ModalityDropout",
     "NoBalance",
     "StepResult",
+    "UME",
+    "UMT",
     "balancer_option_names",
     "build_balancer",
 ]

@@ -1,0 +1,121 @@
+"""CML: calibrating multimodal learning (Ma, Zhang, Zhang, Wu, Fu, Zhou, Hu, ICML 2023).
+
+Principle: the confidence of a prediction should not increase when a modality is removed. With
+Conf(x) = max_c softmax(f(x))_c, f(x) the logits on both modalities and f(x^{-m}) those with modality m
+removed (its representation zeroed before fusion), CML adds to the task loss the penalty on confidence
+that rises when m is removed.
+
+As BalanceBenchmark's ``CMLTrainer`` runs it (github.com/GeWu-Lab/BalanceBenchmark) for two modalities:
+the removed modality m is drawn once per epoch (a seeded shuffle of the modalities, the last one removed);
+f(x^{-m}) on a linear concat head is z^{m'} W^{m'} + b, which ``model.fuse`` with z^m = 0 gives for every
+fusion; the loss is
+
+    L = (CE(f(x), y) + CE(f(x^{-m}), y)) / 2 + λ · max(0, Σ_i (Conf(x_i^{-m}) − Conf(x_i)))
+
+with λ = 0.1 and the sum over the batch *inside* the max (``reduce="batch"``); ``reduce="sample"`` is
+the per-sample hinge Σ_i max(0, Conf(x_i^{-m}) − Conf(x_i)), the principle applied to each sample.
+Under several processes the batch sum is the global batch's (all-reduced); each rank backpropagates
+world · 1[Σ_global > 0] · Σ_local so that the averaged gradient equals one process's.
+
+On AVEL every segment is a sample (background included: its confidence is calibrated too).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
+from avel.distributed import all_reduce_sum, world_size
+from avel.models.base import AVModel, flatten_samples
+
+if TYPE_CHECKING:
+    from avel.data import Batch, DataSplits
+
+MODALITIES = ("audio", "visual")
+REDUCE = ("batch", "sample")
+
+
+def confidence(logits: Tensor) -> Tensor:
+    """Conf = max_c softmax(logits)_c per sample, (N,) (keeps the graph)."""
+    return torch.softmax(flatten_samples(logits).float(), dim=-1).max(-1).values
+
+
+def confidence_penalty(conf_full: Tensor, conf_removed: Tensor, reduce: str = "batch") -> Tensor:
+    """ "batch": max(0, Σ_i (c^{-m}_i − c_i)) over the global batch, as a term whose gradient, averaged
+    over ranks, is one process's; "sample": Σ_i max(0, c^{-m}_i − c_i) (a sum over rows: no reduction)."""
+    diff = conf_removed - conf_full
+    if reduce == "sample":
+        return torch.relu(diff).sum() * world_size()
+    if reduce != "batch":
+        raise ValueError(f"unknown CML reduce {reduce!r}; valid: {list(REDUCE)}")
+    local = diff.sum()
+    total = all_reduce_sum(local.detach())
+    gate = (total > 0).to(local.dtype)
+    # value: max(0, Σ_global) / world on each rank's share; gradient: 1[Σ_global > 0] · ∂Σ_local
+    return gate * (local - local.detach() + total / world_size()) * world_size()
+
+
+def removed_modality(seed: int, epoch: int) -> str:
+    """The modality CML removes in ``epoch``: a seeded shuffle of (audio, visual), the last one."""
+    g = torch.Generator().manual_seed(seed * 1000003 + epoch)
+    order = torch.randperm(len(MODALITIES), generator=g).tolist()
+    return MODALITIES[order[-1]]
+
+
+class CML(BalancerHooks):
+    """Task loss on both and on one modality, plus λ · the confidence that rises when it is removed."""
+
+    name = "cml"
+
+    def __init__(
+        self,
+        *,
+        lam: float = 0.1,
+        window: tuple[int, int] = (0, 80),
+        reduce: str = "batch",
+        seed: int = 0,
+    ) -> None:
+        if lam < 0:
+            raise ValueError(f"CML lam must be >= 0, got {lam!r}")
+        if reduce not in REDUCE:
+            raise ValueError(f"unknown CML reduce {reduce!r}; valid: {list(REDUCE)}")
+        if len(window) != 2:
+            raise ValueError(f"CML window must be (start, end), got {window!r}")
+        self.lam, self.reduce, self.seed = float(lam), reduce, int(seed)
+        self.window = (int(window[0]), int(window[1]))
+        self.epoch = 0
+
+    def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def removed(self) -> str:
+        return removed_modality(self.seed, self.epoch)
+
+    def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
+        z_a, z_v = model.encode(batch.audio, batch.visual)
+        out = model.fuse(z_a, z_v)
+        if not self.window[0] <= self.epoch <= self.window[1]:
+            loss = output_loss(out, batch.labels)
+            return StepResult(loss, out, {"loss_ce": loss.detach()})
+        kept = (z_a, torch.zeros_like(z_v)) if self.removed == "visual" else (torch.zeros_like(z_a), z_v)
+        partial = model.fuse(*kept)  # f(x^{-m}): modality m removed
+        loss_ce = output_loss(out, batch.labels)
+        loss_partial = task_loss(partial.logits, batch.labels)
+        conf_full, conf_removed = confidence(out.logits), confidence(partial.logits)
+        penalty = confidence_penalty(conf_full, conf_removed, self.reduce)
+        loss = (loss_ce + loss_partial) / 2 + self.lam * penalty
+        logs = {
+            "loss_ce": loss_ce.detach(),
+            "loss_removed": loss_partial.detach(),
+            "cml_penalty": penalty.detach(),
+            "conf": conf_full.detach().mean(),
+            "conf_removed": conf_removed.detach().mean(),
+        }
+        return StepResult(loss, out, logs)
+
+
+__all__ = ["CML", "confidence", "confidence_penalty", "removed_modality"]
