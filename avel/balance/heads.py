@@ -34,9 +34,13 @@ class UniHeadsModel(WrappedModel):
         self.head_visual = linear_head(dim, base.num_classes)  # h_v
         self.splits_logits = True
 
+    def heads(self, z_audio: Tensor, z_visual: Tensor) -> tuple[ModelOutput, Tensor, Tensor]:
+        """(the base model's fused output, h_a(z^a), h_v(z^v))."""
+        return self.base.fuse(z_audio, z_visual), self.head_audio(z_audio), self.head_visual(z_visual)
+
     def fuse(self, z_audio: Tensor, z_visual: Tensor) -> ModelOutput:
         logits_a, logits_v = self.head_audio(z_audio), self.head_visual(z_visual)
-        if self.predict == "heads":
+        if self.predict == "heads":  # the base's fusion is not run (its layers get no gradient)
             return ModelOutput(logits_a + logits_v, z_audio, z_visual, logits_a, logits_v)
         fused = self.base.fuse(z_audio, z_visual)
         return ModelOutput(fused.logits, z_audio, z_visual, logits_a, logits_v, fused.aux_logits)
