@@ -413,20 +413,63 @@ def evaluate(
 @command()
 def predict(
     checkpoint: Path = typer.Argument(..., help="an end-to-end AVEL checkpoint"),
-    video: Path = typer.Argument(..., help="a video file (any length >= 1 s)"),
-    json_out: Path = typer.Option(None, "--json", help="also write the predictions as JSON here"),
+    videos: list[Path] = typer.Argument(
+        ..., help="video files (any length >= 1 s), folders of videos, or .txt lists of videos"
+    ),
+    json_out: Path = typer.Option(None, "--json", help="one video: also write its predictions as JSON here"),
+    plot: Path = typer.Option(
+        None, help="one video: its timeline PNG (default: beside --json, else ./<video name>.timeline.png)"
+    ),
+    no_plot: bool = typer.Option(False, "--no-plot", help="draw no timeline"),
+    out: Path = typer.Option(
+        None,
+        help="several videos (or a folder): OUT/<name>.json + OUT/<name>.png per video and one table, "
+        "OUT/predictions.csv + .json (default: predictions/)",
+    ),
+    annotations: Path = typer.Option(
+        None,
+        "--annotations",
+        "--data",
+        help="a preprocessed file (avel preprocess): the annotated spans of the videos it holds, and each "
+        "modality's prototypes from its train split (else a PMR checkpoint's own)",
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="several videos: a progress bar"),
     device: str = typer.Option("cpu"),
 ) -> None:
-    """Per-second event labels for your own video, printed as time ranges."""
-    from avel.predict import format_ranges, predict_video
+    """Per-second event labels for your own videos, printed as time ranges, with a timeline picture: fused
+    probabilities, what each modality alone says, the predicted (and annotated) spans."""
+    from avel.predict import find_videos, format_ranges, load_predictor, predict_videos
+    from avel.timeline import save_timeline
 
-    try:
-        result = predict_video(checkpoint, video, device=device)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        _fail(str(e))
-    typer.echo(format_ranges(result["ranges"]))
-    if json_out:
-        json_out.write_text(json.dumps(result, indent=2))
+    found = find_videos(videos)
+    predictor = load_predictor(checkpoint, device=device, annotations=annotations)
+    if len(found) == 1 and out is None and not any(v.is_dir() for v in videos):
+        result = predictor.predict(found[0])
+        typer.echo(format_ranges(result["ranges"]))
+        if json_out:
+            json_out.write_text(json.dumps(result, indent=1))
+        if not no_plot:
+            png = plot or (
+                json_out.with_suffix(".png") if json_out else Path(f"{found[0].stem}.timeline.png")
+            )
+            save_timeline(result, png)
+            typer.echo(f"timeline: {png}", err=True)
+        return
+    if json_out is not None or plot is not None:
+        _fail("--json and --plot name one video's files; for several videos use --out DIR")
+    out = out or Path("predictions")
+    results, failed = predict_videos(
+        predictor, found, out, plot=not no_plot, progress=progress,
+        on_error=lambda v, why: typer.secho(f"error: {v}: {why}", fg=typer.colors.RED, err=True),
+    )  # fmt: skip
+    for res in results:
+        spans = [
+            f"{r['start']}-{r['end']}s {r['label']}" for r in res["ranges"] if r["label"] != "background"
+        ]
+        typer.echo(f"{Path(res['video']).name}: {', '.join(spans) or 'no event'}")
+    typer.echo(f"wrote {len(results)} timelines and predictions.csv / predictions.json to {out}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @command()
@@ -455,12 +498,14 @@ def plot(
         ..., help="one or more run directories (e.g. with and without PMR)"
     ),
     out: Path = typer.Option("plot.png", help="PNG file to write"),
+    every_key: bool = typer.Option(False, "--all", help="every logged per-epoch key as its own panel"),
 ) -> None:
-    """PMR's Fig. 4: per-modality accuracy and the imbalance ratio ρ over epochs, runs overlaid."""
+    """PMR's Fig. 4: fused accuracy, each modality's accuracy and the imbalance ratio ρ over epochs, runs
+    overlaid (e.g. naive vs PMR); --all: every logged key."""
     from avel.plot import plot_runs
 
     try:
-        keys = plot_runs(run_dirs, out)
+        keys = plot_runs(run_dirs, out, every_key=every_key)
     except FileNotFoundError as e:
         _fail(str(e))
     typer.echo(f"wrote {out} ({', '.join(keys)})")
@@ -515,14 +560,25 @@ for _kind in ("optimizers", "fusions", "subset", "balancers", "intermediate"):
 
 
 @command(ablate_app, "table")
-def ablate_table(out_dir: Path = typer.Argument(..., help="a grid directory")) -> None:
-    """Re-tabulate a grid directory (table.md, table.csv) from its finished runs."""
+def ablate_table(
+    out_dir: Path = typer.Argument(..., help="a grid directory"),
+    plot: bool = typer.Option(
+        False, "--plot", help="also draw the table: mean ± std bars, seeds as points, the paper's markers"
+    ),
+    png: Path = typer.Option(None, help="where --plot writes its PNG (default: DIR/table.png)"),
+) -> None:
+    """Re-tabulate a grid directory (table.md, table.csv) from its finished runs; --plot draws it."""
     from avel.ablate import write_tables
 
     try:
-        typer.echo(write_tables(out_dir).markdown())
+        table = write_tables(out_dir)
     except FileNotFoundError as e:
         _fail(str(e))
+    typer.echo(table.markdown())
+    if plot or png is not None:
+        from avel.grid_figure import save_table_figure
+
+        typer.echo(f"wrote {save_table_figure(table, png or out_dir / 'table.png')}")
 
 
 @command(ablate_app, "list")

@@ -40,13 +40,30 @@ def predict_split(
     return {k: torch.cat(v) for k, v in outs.items()}
 
 
-def modality_predictions(pred: dict[str, Tensor], prototypes: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """Each modality's prototype-classifier prediction (Eq. 7: nearest prototype), shaped like the labels."""
+def modality_logits(pred: dict[str, Tensor], prototypes: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Each modality's prototype-classifier logits (Eq. 7), shaped like the labels plus the K prototypes."""
     shape = pred["logits"].shape[:-1]
     za, zv = (pred[k].reshape(-1, pred[k].shape[-1]) for k in ("z_audio", "z_visual"))
-    pa = prototype_logits(za, prototypes[0]).argmax(-1).reshape(shape)
-    pv = prototype_logits(zv, prototypes[1]).argmax(-1).reshape(shape)
-    return pa, pv
+    la, lv = prototype_logits(za, prototypes[0]), prototype_logits(zv, prototypes[1])  # (N, K), Eq. 7
+    return la.reshape(*shape, -1), lv.reshape(*shape, -1)
+
+
+def modality_predictions(pred: dict[str, Tensor], prototypes: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Each modality's prototype-classifier prediction (Eq. 7: nearest prototype), shaped like the labels."""
+    la, lv = modality_logits(pred, prototypes)
+    return la.argmax(-1), lv.argmax(-1)
+
+
+def split_rho(
+    pred: dict[str, Tensor], prototypes: tuple[Tensor, Tensor], labels: Tensor, mask: Tensor
+) -> float:
+    """ρ over a split, as PMR measures it on a batch: Σ_i p^a_i[y_i] / Σ_i p^v_i[y_i] (Eq. 8), p the softmax
+    of each modality's prototype logits (Eq. 7) over the rows in ``mask``; a measurement for every run."""
+    la, lv = modality_logits(pred, prototypes)
+    y = labels[mask][:, None]
+    s_a = la[mask].softmax(-1).gather(1, y).sum()
+    s_v = lv[mask].softmax(-1).gather(1, y).sum()
+    return float(s_a / s_v.clamp_min(1e-8))  # Eq. 8
 
 
 def train_prototypes(model: AVModel, train: SplitData, batch_size: int = 256) -> tuple[Tensor, Tensor]:
@@ -88,6 +105,7 @@ def evaluate(
         pa, pv = modality_predictions(pred, prototypes)
         out["audio_accuracy"] = metrics.accuracy(pa[mask], labels[mask])
         out["visual_accuracy"] = metrics.accuracy(pv[mask], labels[mask])
+        out["rho"] = split_rho(pred, prototypes, labels, mask)
     return out
 
 

@@ -1,21 +1,40 @@
-"""``avel plot``: PMR's Fig. 4 from run directories — each modality's accuracy and the imbalance ratio ρ
-over epochs, runs overlaid (e.g. with and without PMR) — plus every other balancer signal that was logged.
+"""``avel plot``: PMR's Fig. 4 from run directories — the fused accuracy, each modality's accuracy and the
+imbalance ratio ρ over epochs, runs overlaid (naive vs rebalanced) — or, with ``--all``, every logged key.
+
+    fig = fig4_figure([Path("runs/naive"), Path("runs/pmr")])   # a matplotlib Figure
+    plot_runs([Path("runs/naive"), Path("runs/pmr")], "fig4.png")
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from avel.figures import pyplot, run_colour, save_figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # per-epoch keys that are bookkeeping, not signals worth a panel
 _SKIP = {"epoch", "lr", "time_s", "train_time_s", "prototype_time_s", "samples_per_s"}
-_MAIN = ["val_accuracy", "val_audio_accuracy", "val_visual_accuracy", "rho"]
+_MAIN = ["val_accuracy", "val_audio_accuracy", "val_visual_accuracy", "val_rho", "rho"]
 _TITLES = {
     "val_accuracy": "fused accuracy (val)",
-    "val_audio_accuracy": "audio alone (val, prototypes)",
-    "val_visual_accuracy": "visual alone (val, prototypes)",
-    "rho": "imbalance ratio ρ (Eq. 8)",
+    "val_rho": "imbalance ratio ρ (val, Eq. 8)",
+    "rho": "imbalance ratio ρ (train batches, Eq. 8)",
 }
+BALANCE_LABEL = {
+    "none": "naive",
+    "pmr": "PMR",
+    "ogm-ge": "OGM-GE",
+    "ogm": "OGM",
+    "opm": "OPM",
+    "iprm": "IPRM",
+    "dropout": "dropout",
+    "gblend": "G-Blend",
+}
+MODALITY_STYLE = ({"ls": "-", "marker": "o"}, {"ls": "--", "marker": "s"})  # first, second modality
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -25,39 +44,113 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run_label(run_dir: Path) -> str:
-    cfg_path = run_dir / "config.json"
-    if cfg_path.is_file():
-        cfg = json.loads(cfg_path.read_text())
-        return f"{cfg['model']}-{cfg['fusion']} {cfg['balance']} s{cfg['seed']} ({run_dir.name})"
-    return run_dir.name
+def _config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """``naive · concat``, ``PMR · concat``; the seed, then the directory, where that alone is ambiguous."""
+    cfgs = [_config(d) for d in run_dirs]
+    labels = [
+        f"{BALANCE_LABEL.get(c['balance'], c['balance'])} · {c['fusion']}" if c else d.name
+        for d, c in zip(run_dirs, cfgs, strict=True)
+    ]
+    if len(set(labels)) < len(labels):
+        labels = [f"{lab} s{c['seed']}" if c else lab for lab, c in zip(labels, cfgs, strict=True)]
+    if len(set(labels)) < len(labels):
+        labels = [f"{lab} ({d.name})" for lab, d in zip(labels, run_dirs, strict=True)]
+    return labels
 
 
 def modality_names(run_dirs: list[Path]) -> tuple[str, str]:
-    """The two modalities' names of the first run (gray / colored on CG-MNIST, else audio / visual)."""
+    """The two modalities as the data names them: a run's ``results.json`` (``modalities``), else its model
+    family's names (gray / colored on CG-MNIST, else audio / visual)."""
     from avel.models import MODALITY_NAMES
 
-    cfg_path = Path(run_dirs[0]) / "config.json"
-    family = json.loads(cfg_path.read_text()).get("model", "avel") if cfg_path.is_file() else "avel"
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "results.json"
+        names = json.loads(path.read_text()).get("modalities") if path.is_file() else None
+        if names and len(names) == 2:
+            return names[0], names[1]
+    family = _config(Path(run_dirs[0])).get("model", "avel")
     return MODALITY_NAMES.get(family, ("audio", "visual"))
 
 
-def plot_runs(run_dirs: list[str | Path], out: str | Path) -> list[str]:
-    """Draw the panels to ``out`` (PNG); returns the keys plotted."""
-    import matplotlib
+def _series(rows: list[dict], key: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
+    pts = [
+        (r["epoch"], scale * r[key]) for r in rows if isinstance(r.get(key), int | float) and r[key] == r[key]
+    ]
+    return [p[0] for p in pts], [p[1] for p in pts]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    runs = [(Path(d), read_metrics(d)) for d in run_dirs]
+def fig4_figure(run_dirs: list[str | Path]) -> Figure:
+    """PMR Fig. 4: (a) fused val accuracy, (b) each modality's val accuracy (prototype classifier, Eq. 7),
+    (c) ρ (Eq. 8) over epochs; one colour per run, one line style per modality."""
+    plt = pyplot()
+    dirs = [Path(d) for d in run_dirs]
+    runs = [read_metrics(d) for d in dirs]
+    labels = run_labels(dirs)
+    names = modality_names(dirs)
+    fig, (ax_f, ax_m, ax_r) = plt.subplots(1, 3, figsize=(10.5, 3.5))
+    for i, (rows, label) in enumerate(zip(runs, labels, strict=True)):
+        colour = run_colour(i)
+        ax_f.plot(*_series(rows, "val_accuracy", 100), color=colour, marker="o", label=label)
+        for key, style in zip(("val_audio_accuracy", "val_visual_accuracy"), MODALITY_STYLE, strict=True):
+            ax_m.plot(*_series(rows, key, 100), color=colour, **style)
+        key = "val_rho" if any("val_rho" in r for r in rows) else "rho"  # older runs: PMR's training ρ
+        epochs, rho = _series(rows, key)
+        if rho:
+            ax_r.plot(epochs, rho, color=colour, marker="o", ls="-" if key == "val_rho" else ":", label=label)
+    ax_f.set(title="(a) fused model", ylabel="val accuracy (%)")
+    ax_m.set(title="(b) each modality alone (prototypes)", ylabel="val accuracy (%)")
+    ax_r.set(title="(c) imbalance ratio ρ (val, Eq. 8)", ylabel=f"ρ = score({names[0]}) / score({names[1]})")
+    _rho_axis(ax_r, names)
+    for ax in (ax_f, ax_m, ax_r):
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax_f.legend(title="run", loc="lower right")
+    modality_handles = [
+        plt.Line2D([], [], color="0.2", **style, label=name)
+        for name, style in zip(names, MODALITY_STYLE, strict=True)
+    ]
+    ax_m.legend(handles=modality_handles, title="modality", loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _rho_axis(ax: Any, names: tuple[str, str]) -> None:
+    """A log ρ axis with plain ticks (0.5, 1, 2), the balanced line ρ = 1 and which side means what."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ax.set_yscale("log")
+    lo, hi = ax.get_ylim()
+    lo, hi = min(lo, 0.7), max(hi, 1.4)
+    ax.set_ylim(lo, hi)
+    ticks = [v for v in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 10, 20) if lo <= v <= hi]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.axhline(1.0, color="0.45", lw=1, ls="--")
+    where = {"transform": ax.get_yaxis_transform(), "ha": "right", "fontsize": 9, "color": "0.3"}
+    ax.text(0.98, 1.04, f"{names[0]} dominates ↑", va="bottom", **where)
+    ax.text(0.98, 0.96, f"{names[1]} dominates ↓", va="top", **where)
+
+
+def all_keys_figure(run_dirs: list[str | Path]) -> tuple[Figure, list[str]]:
+    """Every numeric per-epoch key of the runs as its own panel (``avel plot --all``); returns the keys."""
+    plt = pyplot()
+    dirs = [Path(d) for d in run_dirs]
+    runs = [read_metrics(d) for d in dirs]
     keys: list[str] = []
-    for _, rows in runs:
+    for rows in runs:
         for row in rows:
             for k, v in row.items():
                 if k not in _SKIP and k not in keys and isinstance(v, int | float):
                     keys.append(k)
     keys = [k for k in _MAIN if k in keys] + sorted(k for k in keys if k not in _MAIN)
-    first, second = modality_names([d for d, _ in runs])
+    first, second = modality_names(dirs)
     titles = {
         **_TITLES,
         "val_audio_accuracy": f"{first} alone (val, prototypes)",
@@ -67,18 +160,27 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path) -> list[str]:
     nrows = -(-len(keys) // cols) or 1
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.4 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
-        for i, (run_dir, rows) in enumerate(runs):
-            pts = [(r["epoch"], r[key]) for r in rows if key in r and r[key] == r[key]]
-            if pts:  # one colour per run in every panel (a PMR-only signal keeps the PMR run's colour)
-                ax.plot(*zip(*pts, strict=True), marker=".", color=f"C{i % 10}", label=run_label(run_dir))
+        for i, (rows, label) in enumerate(zip(runs, run_labels(dirs), strict=True)):
+            epochs, values = _series(rows, key)
+            if values:  # one colour per run in every panel (a PMR-only signal keeps the PMR run's colour)
+                ax.plot(epochs, values, marker=".", color=run_colour(i), label=label)
         ax.set_title(titles.get(key, key))
         ax.set_xlabel("epoch")
-        if key == "rho":
+        if key in ("rho", "val_rho"):
             ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    return fig, keys
+
+
+def plot_runs(run_dirs: list[str | Path], out: str | Path, every_key: bool = False) -> list[str]:
+    """Draw PMR Fig. 4 (or, ``every_key``, every logged key) to ``out`` (PNG); returns the keys plotted."""
+    if every_key:
+        fig, keys = all_keys_figure(run_dirs)
+    else:
+        fig = fig4_figure(run_dirs)
+        keys = ["val_accuracy", "val_audio_accuracy", "val_visual_accuracy", "val_rho"]
+    save_figure(fig, out)
     return keys

@@ -1,11 +1,23 @@
-"""Localize events in a user's own video: decode, preprocess as in training, run the model, label each second.
+"""Localize events in a user's own videos: decode, preprocess as in training, run the model, label seconds.
 
 Works for any clip of at least one second, any frame rate or sample rate: the clip is cut into
-floor(duration) one-second segments exactly as ``avel preprocess`` cuts AVE's ten.
+floor(duration) one-second segments exactly as ``avel preprocess`` cuts AVE's ten. Beside the fused
+prediction, each modality's prototype classifier (PMR Eq. 7) says what that modality alone would label each
+second, where the model has prototypes: from the train split of a preprocessed file (as ``avel evaluate``
+measures them), else the PMR prototypes the checkpoint carries. A video that a preprocessed file annotates
+(its id = the file name's stem) gets its annotated spans too. ``avel.timeline`` draws all of it.
+
+    predictor = load_predictor("runs/x/best.pt", annotations="data/ave.h5")
+    result = predictor.predict("clip.mp4")            # the per-video record (JSON-ready)
+    results = predict_videos(predictor, videos, out_dir)   # a folder: one JSON + PNG per video, one table
 """
 
 from __future__ import annotations
 
+import csv
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +28,10 @@ from torch import Tensor
 from avel.augment import frames_to_input
 from avel.checkpoint import model_from_checkpoint
 from avel.data import segment_window
+from avel.models.base import AVModel
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".flv", ".m4v")
+TOP_CLASSES = 5  # classes the probability table of a video keeps (and its timeline draws)
 
 
 def _clock(seconds: int) -> str:
@@ -59,12 +75,142 @@ def clip_inputs(
     return audio, frames_to_input(frames_t, train=False, augment=False, generator=None)
 
 
-@torch.no_grad()
-def predict_video(checkpoint: str | Path, video: str | Path, device: str = "cpu") -> dict[str, Any]:
-    """Per-second labels with confidence for ``video``, using an end-to-end AVEL checkpoint."""
-    from preprocessing.audio import spec_from_params
-    from preprocessing.pipeline import decode_clip
+# ----------------------------------------------------------------------------------------------- sources
 
+
+def read_annotations(path: str | Path) -> dict[str, list[int]]:
+    """Per-second annotated labels of every video of a preprocessed file, by video id (a video with two
+    annotated events holds both: a second is the event of whichever row marks it)."""
+    import h5py
+
+    from preprocessing.h5 import attr_value
+
+    with h5py.File(path, "r") as f:
+        if "segment_labels" not in f or "video_id" not in f:
+            raise ValueError(
+                f"{path}: no per-second annotations (segment_labels, video_id): not an AVE-form file"
+            )
+        background = len(json.loads(attr_value(f.attrs["classes"]))) - 1
+        ids = [v.decode() if isinstance(v, bytes) else str(v) for v in f["video_id"][()]]
+        seg = f["segment_labels"][()]
+    out: dict[str, list[int]] = {}
+    for vid, row in zip(ids, seg, strict=True):
+        have = out.setdefault(vid, [background] * len(row))
+        for t, k in enumerate(row.tolist()):
+            if k != background:
+                have[t] = k
+    return out
+
+
+def data_prototypes(
+    model: AVModel, ckpt: dict[str, Any], checkpoint: str | Path, data: str | Path
+) -> tuple[Tensor, Tensor]:
+    """Each modality's prototypes (Eq. 6) from the train split of ``data``, with the weights of ``model``."""
+    from avel.checkpoint import check_checkpoint_data
+    from avel.data import load_splits
+    from avel.evaluate import train_prototypes
+
+    check_checkpoint_data(ckpt, checkpoint, data)
+    device = next(model.parameters()).device
+    splits = load_splits(data, family="avel", device=device, augment=False, splits=("train",))
+    return train_prototypes(model, splits.train)
+
+
+def checkpoint_prototypes(ckpt: dict[str, Any]) -> tuple[Tensor, Tensor] | None:
+    """The PMR prototypes a checkpoint carries (its balancer's state), or None."""
+    protos = (ckpt.get("balancer") or {}).get("prototypes")
+    return None if protos is None else (protos[0].float(), protos[1].float())
+
+
+# ----------------------------------------------------------------------------------------------- predictor
+
+
+@dataclass
+class Predictor:
+    """A loaded end-to-end AVEL model, with what it needs to label videos."""
+
+    checkpoint: Path
+    model: AVModel
+    meta: dict[str, Any]  # the checkpoint's data_meta (classes, segment width, modalities)
+    params: dict[str, Any]  # the preprocessing the model was trained on
+    device: str
+    prototypes: tuple[Tensor, Tensor] | None = None
+    prototype_source: str = "none"
+    annotations: dict[str, list[int]] = field(default_factory=dict)
+    annotation_source: str | None = None
+    model_name: str = ""
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def modalities(self) -> tuple[str, str]:
+        names = self.meta.get("modalities") or ("audio", "visual")
+        return names[0], names[1]
+
+    @torch.no_grad()
+    def predict(self, video: str | Path) -> dict[str, Any]:
+        """The per-second record of one video (see ``predict_video``)."""
+        from preprocessing.audio import spec_from_params
+        from preprocessing.pipeline import decode_clip
+
+        video = Path(video)
+        frames, spec, columns, info = decode_clip(
+            video,
+            frame_size=self.params["frame_size"],
+            frames_per_segment=self.params["frames_per_segment"],
+            spec=spec_from_params(self.params),  # the transform the model was trained on
+        )
+        width = int(self.meta.get("segment_width", segment_window(columns)))  # as in training
+        audio, visual = clip_inputs(frames, spec, columns, width, self.device)
+        out = self.model(audio, visual)
+        probs = out.logits.float().softmax(-1)[0]  # (T, C)
+        conf, labels = probs.max(-1)
+        classes = self.classes
+        result: dict[str, Any] = {
+            "video": str(video),
+            "duration_s": info.get("duration"),
+            "model": self.model_name,
+            "classes": classes,
+            "segments": [
+                {"second": t, "label": classes[k], "confidence": c}
+                for t, (k, c) in enumerate(zip(labels.tolist(), conf.tolist(), strict=True))
+            ],
+            "ranges": segments_to_ranges(labels.tolist(), conf.tolist(), classes),
+            "probabilities": [[round(p, 5) for p in row] for row in probs.tolist()],  # (T, C)
+            "modalities": {},
+            "prototypes": self.prototype_source,
+        }
+        if self.prototypes is not None:
+            result["modalities"] = self._modalities(out.z_audio[0], out.z_visual[0])
+        truth = self.annotations.get(video.stem)
+        if truth is not None:
+            result["annotated"] = [classes[k] for k in truth]
+            result["annotation_source"] = self.annotation_source
+        return result
+
+    def _modalities(self, z_audio: Tensor, z_visual: Tensor) -> dict[str, Any]:
+        """Each modality's prototype classifier per second: label and probability (softmax of Eq. 7)."""
+        from avel.models.prototypes import prototype_logits
+
+        out = {}
+        for name, z, protos in zip(self.modalities, (z_audio, z_visual), self.prototypes, strict=True):
+            p = prototype_logits(z.float(), protos).softmax(-1)  # (T, K): event classes only, Eq. 7
+            conf, labels = p.max(-1)
+            out[name] = {
+                "labels": [self.classes[k] for k in labels.tolist()],
+                "confidence": conf.tolist(),
+                "probabilities": [[round(v, 5) for v in row] for row in p.tolist()],
+            }
+        return out
+
+
+def load_predictor(
+    checkpoint: str | Path, device: str = "cpu", annotations: str | Path | None = None
+) -> Predictor:
+    """Load an end-to-end AVEL checkpoint; ``annotations``: a preprocessed file whose annotated videos get
+    their true spans, and whose train split gives each modality's prototypes."""
     model, ckpt = model_from_checkpoint(checkpoint, device)
     meta, params = ckpt["data_meta"], ckpt.get("data_params", {})
     if meta.get("family") != "avel":
@@ -74,25 +220,125 @@ def predict_video(checkpoint: str | Path, video: str | Path, device: str = "cpu"
             f"{checkpoint}: this model was trained on precomputed features (a features file); predicting "
             "on a video needs an end-to-end model trained on the output of `avel preprocess`"
         )
-    video = Path(video)
-    frames, spec, columns, info = decode_clip(
-        video,
-        frame_size=params["frame_size"],
-        frames_per_segment=params["frames_per_segment"],
-        spec=spec_from_params(params),  # the transform the model was trained on
-    )
-    width = int(meta.get("segment_width", segment_window(columns)))  # as in training
-    audio, visual = clip_inputs(frames, spec, columns, width, device)
-    probs = model(audio, visual).logits.float().softmax(-1)[0]  # (T, C)
-    conf, labels = probs.max(-1)
-    classes = meta["classes"]
-    ranges = segments_to_ranges(labels.tolist(), conf.tolist(), classes)
-    return {
-        "video": str(video),
-        "duration_s": info.get("duration"),
-        "segments": [
-            {"second": t, "label": classes[k], "confidence": c}
-            for t, (k, c) in enumerate(zip(labels.tolist(), conf.tolist(), strict=True))
-        ],
-        "ranges": ranges,
-    }
+    cfg = ckpt.get("config", {})
+    pred = Predictor(Path(checkpoint), model, meta, params, device)
+    pred.model_name = f"AVEL {cfg.get('fusion', '?')}, balance {cfg.get('balance', 'none')}"
+    both = cfg.get("modality", "both") == "both"
+    if annotations is not None:
+        pred.annotations = read_annotations(annotations)
+        pred.annotation_source = str(annotations)
+        if both:
+            pred.prototypes = data_prototypes(model, ckpt, checkpoint, annotations)
+            pred.prototype_source = f"train split of {annotations}"
+    if both and pred.prototypes is None and checkpoint_prototypes(ckpt) is not None:
+        pred.prototypes = checkpoint_prototypes(ckpt)
+        pred.prototype_source = f"PMR prototypes in {Path(checkpoint).name}"
+    return pred
+
+
+def predict_video(
+    checkpoint: str | Path, video: str | Path, device: str = "cpu", annotations: str | Path | None = None
+) -> dict[str, Any]:
+    """Per-second labels with confidence for ``video``, using an end-to-end AVEL checkpoint: ``segments``,
+    ``ranges``, the fused ``probabilities`` (T, C), each modality's prototype-classifier labels where the
+    model has prototypes (``modalities``), the ``annotated`` labels when ``annotations`` holds the video."""
+    return load_predictor(checkpoint, device, annotations).predict(video)
+
+
+# ----------------------------------------------------------------------------------------------- many videos
+
+
+def find_videos(paths: Iterable[str | Path]) -> list[Path]:
+    """Video files given as files or folders (a folder's videos sorted by name; an AVE-layout folder's
+    ``AVE/`` videos); a list file (``.txt``) names one video per line, relative to itself."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            root = p / "AVE" if (p / "AVE").is_dir() else p
+            vids = sorted(v for v in root.iterdir() if v.suffix.lower() in VIDEO_SUFFIXES and v.is_file())
+            if not vids:
+                raise ValueError(f"{p}: no video files ({', '.join(VIDEO_SUFFIXES)})")
+            found += vids
+        elif p.suffix.lower() == ".txt":
+            lines = [ln.strip() for ln in p.read_text().splitlines()]
+            found += [(p.parent / ln) for ln in lines if ln and not ln.startswith("#")]
+        else:
+            found.append(p)
+    return found
+
+
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per second of a video: fused label and confidence, each modality's label, the annotation."""
+    rows = []
+    for seg in result["segments"]:
+        t = seg["second"]
+        row = {"video": Path(result["video"]).name, "second": t, "label": seg["label"]}
+        row["confidence"] = f"{seg['confidence']:.4f}"
+        for name, m in result["modalities"].items():
+            row[f"{name}_label"] = m["labels"][t]
+            row[f"{name}_confidence"] = f"{m['confidence'][t]:.4f}"
+        if "annotated" in result:
+            row["annotated"] = result["annotated"][t]
+        rows.append(row)
+    return rows
+
+
+def write_table(results: list[dict[str, Any]], out_dir: Path) -> tuple[Path, Path]:
+    """``predictions.csv`` (one row per video second) and ``predictions.json`` (every video's record)."""
+    rows = [r for res in results for r in table_rows(res)]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    csv_path, json_path = out_dir / "predictions.csv", out_dir / "predictions.json"
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, columns, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(csv_path)
+    tmp = json_path.with_name(json_path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(json_path)
+    return csv_path, json_path
+
+
+def predict_videos(
+    predictor: Predictor,
+    videos: list[Path],
+    out_dir: str | Path,
+    *,
+    plot: bool = True,
+    progress: bool = False,
+    on_error: Callable[[Path, str], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Label every video: ``OUT/<stem>.json`` and its timeline ``OUT/<stem>.png`` each, then one table for
+    all (``predictions.csv``, ``predictions.json``). A video that cannot be read is reported (``on_error``)
+    and left out; returns (results, failures)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from avel.timeline import save_timeline
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, failed = [], []
+    bar = Progress(
+        "predict", BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"), TimeRemainingColumn(),
+        disable=not progress,
+    )  # fmt: skip
+    with bar:
+        task = bar.add_task("", total=len(videos))
+        for video in videos:
+            bar.update(task, description=video.name)
+            try:
+                res = predictor.predict(video)
+            except (ValueError, OSError, RuntimeError) as e:
+                failed.append({"video": str(video), "reason": " ".join(str(e).split())})
+                if on_error is not None:
+                    on_error(video, failed[-1]["reason"])
+                bar.advance(task)
+                continue
+            (out_dir / f"{video.stem}.json").write_text(json.dumps(res, indent=1))
+            if plot:
+                save_timeline(res, out_dir / f"{video.stem}.png")
+            results.append(res)
+            bar.advance(task)
+    write_table(results, out_dir)
+    return results, failed

@@ -226,15 +226,3 @@ def test_ablate_grids_for_cgmnist_name_gray_and_colored():
     assert AVE[("fusions", "cgmnist")][("concat", "PMR")] == 77.2
     balancer_rows = {c.row for c in build_grid("balancers", model="cgmnist")}
     assert "OPM" not in balancer_rows and {"naive", "OGM-GE", "PMR w/o PER", "PMR"} <= balancer_rows
-
-
-def test_cgmnist_demo_writes_both_runs_and_the_rho_plot(tmp_path, capsys):
-    from avel.demo import run_cgmnist_demo
-
-    res = run_cgmnist_demo(tmp_path, epochs=1, train=20, test=10)
-    assert set(res) == {"none", "pmr"}
-    assert (tmp_path / "pmr-fig4-cgmnist.png").stat().st_size > 1000
-    out = capsys.readouterr().out
-    assert "naive concat" in out and "concat + PMR" in out and "gray" in out and "colored" in out
-    rows = [json.loads(x) for x in (tmp_path / "concat-pmr-s0" / "metrics.jsonl").read_text().splitlines()]
-    assert "rho" in rows[0]

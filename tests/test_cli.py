@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
 
 import h5py
 import pytest
+from test_figures import assert_picture, figure_texts
 from typer.testing import CliRunner
 
 from avel.cli import app
@@ -56,11 +58,51 @@ def test_predict_on_a_generated_mp4(e2e_run, tiny_ave, tmp_path):
     pred = json.loads((tmp_path / "p.json").read_text())
     assert len(pred["segments"]) == 10
     assert all(0 < s["confidence"] <= 1 for s in pred["segments"])
-    for line in text.strip().splitlines():
+    ranges, timeline = text.strip().splitlines()[:-1], text.strip().splitlines()[-1]
+    for line in ranges:
         assert re.fullmatch(r"\d\d:\d\d–\d\d:\d\d .+ \d\.\d\d", line), line
     covered = sum(r["end"] - r["start"] for r in pred["ranges"])
     events = sum(s["label"] != "background" for s in pred["segments"])
     assert covered == events
+    assert timeline == f"timeline: {tmp_path / 'p.png'}"  # on stderr, beside the JSON
+    assert_picture(tmp_path / "p.png", (1200, 350))
+
+
+def test_predict_a_folder_writes_a_timeline_per_video_and_one_table(e2e_run, tiny_ave, tiny_h5, tmp_path):
+    import shutil
+
+    from avel.timeline import timeline_figure
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    videos = sorted((tiny_ave / "AVE").glob("*.mp4"))[:3]
+    for v in videos:
+        shutil.copy(v, folder / v.name)
+    (folder / "broken.mp4").write_text("not a video")
+    out = tmp_path / "pred"
+    code, text = invoke("predict", e2e_run / "best.pt", folder, "--out", out, "--annotations", tiny_h5,
+                        "--no-progress")  # fmt: skip
+    assert code == 1, text  # one video could not be read: reported, the others written
+    assert "broken.mp4" in text
+    assert f"wrote 3 timelines and predictions.csv / predictions.json to {out}" in text
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(f"{v.stem}.png" for v in videos)
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == 30 and {"audio_label", "visual_label", "annotated"} <= set(rows[0])
+    with h5py.File(tiny_h5, "r") as f:  # the annotated column is the file's segment labels, by video id
+        classes = json.loads(f.attrs["classes"])
+        truth = {v.decode(): seg for v, seg in zip(f["video_id"][()], f["segment_labels"][()], strict=True)}
+    for v in videos:
+        got = [r["annotated"] for r in rows if r["video"] == v.name]
+        assert got == [classes[k] for k in truth[v.stem]]
+    assert all(r["audio_label"] != "background" and r["visual_label"] != "background" for r in rows)
+    results = json.loads((out / "predictions.json").read_text())
+    assert [Path(r["video"]).name for r in results] == [v.name for v in videos]
+    for res in results:
+        assert_picture(out / f"{Path(res['video']).stem}.png", (1200, 450))
+        probs = res["modalities"]["audio"]["probabilities"]  # each second's prototype softmax (Eq. 7)
+        assert all(sum(p) == pytest.approx(1, abs=1e-3) for p in probs)
+    texts = figure_texts(timeline_figure(results[0]))
+    assert {"annotated", "fused model", "audio alone", "visual alone", "time (s)"} <= set(texts)
 
 
 def test_predict_unreadable_file_is_a_clear_error(e2e_run, tmp_path):
@@ -85,9 +127,16 @@ def test_extract_then_train_on_features(e2e_run, tiny_h5, tmp_path):
 
 
 def test_plot(e2e_run, tmp_path):
+    from avel.plot import fig4_figure
+
     code, text = invoke("plot", e2e_run, "--out", tmp_path / "p.png")
     assert code == 0, text
-    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert_picture(tmp_path / "p.png", (1200, 400))
+    texts = figure_texts(fig4_figure([e2e_run]))
+    assert {"audio", "visual", "naive · concat", "ρ = score(audio) / score(visual)"} <= set(texts)
+    code, text = invoke("plot", e2e_run, "--all", "--out", tmp_path / "all.png")
+    assert code == 0 and "loss" in text, text
+    assert_picture(tmp_path / "all.png", (1200, 400))
 
 
 def test_synth_and_info(tmp_path):
