@@ -428,10 +428,13 @@ def predict(
     ),
     annotations: Path = typer.Option(
         None,
-        "--annotations",
-        "--data",
-        help="a preprocessed file (avel preprocess): the annotated spans of the videos it holds, and each "
-        "modality's prototypes from its train split (else a PMR checkpoint's own)",
+        help="a preprocessed file (avel preprocess) or an AVE Annotations.txt: the annotated spans of the "
+        "videos it names (by file name)",
+    ),
+    data: Path = typer.Option(
+        None,
+        help="a preprocessed file whose train split gives each modality's prototypes, for what each "
+        "modality alone says (default: --annotations when it is one; else a PMR checkpoint's own)",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="several videos: a progress bar"),
     device: str = typer.Option("cpu"),
@@ -442,7 +445,7 @@ def predict(
     from avel.timeline import save_timeline
 
     found = find_videos(videos)
-    predictor = load_predictor(checkpoint, device=device, annotations=annotations)
+    predictor = load_predictor(checkpoint, device=device, annotations=annotations, data=data)
     if len(found) == 1 and out is None and not any(v.is_dir() for v in videos):
         result = predictor.predict(found[0])
         typer.echo(format_ranges(result["ranges"]))

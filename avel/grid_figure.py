@@ -51,10 +51,13 @@ def table_figure(table: Table) -> Figure:
             if s.accuracies:
                 bar = {"color": run_colour(j), "alpha": 0.85, "capsize": 4, "error_kw": {"elinewidth": 1.3}}
                 ax.bar(x, 100 * s.mean - bottom, width * 0.9, bottom=bottom, yerr=100 * s.std, **bar)
-                jitter = rng.uniform(-0.22, 0.22, len(s.accuracies)) * width
-                ax.scatter(x + jitter, [100 * a for a in s.accuracies], s=14, color="black", zorder=3)
-            if s.published is not None:
-                ax.scatter([x], [s.published], zorder=4, **PAPER_MARKER)
+                jitter = rng.uniform(-0.08, 0.08, len(s.accuracies)) * width  # seeds left of the error bar
+                seeds = [100 * a for a in s.accuracies]
+                ax.scatter(
+                    x - 0.22 * width + jitter, seeds, s=16, color="black", edgecolor="white", lw=0.5, zorder=3
+                )
+            if s.published is not None:  # right of the error bar
+                ax.scatter([x + 0.24 * width], [s.published], zorder=4, **PAPER_MARKER)
     ax.set_xticks(range(len(rows)), [label for label, _ in rows], rotation=20 if len(rows) > 5 else 0)
     ax.set_xlim(-0.6, len(rows) - 0.4)
     top = max(values, default=100)

@@ -78,28 +78,41 @@ def clip_inputs(
 # ----------------------------------------------------------------------------------------------- sources
 
 
-def read_annotations(path: str | Path) -> dict[str, list[int]]:
-    """Per-second annotated labels of every video of a preprocessed file, by video id (a video with two
-    annotated events holds both: a second is the event of whichever row marks it)."""
-    import h5py
+def read_annotations(path: str | Path, classes: list[str]) -> dict[str, list[int]]:
+    """Per-second annotated labels (indices into ``classes``, background last) by video id, from a
+    preprocessed file (its ``segment_labels``) or an AVE ``Annotations.txt``; a video with two annotated
+    events holds both (a second is the event of whichever row marks it)."""
+    path = Path(path)
+    background = len(classes) - 1
+    if path.suffix in (".txt", ".csv"):
+        from preprocessing.annotations import SEGMENTS
+        from preprocessing.annotations import read_annotations as read_lines
 
-    from preprocessing.h5 import attr_value
-
-    with h5py.File(path, "r") as f:
-        if "segment_labels" not in f or "video_id" not in f:
-            raise ValueError(
-                f"{path}: no per-second annotations (segment_labels, video_id): not an AVE-form file"
-            )
-        background = len(json.loads(attr_value(f.attrs["classes"]))) - 1
-        ids = [v.decode() if isinstance(v, bytes) else str(v) for v in f["video_id"][()]]
-        seg = f["segment_labels"][()]
+        pairs = []
+        for a in read_lines(path):
+            if a.category not in classes:
+                raise ValueError(f"{path}:{a.line}: class {a.category!r} is not one the model was trained on")
+            k = classes.index(a.category)
+            pairs.append((a.video_id, [k if a.start <= t < a.end else background for t in range(SEGMENTS)]))
+    else:
+        pairs = _h5_annotations(path, background)
     out: dict[str, list[int]] = {}
-    for vid, row in zip(ids, seg, strict=True):
+    for vid, row in pairs:
         have = out.setdefault(vid, [background] * len(row))
-        for t, k in enumerate(row.tolist()):
+        for t, k in enumerate(row):
             if k != background:
                 have[t] = k
     return out
+
+
+def _h5_annotations(path: Path, background: int) -> list[tuple[str, list[int]]]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "segment_labels" not in f or "video_id" not in f:
+            raise ValueError(f"{path}: no per-second annotations (segment_labels, video_id): not AVE-form")
+        ids = [v.decode() if isinstance(v, bytes) else str(v) for v in f["video_id"][()]]
+        return list(zip(ids, f["segment_labels"][()].tolist(), strict=True))
 
 
 def data_prototypes(
@@ -185,8 +198,9 @@ class Predictor:
         if self.prototypes is not None:
             result["modalities"] = self._modalities(out.z_audio[0], out.z_visual[0])
         truth = self.annotations.get(video.stem)
-        if truth is not None:
-            result["annotated"] = [classes[k] for k in truth]
+        if truth is not None:  # cut or padded (background) to the clip's seconds
+            t = len(result["segments"])
+            result["annotated"] = [classes[k] for k in (truth + [len(classes) - 1] * t)[:t]]
             result["annotation_source"] = self.annotation_source
         return result
 
@@ -207,10 +221,14 @@ class Predictor:
 
 
 def load_predictor(
-    checkpoint: str | Path, device: str = "cpu", annotations: str | Path | None = None
+    checkpoint: str | Path,
+    device: str = "cpu",
+    annotations: str | Path | None = None,
+    data: str | Path | None = None,
 ) -> Predictor:
-    """Load an end-to-end AVEL checkpoint; ``annotations``: a preprocessed file whose annotated videos get
-    their true spans, and whose train split gives each modality's prototypes."""
+    """Load an end-to-end AVEL checkpoint. ``annotations``: a preprocessed file or an AVE Annotations.txt
+    whose videos get their annotated spans; ``data``: a preprocessed file whose train split gives each
+    modality's prototypes (default: ``annotations`` when it is one; else a PMR checkpoint's own)."""
     model, ckpt = model_from_checkpoint(checkpoint, device)
     meta, params = ckpt["data_meta"], ckpt.get("data_params", {})
     if meta.get("family") != "avel":
@@ -222,14 +240,17 @@ def load_predictor(
         )
     cfg = ckpt.get("config", {})
     pred = Predictor(Path(checkpoint), model, meta, params, device)
-    pred.model_name = f"AVEL {cfg.get('fusion', '?')}, balance {cfg.get('balance', 'none')}"
+    balance = {"none": "naive"}.get(cfg.get("balance", "none"), cfg.get("balance"))
+    pred.model_name = f"AVEL {cfg.get('fusion', '?')}, {balance}"
     both = cfg.get("modality", "both") == "both"
     if annotations is not None:
-        pred.annotations = read_annotations(annotations)
+        pred.annotations = read_annotations(annotations, pred.classes)
         pred.annotation_source = str(annotations)
-        if both:
-            pred.prototypes = data_prototypes(model, ckpt, checkpoint, annotations)
-            pred.prototype_source = f"train split of {annotations}"
+    if data is None and annotations is not None and Path(annotations).suffix not in (".txt", ".csv"):
+        data = annotations
+    if both and data is not None:
+        pred.prototypes = data_prototypes(model, ckpt, checkpoint, data)
+        pred.prototype_source = f"train split of {Path(data).name}"
     if both and pred.prototypes is None and checkpoint_prototypes(ckpt) is not None:
         pred.prototypes = checkpoint_prototypes(ckpt)
         pred.prototype_source = f"PMR prototypes in {Path(checkpoint).name}"
@@ -237,12 +258,16 @@ def load_predictor(
 
 
 def predict_video(
-    checkpoint: str | Path, video: str | Path, device: str = "cpu", annotations: str | Path | None = None
+    checkpoint: str | Path,
+    video: str | Path,
+    device: str = "cpu",
+    annotations: str | Path | None = None,
+    data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Per-second labels with confidence for ``video``, using an end-to-end AVEL checkpoint: ``segments``,
     ``ranges``, the fused ``probabilities`` (T, C), each modality's prototype-classifier labels where the
     model has prototypes (``modalities``), the ``annotated`` labels when ``annotations`` holds the video."""
-    return load_predictor(checkpoint, device, annotations).predict(video)
+    return load_predictor(checkpoint, device, annotations, data).predict(video)
 
 
 # ----------------------------------------------------------------------------------------------- many videos

@@ -53,10 +53,16 @@ def test_evaluate_writes_report_and_confusion(e2e_run, tiny_h5):
 
 def test_predict_on_a_generated_mp4(e2e_run, tiny_ave, tmp_path):
     video = sorted((tiny_ave / "AVE").glob("*.mp4"))[0]
-    code, text = invoke("predict", e2e_run / "best.pt", video, "--json", tmp_path / "p.json")
+    annotations = tiny_ave / "Annotations.txt"
+    code, text = invoke("predict", e2e_run / "best.pt", video, "--json", tmp_path / "p.json", "--annotations",
+                        annotations)  # fmt: skip
     assert code == 0, text
     pred = json.loads((tmp_path / "p.json").read_text())
     assert len(pred["segments"]) == 10
+    line = next(ln for ln in annotations.read_text().splitlines() if f"&{video.stem}&" in ln)
+    category, _, _, start, end = line.split("&")
+    assert pred["annotated"] == [category if int(start) <= t < int(end) else "background" for t in range(10)]
+    assert pred["modalities"] == {} and pred["prototypes"] == "none"  # a naive model, no --data
     assert all(0 < s["confidence"] <= 1 for s in pred["segments"])
     ranges, timeline = text.strip().splitlines()[:-1], text.strip().splitlines()[-1]
     for line in ranges:
