@@ -10,6 +10,7 @@
 - Both are staged encoders (``fold``, ``stages``, ``pool``): MMTM and CentralNet fuse between their stages.
 - ``FeatureMap``: precomputed visual features, which already are the map.
 - ``CGConvNet``: PMR's 4-conv encoder for CG-MNIST.
+- ``conv_layout``: the memory layout every encoder hands its convolutions (channels_last on CUDA only).
 """
 
 from __future__ import annotations
@@ -18,6 +19,31 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+# Devices whose convolutions get channels_last input (cuDNN's fast path). On CPU the encoders use contiguous
+# NCHW: PyTorch's CPU kernel for the backward of a 1x1 stride-2 conv on a channels_last input with 8 -> 16
+# channels (ResNet18's layer2 downsample at width 8) segfaults on Intel Xeon with AVX-512 / AMX (issue #24),
+# and NCHW is not slower on CPU for the widths avel trains there (BENCHMARKS.md, scripts/bench_layout.py).
+CHANNELS_LAST_DEVICES = frozenset({"cuda"})
+
+
+def conv_layout(x: Tensor) -> Tensor:
+    """``x`` (N, C, H, W) in the layout its device's convolutions get: channels_last on CUDA, contiguous NCHW
+    elsewhere (a permuted or channels_last input is copied)."""
+    if x.device.type in CHANNELS_LAST_DEVICES:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous()
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that pools a CPU map in channels_last and hands back contiguous NCHW: PyTorch's
+    NCHW max pool with indices is several times slower on CPU (the one op where the NCHW layout costs,
+    scripts/bench_layout.py); a pool is no convolution, so the layout change is safe."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type in CHANNELS_LAST_DEVICES or x.dim() != 4:
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class BasicBlock(nn.Module):
@@ -52,7 +78,7 @@ class ResNet18(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.maxpool = MaxPool2d(3, 2, 1)
         planes = [width, 2 * width, 4 * width, 8 * width]
         self.layer1 = nn.Sequential(BasicBlock(width, planes[0]), BasicBlock(planes[0], planes[0]))
         for k in range(1, 4):
@@ -114,7 +140,7 @@ class AudioEncoder(nn.Module):
         self.stage_channels = self.net.stage_channels
 
     def fold(self, audio: Tensor) -> Tensor:
-        return audio.flatten(0, -4).contiguous(memory_format=torch.channels_last)  # (N, 1, F, L)
+        return conv_layout(audio.flatten(0, -4))  # (N, 1, F, L)
 
     def stages(self) -> list[nn.Module]:
         return self.net.stages()
@@ -141,7 +167,7 @@ class VisualEncoder(nn.Module):
             load_imagenet(self.net)
 
     def fold(self, visual: Tensor) -> Tensor:
-        return visual.flatten(0, -4).contiguous(memory_format=torch.channels_last)  # (N·K, 3, S, S)
+        return conv_layout(visual.flatten(0, -4))  # (N·K, 3, S, S)
 
     def stages(self) -> list[nn.Module]:
         return self.net.stages()
@@ -183,7 +209,7 @@ class CGConvNet(nn.Module):
         self.bn0 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, 32, 5, 1, 2)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.maxpool = MaxPool2d(3, 2, 1)
         self.conv2 = nn.Conv2d(32, 32, 3, 1, 1)
         self.conv3 = nn.Conv2d(32, 64, 3, 2, 1)
         self.conv4 = nn.Conv2d(64, 64, 3, 1, 1)
@@ -208,7 +234,7 @@ class CGConvNet(nn.Module):
         ]
 
     def fold(self, x: Tensor) -> Tensor:
-        return x  # one image per sample
+        return conv_layout(x)  # one image per sample (colored digits arrive permuted from (B, 28, 28, 3))
 
     def features(self, x: Tensor) -> Tensor:
         """The (B, 64, 7, 7) map after the last convolution."""
@@ -220,4 +246,4 @@ class CGConvNet(nn.Module):
         return self.fc(x.mean((-2, -1)))  # 7×7 average pool, as AvgPool2d(7) on 28×28 input
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pool(self.features(x), x.shape[0])
+        return self.pool(self.features(self.fold(x)), x.shape[0])
