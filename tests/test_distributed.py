@@ -17,7 +17,9 @@ import pytest
 import torch
 
 from avel import distributed
+from avel.balance import build_balancer
 from avel.balance.base import output_loss
+from avel.balance.cml import confidence_penalty
 from avel.balance.iprm import IPRMModel, probe
 from avel.balance.ogm import modality_scores
 from avel.balance.pmr import PMR, imbalance_ratio
@@ -75,6 +77,32 @@ def one_step(data_path: str) -> dict:
     with torch.no_grad():
         z_a, z_v = iprm.encode(batch.audio, batch.visual)
     omega = float(probe(iprm, z_a, z_v, event_weights(batch.labels, iprm.background))["omega_audio"])
+    # CML (confidence sum of the global batch) and MMPareto (g_mm, g_u of the global batch): one step each,
+    # gradients averaged as the loop does, the same parameters as one process
+    stepped = {}
+    for name in ("cml", "mmpareto"):
+        seed_everything(0)
+        balancer = build_balancer(name)
+        net = balancer.prepare_model(build_model(**_build_args(model_kwargs(cfg, data))))
+        opt = torch.optim.SGD(net.parameters(), lr=0.5)
+        res = balancer.training_loss(net, batch)
+        opt.zero_grad()
+        res.loss.backward()
+        distributed.sync_gradients(net)
+        balancer.before_optimizer_step(net, res)
+        opt.step()
+        stepped[name] = {k: v.clone() for k, v in net.state_dict().items()}
+    # CML's hinge on the global batch's confidence sum: rows whose rank-local sums have the other sign
+    full, rows = (
+        torch.tensor([0.5, 0.5, 0.9, 0.9]),
+        slice(ctx.rank * 4 // ctx.world, (ctx.rank + 1) * 4 // ctx.world),
+    )
+    hinge = {}
+    for case, removed in (("negative", [0.8, 0.6, 0.4, 0.5]), ("positive", [0.8, 0.6, 0.9, 0.8])):
+        r = torch.tensor(removed)[rows].requires_grad_()
+        value = confidence_penalty(full[rows], r, "batch")
+        value.backward()
+        hinge[case] = (float(value.detach()), (r.grad / ctx.world).tolist())  # averaged by the loop
     if ctx.active:  # PMR over this rank's shard of train (n even: the shards cover train once)
         data.train = distributed.shard_split(
             data.train, distributed.shard_rows(len(data.train), ctx.rank, ctx.world, 0)
@@ -101,6 +129,8 @@ def one_step(data_path: str) -> dict:
         "params_synced": {k: v.clone() for k, v in plain.state_dict().items()},
         "ogm_scores": [float(x) for x in scores],
         "iprm_omega": omega,
+        "stepped": stepped,
+        "hinge": hinge,
     }
     distributed.close()
     return result
@@ -161,7 +191,8 @@ def toy_even(tmp_path_factory) -> Path:
 
 def test_two_ranks_match_one_process(toy_even, tmp_path):
     """2 ranks × B/2 = 1 process × B: the loss, the parameters after one SGD step (DDP averages the
-    gradients), PMR's prototypes (sums and counts reduced over the shards, Eq. 6) and ρ (Eq. 8)."""
+    gradients; CML's and MMPareto's steps average them in the loop), PMR's prototypes (sums and counts
+    reduced over the shards, Eq. 6) and ρ (Eq. 8)."""
     procs = start(["-c", WORKER, str(toy_even), str(tmp_path / "r{}.pt")], 2, tmp_path)
     one = one_step(str(toy_even))  # one process, while the ranks start
     wait(procs, tmp_path)
@@ -181,6 +212,14 @@ def test_two_ranks_match_one_process(toy_even, tmp_path):
         assert torch.equal(r0["params_synced"][k], r1["params_synced"][k]), k
     assert r0["ogm_scores"] == r1["ogm_scores"]  # OGM-GE / OPM scores of the global batch
     assert r0["ogm_scores"] == pytest.approx(one["ogm_scores"], abs=1e-5)
+    for name, params in one["stepped"].items():  # CML, MMPareto: the global batch's sums and gradients
+        for k, v in params.items():
+            torch.testing.assert_close(r0["stepped"][name][k], v, atol=1e-5, rtol=0)
+            assert torch.equal(r0["stepped"][name][k], r1["stepped"][name][k]), (name, k)
+    for case, (value, grads) in one["hinge"].items():  # Σ −0.5: no penalty; Σ +0.3: gradient 1 per row
+        assert r0["hinge"][case][0] == pytest.approx(value) and r1["hinge"][case][0] == pytest.approx(value)
+        assert r0["hinge"][case][1] + r1["hinge"][case][1] == pytest.approx(grads)
+    assert one["hinge"]["negative"][1] == [0.0] * 4 and one["hinge"]["positive"][1] == [1.0] * 4
     assert r0["iprm_omega"] == r1["iprm_omega"]
     assert r0["iprm_omega"] == pytest.approx(one["iprm_omega"], abs=1e-5)
     for c0, c1, c in zip(r0["prototypes"], r1["prototypes"], one["prototypes"], strict=True):
