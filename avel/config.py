@@ -61,6 +61,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate on val at epochs 0, N, 2N, ... (the AVEL reference: 5) and at the last
     modality_eval_every: int = 0  # each modality's prototype accuracy on val every N epochs (0: last only)
     progress: bool = True
+    measures: bool = True  # BalanceBenchmark's measures in results.json (linear probe, Shapley, complexity)
     sync_bn: bool = False  # several processes (torchrun): BatchNorm statistics over the global batch
     tensorboard: bool = False  # TensorBoard event files beside metrics.jsonl (rank 0; needs tensorboard)
     # rebalancing: none | pmr | ogm-ge | ogm | opm | iprm | dropout | gblend

@@ -249,6 +249,7 @@ def evaluate_checkpoint(
     classes = data.meta["classes"]
     has_both = cfg.get("modality", "both") == "both"
     rep = report(model, getattr(data, split), classes, train=data.train if has_both else None)
+    rep["measures"] = checkpoint_measures(model, ckpt, checkpoint, data, split, has_both)
     out = Path(out_dir) if out_dir else Path(checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(
@@ -256,4 +257,41 @@ def evaluate_checkpoint(
     )
     save_confusion_png(rep["confusion"], classes, str(out / "confusion.png"))
     title = f"{Path(checkpoint)} on {split} ({rep['rows']} rows)"
-    return format_report(rep, title) + f"\n\nwrote {out / 'eval.json'} and {out / 'confusion.png'}"
+    from avel.measures import format_measures
+
+    names = list(data.meta.get("modalities", ("audio", "visual")))
+    text = format_report(rep, title) + "\n\n" + format_measures(rep["measures"], (names[0], names[1]))
+    return text + f"\n\nwrote {out / 'eval.json'} and {out / 'confusion.png'}"
+
+
+def checkpoint_measures(
+    model: AVModel, ckpt: dict[str, Any], checkpoint: str | Path, data: Any, split: str, both: bool
+) -> dict[str, Any]:
+    """BalanceBenchmark's measures of a checkpoint on ``split`` (the probe trains on train, selects on
+    val); its run's complexity from the run directory (metrics.jsonl epoch times, results.json's peak
+    memory) and the parameters its balancer adds to the base model."""
+    from avel.checkpoint import model_from_kwargs
+    from avel.data import DataSplits
+    from avel.measures import balance_measures
+
+    run_dir = Path(checkpoint).parent
+    metrics_path, results_path = run_dir / "metrics.jsonl", run_dir / "results.json"
+    times = []
+    if metrics_path.is_file():
+        rows = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()]
+        times = [r["train_time_s"] for r in rows if "train_time_s" in r]
+    peak = None
+    if results_path.is_file():
+        peak = json.loads(results_path.read_text()).get("measures", {}).get("peak_memory_mib")
+    base = model_from_kwargs({**ckpt["model_kwargs"], "balancer": "none"})
+    splits = DataSplits(data.train, data.val, getattr(data, split), data.meta)
+    seed = int(ckpt["config"].get("seed", 0))
+    return balance_measures(
+        model,
+        splits,
+        base_parameters=sum(p.numel() for p in base.parameters()),
+        epoch_times=times,
+        peak_mib=peak,
+        seed=seed,
+        both=both,
+    )

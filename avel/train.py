@@ -36,6 +36,7 @@ from avel.checkpoint import (
 from avel.config import TrainConfig
 from avel.data import DataSplits, SplitData, load_splits
 from avel.evaluate import evaluate, train_prototypes
+from avel.measures import balance_measures, peak_memory_mib, reset_peak_memory
 from avel.models import build_model
 from avel.models.base import AVModel
 from avel.models.encoders import resnet_grid
@@ -52,6 +53,7 @@ RESUMABLE_CHANGES = {
     "eval_every",
     "modality_eval_every",
     "tensorboard",
+    "measures",
 }
 BUSY = "wait for it to finish, or give another --out"  # a second run on a run directory
 # what a checkpoint keeps of its data file to rebuild inputs later (predict, extract)
@@ -390,6 +392,7 @@ def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib
         )
     kwargs = model_kwargs(cfg, data)
     model = build_model(**_build_args(kwargs)).to(device)
+    base_parameters = sum(p.numel() for p in model.parameters())  # before a balancer adds its layers
     initialise(model, cfg, log, resuming=(run_dir / "last.pt").exists())
     balancer = make_balancer(cfg, model)
     model = balancer.prepare_model(model).to(device)
@@ -422,6 +425,7 @@ def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib
         config_mod.save_config(cfg, run_dir / "config.toml")
     bar = _Progress(cfg.progress and ctx.main)
     board = TensorBoardLog(run_dir) if cfg.tensorboard and ctx.main else None
+    reset_peak_memory(device)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         balancer.on_epoch_start(distributed.unwrap(model), data, epoch)
@@ -483,7 +487,8 @@ def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib
     if board is not None:
         board.close()
     distributed.barrier()  # best.pt is written before any rank reads it
-    results = _finish(run_dir, cfg, data, device, best, log, ctx.main)
+    complexity = {"base_parameters": base_parameters, "peak_mib": peak_memory_mib(device)}
+    results = _finish(run_dir, cfg, data, device, best, log, ctx.main, complexity)
     distributed.close()
     return results
 
@@ -530,10 +535,37 @@ def _find_unused(cfg: TrainConfig) -> bool:
     return not (full and cfg.fusion in ("concat", "sum", "film", "gated", "dmrn"))
 
 
-def _finish(
-    run_dir: Path, cfg: TrainConfig, data: DataSplits, device, best, log, main: bool = True
+def run_measures(
+    model: AVModel, data: DataSplits, cfg: TrainConfig, run_dir: Path, complexity: dict[str, Any]
 ) -> dict[str, Any]:
-    """Test the checkpoint selected on val, once (every rank evaluates; rank 0 writes results.json)."""
+    """BalanceBenchmark's measures of the selected model: the probe and Shapley values need both
+    modalities (a uni-modal run gets performance and complexity only); epoch times from metrics.jsonl
+    (every epoch, resumed or not). Under several processes rank 0 probes its own shard of train."""
+    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    times = [ln["train_time_s"] for ln in lines if "train_time_s" in ln]
+    return balance_measures(
+        model,
+        data,
+        base_parameters=complexity.get("base_parameters"),
+        epoch_times=times,
+        peak_mib=complexity.get("peak_mib"),
+        seed=cfg.seed,
+        both=cfg.modality == "both",
+    )
+
+
+def _finish(
+    run_dir: Path,
+    cfg: TrainConfig,
+    data: DataSplits,
+    device,
+    best,
+    log,
+    main: bool = True,
+    complexity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Test the checkpoint selected on val, once (every rank evaluates; rank 0 writes results.json with
+    BalanceBenchmark's measures of that checkpoint, ``measures``)."""
     from avel.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(run_dir / "best.pt", device)
@@ -550,6 +582,8 @@ def _finish(
     }
     if model.background is not None:
         results["test_always_background"] = float((data.test.labels == model.background).float().mean())
+    if main and cfg.measures:
+        results["measures"] = run_measures(model, data, cfg, run_dir, complexity or {})
     if main:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     log(

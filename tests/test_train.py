@@ -31,6 +31,7 @@ def _cfg(data, out, **kw):
         "lr": 3e-3,
         "device": "cpu",
         "progress": False,
+        "measures": False,  # avel.measures on: tests/test_measures.py
         "out": str(out),
     }
     return load_config(None, {**base, **kw})
