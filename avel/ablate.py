@@ -137,7 +137,33 @@ def _balancers(model: str) -> list[Cell]:
         ("PMR", {"balance": "pmr"}),
     ]
     rows = [r for r in rows if r[0] not in BALANCERS_NOT_IN_PAPER.get(model, ())]
-    return _cells(rows, [(FUSION_LABEL[f], {"fusion": f}) for f in BALANCER_FUSIONS[model]])
+    columns = [(FUSION_LABEL[f], {"fusion": f}) for f in BALANCER_FUSIONS[model]]
+    return _cells(rows, columns) + _balance_benchmark_cells(model, columns)
+
+
+def _balance_benchmark_cells(model: str, columns: list[tuple[str, dict]]) -> list[Cell]:
+    """BalanceBenchmark's objective-level methods; UMT's teachers are the grid's uni-modal runs of the
+    same seed (rows "<modality> only", trained in the first column only: the fusion does not apply)."""
+    from avel.models import MODALITY_NAMES
+
+    first = columns[0][0]
+    cells = _cells([("MMCosine", {"balance": "mmcosine"})], columns)
+    teachers = {}
+    for slot, modality in zip(("audio", "visual"), MODALITY_NAMES[model], strict=True):
+        label = f"{modality} only"
+        for col, co in columns:
+            na = None if col == first else f"uni-modal: one run serves every fusion (the {first} column)"
+            cells.append(Cell(label, col, {**co, "modality": modality, **BASELINE}, na_reason=na))
+        teachers[f"umt_teacher_{slot}"] = f"{{grid}}/{_slug(label)}__{_slug(first)}/seed{{seed}}/best.pt"
+    rows = [
+        ("UMT", {"balance": "umt", **teachers}),
+        ("UME", {"balance": "ume"}),
+        ("MBSD", {"balance": "mbsd"}),
+        ("CML", {"balance": "cml"}),
+        ("MMPareto", {"balance": "mmpareto"}),
+        ("LFM", {"balance": "lfm"}),
+    ]
+    return cells + _cells(rows, columns)
 
 
 def _intermediate(model: str) -> list[Cell]:
@@ -190,6 +216,12 @@ class CellSummary:
     accuracies: list[float] = field(default_factory=list)
     run_dirs: list[str] = field(default_factory=list)
     published: float | None = None
+    measures: list[dict[str, Any]] = field(default_factory=list)  # BalanceBenchmark's, one per seed
+
+    def measure(self, key: str) -> float | None:
+        """The mean over the finished seeds of one of BalanceBenchmark's measures (None where absent)."""
+        values = [float(m[key]) for m in self.measures if m.get(key) is not None]
+        return statistics.fmean(values) if values else None
 
     @property
     def na_reason(self) -> str | None:
@@ -258,10 +290,33 @@ class Table:
         if reasons:
             lines.append("")
             lines += [f"[^{i}]: {reason}" for i, reason in enumerate(reasons, 1)]
+        lines += self.measures_markdown()
         return "\n".join(lines) + "\n"
 
+    def measures_markdown(self) -> list[str]:
+        """BalanceBenchmark's three measures of every trained cell (means over its finished seeds)."""
+        cells = [(label, s) for label, row in self.rows for s in row if s.measures and not s.na_reason]
+        if not cells:
+            return []
+        lines = [
+            "",
+            "BalanceBenchmark's measures (avel.measures; mean over the finished seeds, test split): "
+            "accuracy and macro-F1 (%); imbalance degree = |linear-probe accuracy of audio − of visual| "
+            "(%, BalanceMM's probe: a new linear head on the frozen encoders, each modality's share); "
+            "each encoder probed alone (%); Shapley values of each modality (accuracy points); training "
+            "time per epoch, peak memory of the training process, parameters the method adds.",
+            "",
+            "| row | column | " + " | ".join(h for h, _, _ in MEASURE_COLUMNS) + " |",
+            "|---|---|" + "---|" * len(MEASURE_COLUMNS),
+        ]
+        for label, s in cells:
+            values = " | ".join(_measure_text(s, keys, fmt) for _, keys, fmt in MEASURE_COLUMNS)
+            lines.append(f"| {label} | {s.cell.column} | {values} |")
+        return lines
+
     def csv(self) -> str:
-        """One line per cell: row, column, mean and std in %, seeds done, each seed's accuracy, n/a reason."""
+        """One line per cell: row, column, mean and std in %, seeds done, each seed's accuracy, n/a reason,
+        then the means of BalanceBenchmark's measures (``CSV_MEASURES``)."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(
@@ -276,6 +331,7 @@ class Table:
                 "published",
                 "na_reason",
                 "run_dirs",
+                *CSV_MEASURES,
             ]
         )
         for label, cells in self.rows:
@@ -288,8 +344,45 @@ class Table:
                     len(s.accuracies), s.seeds, ";".join(pct),
                     "" if s.published is None else s.published,
                     s.na_reason or "", ";".join(s.run_dirs),
+                    *["" if s.measure(k) is None else f"{s.measure(k):.6g}" for k in CSV_MEASURES],
                 ])  # fmt: skip
         return buf.getvalue()
+
+
+# (header, measure keys shown as a / b, format): fractions in %, the rest as numbers
+MEASURE_COLUMNS = [
+    ("accuracy", ("accuracy",), "pct"),
+    ("macro-F1", ("macro_f1",), "pct"),
+    ("imbalance degree", ("imbalance_degree",), "pct"),
+    ("probe alone a / v", ("probe_audio_alone_accuracy", "probe_visual_alone_accuracy"), "pct"),
+    ("Shapley a / v", ("shapley_audio", "shapley_visual"), "pct"),
+    ("s / epoch", ("epoch_time_s",), "num"),
+    ("peak MiB", ("peak_memory_mib",), "int"),
+    ("extra params", ("extra_parameters",), "int"),
+]
+
+
+CSV_MEASURES = (  # BalanceBenchmark's measures in table.csv: means over the finished seeds (fractions)
+    "macro_f1",
+    "imbalance_degree",
+    "probe_audio_accuracy",
+    "probe_visual_accuracy",
+    "probe_audio_alone_accuracy",
+    "probe_visual_alone_accuracy",
+    "shapley_audio",
+    "shapley_visual",
+    "epoch_time_s",
+    "peak_memory_mib",
+    "extra_parameters",
+)
+
+
+def _measure_text(s: CellSummary, keys: tuple[str, ...], fmt: str) -> str:
+    values = [s.measure(k) for k in keys]
+    if any(v is None for v in values):
+        return "—"
+    text = {"pct": lambda v: f"{100 * v:.1f}", "num": lambda v: f"{v:.2f}", "int": lambda v: f"{v:,.0f}"}[fmt]
+    return " / ".join(text(v) for v in values)
 
 
 def _md_cell(s: CellSummary, reasons: list[str]) -> str:
@@ -345,6 +438,8 @@ def tabulate(out_dir: Path) -> Table:
             res = _results(out_dir / cell.name / f"seed{seed}")
             if res is not None and not cell.na_reason:
                 summary.accuracies.append(float(res["test_accuracy"]))
+                if res.get("measures"):
+                    summary.measures.append(res["measures"])
                 summary.run_dirs.append(f"{cell.name}/seed{seed}")
                 produced_on[describe(res.get("provenance", {}))] = None
         summaries.append(summary)
@@ -513,8 +608,13 @@ def _train(cfg: TrainConfig, seed: int, run_dir: Path, cell: Cell, log: Callable
     """Train one seed of a cell; a method that turns out not to apply marks the cell n/a (returns False)."""
     from avel.train import NotApplicable, run_training
 
-    # a data path with "{seed}" names one file per seed (e.g. features from seed-s encoders)
+    # a data path with "{seed}" names one file per seed (e.g. features from seed-s encoders); UMT's teachers
+    # are "{grid}/<cell>/seed{seed}/best.pt": the grid's uni-modal runs of this seed
     changes = {"seed": seed, "out": str(run_dir), "data": cfg.data.replace("{seed}", str(seed))}
+    for key in ("umt_teacher_audio", "umt_teacher_visual"):
+        value = getattr(cfg, key)
+        if value:
+            changes[key] = value.replace("{seed}", str(seed)).replace("{grid}", str(run_dir.parent.parent))
     cfg = config_mod.apply(cfg, changes, "grid")
     try:
         run_training(cfg, log=log)

@@ -552,7 +552,9 @@ def _ablate(kind: str):
         "optimizers": "SGD / AdaGrad / Adam, without and with PMR (PMR Table 6).",
         "fusions": "concat / sum / FiLM / gated (or AVEL concat / DMRN) ± PMR, and uni-modal rows (Table 1).",
         "subset": "PMR with prototypes from 1/5/10/50/100% of train (Table 5).",
-        "balancers": "naive / dropout / G-Blend / OGM-GE / OPM / IPRM / PMR w/o PER / PMR (Table 2).",
+        "balancers": "naive / dropout / G-Blend / OGM-GE / OPM / IPRM / PMR w/o PER / PMR (Table 2), and "
+        "BalanceBenchmark's MMCosine / UMT (teachers: the grid's uni-modal rows) / UME / MBSD / CML / "
+        "MMPareto / LFM; table.md and table.csv add BalanceBenchmark's measures.",
         "intermediate": "MMTM / CentralNet inside the ResNet18 pair, without and with PMR (Table 3).",
     }[kind]
     return command

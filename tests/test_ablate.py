@@ -136,8 +136,21 @@ def test_grid_shapes(model):
     assert [c.row for c in sub] == ["baseline", "PMR, 1%", "PMR, 5%", "PMR, 10%", "PMR, 50%", "PMR, 100%"]
     assert [c.overrides.get("pmr_subset") for c in sub] == [None, "0.01", "0.05", "0.1", "0.5", "1.0"]
     bal = build_grid("balancers", model)
-    rows = ["naive", "dropout", "Gradient-Blending", "OGM-GE", "OPM", "IPRM", "PMR w/o PER", "PMR"]
+    rows = [
+        "naive",
+        "dropout",
+        "Gradient-Blending",
+        "OGM-GE",
+        "OPM",
+        "IPRM",
+        "PMR w/o PER",
+        "PMR",
+        "MMCosine",
+    ]
+    rows += ["audio only", "visual only", "UMT", "UME", "MBSD", "CML", "MMPareto", "LFM"]
     assert list(dict.fromkeys(c.row for c in bal)) == rows
+    umt = next(c for c in bal if c.row == "UMT")  # teachers: the grid's uni-modal runs of the same seed
+    assert umt.overrides["umt_teacher_audio"] == "{grid}/audio-only__concat/seed{seed}/best.pt"
     second = "FiLM" if model == "resnet18" else "DMRN"
     assert list(dict.fromkeys(c.column for c in bal)) == ["concat", second]
     na = {(c.row, c.column) for c in bal if c.na_reason}
@@ -217,7 +230,7 @@ def test_dry_run_trains_nothing(tmp_path):
     text = "\n".join(logs)
     assert "ogm-ge" in text and "n/a:" in text and "seed0..2" in text
     applicable = sum(not c.na_reason for _, cells in table.rows for c in cells)
-    assert 12 <= applicable <= 15  # 16 cells; OGM-GE on FiLM is n/a, others may be
+    assert 25 <= applicable <= 28  # 34 cells; OGM-GE, MMCosine, MBSD, LFM and the uni-modal runs n/a on FiLM
     assert f"dry run: {3 * applicable} run(s) would be trained" in text
     assert table.cell("OGM-GE", "FiLM").text() == "n/a"
     assert table.cell("PMR", "FiLM").text() == "—"
@@ -243,6 +256,32 @@ def test_tiny_resnet18_grid_trains_only_the_chosen_rows(tiny_h5, tmp_path):
     res = json.loads((out / "pmr-10__accuracy" / "seed0" / "results.json").read_text())
     assert res["config"]["model"] == "resnet18" and res["config"]["pmr_subset"] == "0.1"
     assert table.cell("PMR, 10%", "accuracy").published == 67.1
+
+
+def test_umt_trains_on_the_grids_uni_modal_runs_and_the_table_has_the_measures(features_h5, tmp_path):
+    out = tmp_path / "bal"
+    overrides = {"data": str(features_h5), **TINY}
+    rows = ["audio only", "visual only", "UMT"]
+    logs: list[str] = []
+    table = run_grid(
+        "balancers",
+        out,
+        seeds=1,
+        model="avel",
+        overrides=overrides,
+        rows=rows,
+        columns=["concat"],
+        log=logs.append,
+    )
+    res = json.loads((out / "umt__concat" / "seed0" / "results.json").read_text())
+    assert res["config"]["umt_teacher_audio"] == str(out / "audio-only__concat" / "seed0" / "best.pt")
+    assert "distill_audio" in (out / "umt__concat" / "seed0" / "metrics.jsonl").read_text()
+    md = table.markdown()
+    assert "BalanceBenchmark's measures" in md and "| UMT | concat |" in md
+    assert table.cell("UMT", "concat").measure("imbalance_degree") == res["measures"]["imbalance_degree"]
+    rows_csv = {(r["row"], r["column"]): r for r in csv.DictReader(io.StringIO(table.csv()))}
+    assert float(rows_csv["UMT", "concat"]["epoch_time_s"]) == pytest.approx(res["measures"]["epoch_time_s"])
+    assert rows_csv["UMT", "DMRN"]["macro_f1"] == ""  # not trained
 
 
 def test_tiny_grid_trains_only_the_chosen_columns(tiny_h5, tmp_path):
