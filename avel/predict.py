@@ -95,7 +95,7 @@ def read_annotations(path: str | Path, classes: list[str]) -> dict[str, list[int
             k = classes.index(a.category)
             pairs.append((a.video_id, [k if a.start <= t < a.end else background for t in range(SEGMENTS)]))
     else:
-        pairs = _h5_annotations(path, background)
+        pairs = _h5_annotations(path, classes)
     out: dict[str, list[int]] = {}
     for vid, row in pairs:
         have = out.setdefault(vid, [background] * len(row))
@@ -105,14 +105,23 @@ def read_annotations(path: str | Path, classes: list[str]) -> dict[str, list[int
     return out
 
 
-def _h5_annotations(path: Path, background: int) -> list[tuple[str, list[int]]]:
+def _h5_annotations(path: Path, classes: list[str]) -> list[tuple[str, list[int]]]:
+    """(video id, per-second labels as indices into ``classes``) of every row of a preprocessed file."""
     import h5py
+
+    from preprocessing.h5 import attr_value
 
     with h5py.File(path, "r") as f:
         if "segment_labels" not in f or "video_id" not in f:
             raise ValueError(f"{path}: no per-second annotations (segment_labels, video_id): not AVE-form")
+        names = json.loads(attr_value(f.attrs["classes"]))  # the file's order, background last
         ids = [v.decode() if isinstance(v, bytes) else str(v) for v in f["video_id"][()]]
-        return list(zip(ids, f["segment_labels"][()].tolist(), strict=True))
+        seg = f["segment_labels"][()].tolist()
+    unknown = sorted(set(names[:-1]) - set(classes))
+    if unknown:
+        raise ValueError(f"{path}: classes {unknown} are not ones the model was trained on")
+    index = [classes.index(n) for n in names[:-1]] + [len(classes) - 1]  # file index -> model index
+    return [(vid, [index[k] for k in row]) for vid, row in zip(ids, seg, strict=True)]
 
 
 def data_prototypes(

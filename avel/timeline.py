@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 TOP = 5  # event classes in the heat map (background is always its last row)
 BACKGROUND = "background"
 BACKGROUND_COLOUR = "#E8E8E8"
-CLASS_COLOURS = tuple(c for c in PALETTE if c not in ("#000000", "#F0E442"))  # readable under white text
+# readable under white text: Okabe & Ito's darker six, then six more dark hues (a track rarely shows more)
+CLASS_COLOURS = tuple(c for c in PALETTE if c not in ("#000000", "#F0E442")) + (
+    "#6A3D9A", "#8C564B", "#1B7F79", "#332288", "#882255", "#6B6B00",
+)  # fmt: skip
 
 
 def top_classes(probs: np.ndarray, classes: list[str], k: int = TOP) -> list[int]:
@@ -54,10 +57,9 @@ def _spans(labels: list[str]) -> list[tuple[int, int, str]]:
     return spans
 
 
-def _class_colours(result: dict[str, Any], heat_rows: list[str]) -> dict[str, str]:
-    """One colour per event class, in order of appearance: heat-map rows, then the tracks."""
-    names = [n for n in heat_rows if n != BACKGROUND]
-    names += [lab for _, labels in tracks(result) for lab in labels if lab != BACKGROUND]
+def _class_colours(result: dict[str, Any]) -> dict[str, str]:
+    """One colour per event class of the tracks, in order of appearance (distinct up to 12 classes)."""
+    names = [lab for _, labels in tracks(result) for lab in labels if lab != BACKGROUND]
     colours = {BACKGROUND: BACKGROUND_COLOUR}
     for name in dict.fromkeys(names):
         colours[name] = CLASS_COLOURS[(len(colours) - 1) % len(CLASS_COLOURS)]
@@ -88,7 +90,7 @@ def _draw_tracks(ax: Axes, result: dict[str, Any], colours: dict[str, str], t: i
         for start, end, lab in _spans(labels):
             ax.add_patch(_rect(start, r, end - start, colours.get(lab, BACKGROUND_COLOUR)))
             if lab != BACKGROUND:
-                ax.text((start + end) / 2, r + 0.5, _short(lab, int(3.2 * (end - start))), ha="center",
+                ax.text((start + end) / 2, r + 0.5, _short(lab, int(5.5 * (end - start))), ha="center",
                         va="center", fontsize=9, color="white", fontweight="bold")  # fmt: skip
     ax.set_xlim(0, t)
     ax.set_ylim(len(rows), 0)
@@ -123,7 +125,7 @@ def timeline_figure(result: dict[str, Any]) -> Figure:
     ax_h = fig.add_subplot(gs[0, 0])
     ax_t = fig.add_subplot(gs[1, 0], sharex=ax_h)
     _draw_heat(ax_h, probs, rows, classes, fig.add_subplot(gs[0, 1]))
-    _draw_tracks(ax_t, result, _class_colours(result, [classes[c] for c in rows]), t)
+    _draw_tracks(ax_t, result, _class_colours(result), t)
     ax_h.tick_params(axis="x", labelbottom=False, length=0)
     ax_t.set_xticks(range(t + 1))
     ax_t.set_xlabel("time (s)")
