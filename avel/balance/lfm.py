@@ -121,7 +121,8 @@ class LFM(BalancerHooks):
         batch = self.probe_batch(data)
         was_training = model.training
         model.train()  # as the code: the probe runs in training mode
-        self.alpha_grad = alpha_gradient(model, batch, self.alpha, self.js)
+        with torch.backends.cudnn.flags(enabled=False):  # cuDNN's LSTM has no double backward
+            self.alpha_grad = alpha_gradient(model, batch, self.alpha, self.js)
         model.train(was_training)
         model.zero_grad(set_to_none=True)
         if epoch % 20 == 0 and epoch != 0:
