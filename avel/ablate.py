@@ -263,6 +263,8 @@ class Table:
     columns: list[str]
     rows: list[tuple[str, list[CellSummary]]]
     produced_on: list[str] = field(default_factory=list)  # provenance.describe() of the finished runs
+    # BalanceBenchmark's published (accuracy, macro-F1) per row label, on a CREMA-D-layout balancers grid
+    reference: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def cell(self, row: str, column: str) -> CellSummary:
         for label, cells in self.rows:
@@ -306,11 +308,19 @@ class Table:
             "each encoder probed alone (%); Shapley values of each modality (accuracy points); training "
             "time per epoch, peak memory of the training process, parameters the method adds.",
             "",
-            "| row | column | " + " | ".join(h for h, _, _ in MEASURE_COLUMNS) + " |",
-            "|---|---|" + "---|" * len(MEASURE_COLUMNS),
+            "| row | column | "
+            + " | ".join(h for h, _, _ in MEASURE_COLUMNS)
+            + " |"
+            + (" BalanceBenchmark CREMA-D acc / F1 |" if self.reference else ""),
+            "|---|---|" + "---|" * (len(MEASURE_COLUMNS) + bool(self.reference)),
         ]
         for label, s in cells:
             values = " | ".join(_measure_text(s, keys, fmt) for _, keys, fmt in MEASURE_COLUMNS)
+            if self.reference:
+                ref = self.reference.get(label)
+                values += " | " + (
+                    f"{ref[0]:.1f} / {ref[1]:.1f}" if ref and s.cell.column == "concat" else ""
+                )
             lines.append(f"| {label} | {s.cell.column} | {values} |")
         return lines
 
@@ -461,7 +471,10 @@ def _table(grid: dict[str, Any], summaries: list[CellSummary]) -> Table:
         (label, [by_col.get(c) or CellSummary(Cell(label, c, {}, missing), 0) for c in columns])
         for label, by_col in rows.items()
     ]
-    return Table(f"{TITLES[grid['kind']]} ({grid['model']})", _header(grid), columns, table_rows)
+    table = Table(f"{TITLES[grid['kind']]} ({grid['model']})", _header(grid), columns, table_rows)
+    if grid["kind"] == "balancers" and grid["model"] == "resnet18" and grid.get("dataset") == "crema-d":
+        table.reference = published.BALANCE_BENCHMARK_CREMAD
+    return table
 
 
 def _header(grid: dict[str, Any]) -> str:

@@ -140,3 +140,24 @@ CREMAD: dict[str, dict[tuple[str, str], float]] = {
         ("CentralNet", "PMR"): 52.9,
     },
 }
+
+
+# BalanceBenchmark (Xu, Cui, Huang, Wang, Hu, 2025) on CREMA-D: test accuracy and macro-F1 (%) of each method,
+# from the results table the toolkit's README shows (github.com/GeWu-Lab/BalanceBenchmark,
+# images/Results.jpeg; its own protocol: ResNet18 encoders, concat fusion, its own recipe). Keyed by
+# ``avel ablate balancers``'s row labels where avel has the method.
+BALANCE_BENCHMARK_CREMAD: dict[str, tuple[float, float]] = {
+    "audio only": (59.38, 59.23),  # "Unimodal-1"
+    "visual only": (58.10, 56.81),  # "Unimodal-2"
+    "naive": (65.50, 65.07),  # "Baseline"
+    "MMCosine": (67.47, 67.34),
+    "UMT": (67.47, 67.75),
+    "MBSD": (74.86, 75.48),
+    "CML": (69.18, 69.57),
+    "Gradient-Blending": (71.59, 71.72),
+    "MMPareto": (79.97, 80.57),
+    "LFM": (70.02, 69.55),
+    "OGM-GE": (67.76, 68.02),  # "OGM"
+    "PMR": (67.19, 67.20),
+    "OPM": (68.75, 69.00),
+}

@@ -92,6 +92,28 @@ def test_tabulate_hand_made_results(tmp_path):
     assert rows[3]["na_reason"] == "needs both modalities"
 
 
+def test_measures_table_by_hand_with_balance_benchmarks_crema_d_numbers(tmp_path):
+    cells = [
+        Cell("MMPareto", "concat", {"balance": "mmpareto"}),
+        Cell("MMPareto", "FiLM", {"balance": "mmpareto"}),
+    ]
+    out = _grid_dir(tmp_path, cells, seeds=2, kind="balancers")
+    grid = json.loads((out / "grid.json").read_text())
+    (out / "grid.json").write_text(json.dumps({**grid, "dataset": "crema-d"}))
+    for seed, (acc, f1, deg) in enumerate([(0.6, 0.5, 0.2), (0.8, 0.7, 0.4)]):
+        _finish(out, "mmpareto__concat", seed, acc)
+        res = out / "mmpareto__concat" / f"seed{seed}" / "results.json"
+        m = {"accuracy": acc, "macro_f1": f1, "imbalance_degree": deg, "epoch_time_s": 2.0 + seed}
+        res.write_text(json.dumps({**json.loads(res.read_text()), "measures": {**m, "extra_parameters": 10}}))
+    table = tabulate(out)
+    assert table.cell("MMPareto", "concat").measure("macro_f1") == pytest.approx(0.6)  # mean over seeds
+    md = table.markdown()
+    assert "| MMPareto | concat | 70.0 | 60.0 | 30.0 | — | — | 2.50 | — | 10 | 80.0 / 80.6 |" in md
+    assert "| MMPareto | FiLM |" not in md  # no finished seed: no measures
+    row = next(r for r in csv.DictReader(io.StringIO(table.csv())) if r["column"] == "concat")
+    assert float(row["imbalance_degree"]) == pytest.approx(0.3) and row["extra_parameters"] == "10"
+
+
 def test_published_values_appear_beside_the_cells(tmp_path):
     out = _grid_dir(tmp_path, _hand_cells(), seeds=1)
     _finish(out, "sgd__pmr", 0, 0.5)
