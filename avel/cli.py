@@ -445,8 +445,11 @@ def predict(
     from avel.timeline import save_timeline
 
     found = find_videos(videos)
+    one = len(found) == 1 and out is None and not any(v.is_dir() for v in videos)
+    if not one and (json_out is not None or plot is not None):
+        _fail("--json and --plot name one video's files; for several videos use --out DIR")
     predictor = load_predictor(checkpoint, device=device, annotations=annotations, data=data)
-    if len(found) == 1 and out is None and not any(v.is_dir() for v in videos):
+    if one:
         result = predictor.predict(found[0])
         typer.echo(format_ranges(result["ranges"]))
         if json_out:
@@ -458,8 +461,6 @@ def predict(
             save_timeline(result, png)
             typer.echo(f"timeline: {png}", err=True)
         return
-    if json_out is not None or plot is not None:
-        _fail("--json and --plot name one video's files; for several videos use --out DIR")
     out = out or Path("predictions")
     results, failed = predict_videos(
         predictor, found, out, plot=not no_plot, progress=progress,

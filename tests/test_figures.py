@@ -126,3 +126,37 @@ def test_cgmnist_demo_draws_fig4_naming_gray_and_colored(tmp_path, capsys):
     keys = plot_runs(runs, tmp_path / "all.png", every_key=True)
     assert {"val_rho", "rho", "pce_audio"} <= set(keys)
     assert_picture(tmp_path / "all.png", (1200, 1200))
+
+
+# ----------------------------------------------------------------------------------------------- predict
+
+
+def test_find_videos_from_files_folders_and_list_files(tmp_path):
+    from avel.predict import find_videos
+
+    ave = tmp_path / "set" / "AVE"
+    ave.mkdir(parents=True)
+    for name in ("b.mp4", "a.mkv", "notes.txt"):
+        (ave / name).write_text("x")
+    lst = tmp_path / "list.txt"
+    lst.write_text("# two videos\nset/AVE/b.mp4\n\nother.mp4\n")
+    found = find_videos([tmp_path / "set", lst, tmp_path / "c.mp4"])
+    assert found == [
+        ave / "a.mkv",
+        ave / "b.mp4",
+        tmp_path / "set/AVE/b.mp4",
+        tmp_path / "other.mp4",
+        tmp_path / "c.mp4",
+    ]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: no video files"):
+        find_videos([tmp_path / "empty"])
+
+
+def test_predict_refuses_one_video_options_for_several(tmp_path):
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / name).write_text("x")
+    code, text = invoke("predict", tmp_path / "none.pt", tmp_path, "--json", tmp_path / "p.json")
+    assert code == 2
+    assert "error: --json and --plot name one video's files; for several videos use --out DIR" in text
+    assert not (tmp_path / "p.json").exists()
