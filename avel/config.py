@@ -66,6 +66,7 @@ class TrainConfig:
     tensorboard: bool = False  # TensorBoard event files beside metrics.jsonl (rank 0; needs tensorboard)
     # rebalancing: none | pmr | ogm-ge | ogm | opm | iprm | dropout | gblend
     #   | mmcosine | umt | ume | mbsd | cml | mmpareto | lfm (BalanceBenchmark's objective-level methods)
+    #   | agm | amco | mla | greedy | relearning (its optimization-, forward- and data-level methods)
     balance: str = "none"
     pmr_alpha: float = 2.0  # Eq. 10
     pmr_mu: float = 1e-3  # Eq. 13
@@ -112,6 +113,23 @@ class TrainConfig:
     lfm_alpha_data: str = "val"  # rows that fit α_1: val (the code) | train
     lfm_probe_size: int = 8  # that many first rows
     lfm_window: list[int] = field(default_factory=lambda: [0, 80])
+    agm_alpha: float = 1.0  # AGM: k = exp(alpha min(optimal ratio - ratio, cap))
+    agm_window: list[int] = field(default_factory=lambda: [0, 19])  # the code's epochs 1..20, inclusive
+    agm_variant: str = "code"  # code: phi^a = (f(a,v) - f(0,v) + f(a,0))/2 | paper: Shapley with f(0,0)
+    agm_cap: float = 10.0
+    agm_clip: float = 1.0  # clip to this total norm when a head-weight gradient leaves [-clip, clip]; 0 = off
+    amco_sigma: float = 0.5  # AMCo: a modality is dependent above this softmax mass
+    amco_eps: float = 0.3  # mask rate sin(pi/2 min(eps, l_t)/eps)
+    amco_window: list[int] = field(default_factory=lambda: [0, 80])
+    mla_fusion: str = "sample"  # MLA test-time entropy fusion: sample (paper) | batch (released code)
+    mla_projection: str = "none"  # none (released code: its test never matches) | paper | balancemm
+    greedy_eps: float = 0.01  # Greedy: re-balance when |BDR_a - BDR_v| > eps
+    greedy_steps: int = 5  # re-balancing steps per window
+    greedy_start: int = 2  # first epoch that may re-balance
+    greedy_average: str = "code"  # code: both running averages from the audio gate | own
+    relearning_lam: float = 3.0  # ReLearning: alpha = tanh(lam * purity gap)
+    relearning_every: int = 20  # re-initialise after epochs e > 0 with e % every == 0 ...
+    relearning_times: int = 3  # ... at most this many times
 
 
 # An integer option set to UNSET takes the method's own default (every saved value stays explicit: TOML has
@@ -132,6 +150,11 @@ BALANCER_PREFIX = {
     "cml": "cml_",
     "mmpareto": "mmpareto_",
     "lfm": "lfm_",
+    "agm": "agm_",
+    "amco": "amco_",
+    "mla": "mla_",
+    "greedy": "greedy_",
+    "relearning": "relearning_",
 }
 
 
@@ -337,6 +360,23 @@ RULES: dict[str, tuple[Any, str]] = {
     "lfm_alpha_data": (lambda v: v in ("val", "train"), "val or train"),
     "lfm_probe_size": AT_LEAST_1,
     "lfm_window": WINDOW,
+    "agm_alpha": NON_NEGATIVE,
+    "agm_window": WINDOW,
+    "agm_variant": (lambda v: v in ("code", "paper"), "code or paper"),
+    "agm_cap": NON_NEGATIVE,
+    "agm_clip": NON_NEGATIVE,
+    "amco_sigma": UNIT,
+    "amco_eps": (lambda v: v > 0, "> 0"),
+    "amco_window": WINDOW,
+    "mla_fusion": (lambda v: v in ("sample", "batch"), "sample or batch"),
+    "mla_projection": (lambda v: v in ("none", "paper", "balancemm"), "none, paper or balancemm"),
+    "greedy_eps": NON_NEGATIVE,
+    "greedy_steps": (lambda v: v >= 1, ">= 1"),
+    "greedy_start": NON_NEGATIVE,
+    "greedy_average": (lambda v: v in ("code", "own"), "code or own"),
+    "relearning_lam": NON_NEGATIVE,
+    "relearning_every": (lambda v: v >= 1, ">= 1"),
+    "relearning_times": NON_NEGATIVE,
 }
 
 

@@ -253,18 +253,19 @@ def train_one_epoch(
         batch_size, shuffle=cfg.shuffle, generator=generator, indices=rows, train=True, reuse=True
     )
     for batch in batches:
-        with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=amp):
-            result = balancer.training_loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
-        distributed.sync_gradients(model)  # under torchrun without DDP (see distributed.wrap)
-        balancer.before_optimizer_step(model, result)
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        for _ in range(getattr(balancer, "steps_per_batch", 1)):  # MLA: one step per modality
+            with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=amp):
+                result = balancer.training_loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            result.loss.backward()
+            distributed.sync_gradients(model)  # under torchrun without DDP (see distributed.wrap)
+            balancer.before_optimizer_step(model, result)
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            meter.update({"loss": result.loss.detach(), **result.logs})
         if scheduler is not None:
             scheduler.step()
-        meter.update({"loss": result.loss.detach(), **result.logs})
         if progress is not None:
             progress(len(batch.index))
     return meter.result()

@@ -10,18 +10,23 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from avel.balance.agm import AGM
+from avel.balance.amco import AMCo, AMCoModel
 from avel.balance.base import Balancer, NoBalance, StepResult
 from avel.balance.cml import CML
 from avel.balance.dropout import ModalityDropout
 from avel.balance.gblend import GBlendModel, GradientBlending
+from avel.balance.greedy import Greedy, GreedyModel
 from avel.balance.iprm import IPRM, IPRMModel
 from avel.balance.lfm import LFM
 from avel.balance.mbsd import MBSD
+from avel.balance.mla import MLA, MLAModel
 from avel.balance.mmcosine import MMCosine
 from avel.balance.mmpareto import MMPareto
 from avel.balance.ogm import OGM, OGMGE
 from avel.balance.opm import OPM
 from avel.balance.pmr import PMR
+from avel.balance.relearning import ReLearning
 from avel.balance.umt import UME, UMT
 
 BALANCERS: dict[str, type] = {
@@ -40,6 +45,11 @@ BALANCERS: dict[str, type] = {
     "cml": CML,
     "mmpareto": MMPareto,
     "lfm": LFM,
+    "agm": AGM,
+    "amco": AMCo,
+    "mla": MLA,
+    "greedy": Greedy,
+    "relearning": ReLearning,
 }
 
 
@@ -61,8 +71,15 @@ def build_balancer(name: str, **options: Any) -> Balancer:
 
 
 __all__ = [
+    "AGM",
     "BALANCERS",
     "CML",
+    "MLA",
+    "AMCo",
+    "AMCoModel",
+    "Greedy",
+    "GreedyModel",
+    "MLAModel",
     "IPRM",
     "LFM",
     "MBSD",
@@ -72,6 +89,7 @@ __all__ = [
     "OGMGE",
     "OPM",
     "PMR",
+    "ReLearning",
     "Balancer",
     "GBlendModel",
     "GradientBlending",

@@ -8,6 +8,7 @@ optimizer step and everything after. The loop calls, in this order:
     for epoch ...:
         balancer.on_epoch_start(model, data, epoch)  # PMR: prototypes without gradients
         for batch ...:
+          for _ in range(balancer.steps_per_batch):        # 1; MLA: one step per modality
             result = balancer.training_loss(model, batch)  # forward + loss (OPM drops, IPRM probes)
             backward(result.loss)
             balancer.before_optimizer_step(model, result)      # OGM-GE: gradient modulation
@@ -141,6 +142,8 @@ class BalancerHooks:
     runs_forward = False
     # weighs the modalities on event segments only (background segments have weight 0)
     weighs_event_segments = False
+    # optimizer steps the loop takes on each batch (MLA: one per modality), each its own training_loss
+    steps_per_batch = 1
 
     def applies_to(self, model: AVModel) -> str | None:
         return None  # a reason string when the method cannot run on this model

@@ -1,0 +1,84 @@
+"""AGM, AMCo and MLA under two gloo processes equal one process (issue 28): their batch statistics (AGM's
+mono-modal scores, AMCo's softmax masses, MLA's feature mean r) are summed over the ranks.
+
+Each rank trains two batches of its contiguous share of train rows 0..7 through ``train_one_epoch``; one
+process trains the same rows with the whole global batch. Parameters agree to 1e-5 (float32 sums in another
+order); both ranks' parameters are bit-identical.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_distributed import start, wait
+
+from avel import distributed
+from avel.balance import build_balancer
+from avel.config import TrainConfig
+from avel.data import DataSplits, load_splits
+from avel.models import build_model
+from avel.train import _build_args, model_kwargs, seed_everything, train_one_epoch
+
+ROWS = 8  # train rows 0..7, global batch 4: two steps per epoch
+CASES = {"agm": {}, "amco": {}, "mla": {"projection": "paper"}}
+WORKER = (
+    "import os, sys; sys.path.insert(0, 'tests'); import torch; "
+    "from test_distributed_part2 import balancer_epoch; "
+    "torch.save(balancer_epoch(sys.argv[1], sys.argv[2]), sys.argv[3].format(os.environ['RANK']))"
+)
+
+
+def balancer_epoch(data_path: str, name: str) -> dict:
+    """Epoch 3 of ``name`` (AMCo masks from its second step on) on this rank's share of rows 0..7."""
+    torch.set_num_threads(1)
+    ctx, _ = distributed.init("cpu")
+    data = load_splits(data_path, device="cpu")
+    cfg = TrainConfig(data=data_path, width=8, batch_size=4, shuffle=False, balance=name, lr=0.5)
+    seed_everything(0)
+    balancer = build_balancer(name, **CASES[name])
+    model = balancer.prepare_model(build_model(**_build_args(model_kwargs(cfg, data))))
+    model = distributed.wrap(model, ctx, balancer=name, find_unused=True, sync_bn=False)
+    share = ROWS // ctx.world
+    train = distributed.shard_split(data.train, torch.arange(ctx.rank * share, (ctx.rank + 1) * share))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    logs = {}
+    for epoch in (2, 3):
+        balancer.on_epoch_start(distributed.unwrap(model), DataSplits(train, data.val, data.test), epoch)
+        logs = train_one_epoch(model, balancer, train, optimizer, cfg, torch.Generator())
+        logs = distributed.mean_logs(logs)
+    result = {
+        "params": {k: v.clone() for k, v in distributed.unwrap(model).state_dict().items()},
+        "logs": logs,
+        "state": balancer.state_dict(),
+    }
+    distributed.close()
+    return result
+
+
+@pytest.fixture(scope="module")
+def toy_even(tmp_path_factory):
+    from conftest import write_toy_features
+
+    path = tmp_path_factory.mktemp("dist2") / "toy.h5"
+    write_toy_features(path, videos=40)
+    return path
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_two_ranks_match_one_process(toy_even, tmp_path, name):
+    procs = start(["-c", WORKER, str(toy_even), name, str(tmp_path / "r{}.pt")], 2, tmp_path)
+    one = balancer_epoch(str(toy_even), name)
+    wait(procs, tmp_path)
+    r0, r1 = (torch.load(tmp_path / f"r{r}.pt", weights_only=False) for r in (0, 1))
+    for k, v in one["params"].items():
+        torch.testing.assert_close(r0["params"][k], v, atol=1e-5, rtol=0)
+        assert torch.equal(r0["params"][k], r1["params"][k]), k
+    for k, v in one["logs"].items():  # epoch means over the ranks (equal shares): the global ones
+        assert r0["logs"][k] == pytest.approx(v, abs=1e-5), k
+    if name == "agm":
+        torch.testing.assert_close(r0["state"]["running"], one["state"]["running"], atol=1e-5, rtol=0)
+    if name == "amco":
+        assert torch.equal(r0["state"]["dependent"], one["state"]["dependent"])
+        assert one["logs"]["mask_rate"] > 0
+    if name == "mla":
+        torch.testing.assert_close(r0["state"]["P"], one["state"]["P"], atol=1e-5, rtol=0)
