@@ -125,6 +125,18 @@ def _subset(model: str) -> list[Cell]:
     return _cells(rows, [("accuracy", {})])
 
 
+# BalanceBenchmark's optimization-, forward- and data-level methods (issue 28); Greedy needs MMTM: it is a
+# column of the intermediate grid instead
+BALANCEBENCHMARK_PART2 = [
+    ("AGM", {"balance": "agm"}),
+    ("AMCo", {"balance": "amco"}),
+    ("MLA", {"balance": "mla"}),
+    ("ReLearning", {"balance": "relearning"}),
+    ("valuation", {"balance": "valuation"}),
+    ("ReconBoost", {"balance": "reconboost"}),
+]
+
+
 def _balancers(model: str) -> list[Cell]:
     rows = [
         ("naive", {"balance": "none"}),
@@ -138,7 +150,8 @@ def _balancers(model: str) -> list[Cell]:
     ]
     rows = [r for r in rows if r[0] not in BALANCERS_NOT_IN_PAPER.get(model, ())]
     columns = [(FUSION_LABEL[f], {"fusion": f}) for f in BALANCER_FUSIONS[model]]
-    return _cells(rows, columns) + _balance_benchmark_cells(model, columns)
+    part2 = _cells(BALANCEBENCHMARK_PART2, columns)
+    return _cells(rows, columns) + _balance_benchmark_cells(model, columns) + part2
 
 
 def _balance_benchmark_cells(model: str, columns: list[tuple[str, dict]]) -> list[Cell]:
@@ -168,7 +181,7 @@ def _balance_benchmark_cells(model: str, columns: list[tuple[str, dict]]) -> lis
 
 def _intermediate(model: str) -> list[Cell]:
     rows = [("MMTM", {"fusion": "mmtm"}), ("CentralNet", {"fusion": "centralnet"})]
-    cells = _cells(rows, [("naive", BASELINE), ("PMR", PMR)])
+    cells = _cells(rows, [("naive", BASELINE), ("PMR", PMR), ("Greedy", {"balance": "greedy"})])
     if model == "avel":  # MMTM / CentralNet sit between the stages of two CNN encoders
         for cell in cells:
             cell.na_reason = f"{cell.row} fuses inside the encoders' stages (no AVEL localizer version)"

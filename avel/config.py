@@ -66,7 +66,7 @@ class TrainConfig:
     tensorboard: bool = False  # TensorBoard event files beside metrics.jsonl (rank 0; needs tensorboard)
     # rebalancing: none | pmr | ogm-ge | ogm | opm | iprm | dropout | gblend
     #   | mmcosine | umt | ume | mbsd | cml | mmpareto | lfm (BalanceBenchmark's objective-level methods)
-    #   | agm | amco | mla | greedy | relearning (its optimization-, forward- and data-level methods)
+    #   | agm | amco | mla | greedy | relearning | valuation | reconboost (its other methods)
     balance: str = "none"
     pmr_alpha: float = 2.0  # Eq. 10
     pmr_mu: float = 1e-3  # Eq. 13
@@ -130,6 +130,14 @@ class TrainConfig:
     relearning_lam: float = 3.0  # ReLearning: alpha = tanh(lam * purity gap)
     relearning_every: int = 20  # re-initialise after epochs e > 0 with e % every == 0 ...
     relearning_times: int = 3  # ... at most this many times
+    valuation_warmup: int = 5  # sample-level valuation: epochs on the plain train split first
+    reconboost_boost_epochs: int = 4  # ReconBoost: epochs boosting one modality per stage ...
+    reconboost_correct_epochs: int = 4  # ... then epochs correcting the ensemble
+    reconboost_w1: float = 5.0
+    reconboost_w2: float = 1.0
+    reconboost_alpha: float = 0.5  # weight of the reconcilement term
+    reconboost_boost_rate: float = 1.0  # initial beta
+    reconboost_reconcile: str = "code"  # code: the term detached on both sides (no gradient) | paper
 
 
 # An integer option set to UNSET takes the method's own default (every saved value stays explicit: TOML has
@@ -155,6 +163,8 @@ BALANCER_PREFIX = {
     "mla": "mla_",
     "greedy": "greedy_",
     "relearning": "relearning_",
+    "valuation": "valuation_",
+    "reconboost": "reconboost_",
 }
 
 
@@ -377,6 +387,13 @@ RULES: dict[str, tuple[Any, str]] = {
     "relearning_lam": NON_NEGATIVE,
     "relearning_every": (lambda v: v >= 1, ">= 1"),
     "relearning_times": NON_NEGATIVE,
+    "valuation_warmup": NON_NEGATIVE,
+    "reconboost_boost_epochs": (lambda v: v >= 1, ">= 1"),
+    "reconboost_correct_epochs": NON_NEGATIVE,
+    "reconboost_w1": NON_NEGATIVE,
+    "reconboost_w2": NON_NEGATIVE,
+    "reconboost_alpha": NON_NEGATIVE,
+    "reconboost_reconcile": (lambda v: v in ("code", "paper"), "code or paper"),
 }
 
 

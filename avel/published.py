@@ -150,7 +150,7 @@ BALANCE_BENCHMARK_CREMAD: dict[str, tuple[float, float]] = {
     "audio only": (59.38, 59.23),  # "Unimodal-1"
     "visual only": (58.10, 56.81),  # "Unimodal-2"
     "naive": (65.50, 65.07),  # "Baseline"
-    "MMCosine": (67.47, 67.34),
+    "MMCosine": (67.19, 67.34),
     "UMT": (67.47, 67.75),
     "MBSD": (74.86, 75.48),
     "CML": (69.18, 69.57),
@@ -160,4 +160,12 @@ BALANCE_BENCHMARK_CREMAD: dict[str, tuple[float, float]] = {
     "OGM-GE": (67.76, 68.02),  # "OGM"
     "PMR": (67.19, 67.20),
     "OPM": (68.75, 69.00),
+    # the optimization-, forward- and data-level methods (issue 28)
+    "AGM": (71.59, 72.11),
+    "AMCo": (73.30, 73.95),
+    "MLA": (72.30, 72.66),
+    "Greedy": (66.48, 66.54),
+    "ReLearning": (71.02, 71.46),
+    "ReconBoost": (74.01, 74.52),
+    "valuation": (75.85, 76.68),  # "Modality-valuation"
 }

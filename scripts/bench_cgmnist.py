@@ -36,6 +36,14 @@ CASES = [  # (label, overrides): the grid's models
     ("CentralNet", {"fusion": "centralnet"}),
     ("concat + OGM-GE", {"balance": "ogm-ge"}),
     ("concat + G-Blend", {"balance": "gblend"}),
+    # BalanceBenchmark's part-2 methods (issue 28), as the Table 2 grid runs them
+    ("concat + AGM", {"balance": "agm"}),
+    ("concat + AMCo", {"balance": "amco"}),
+    ("concat + MLA", {"balance": "mla"}),
+    ("concat + ReLearning", {"balance": "relearning", "relearning_every": 1}),
+    ("concat + valuation", {"balance": "valuation", "valuation_warmup": 1}),
+    ("concat + ReconBoost", {"balance": "reconboost"}),
+    ("MMTM + Greedy", {"fusion": "mmtm", "balance": "greedy", "greedy_start": 0}),
 ]
 
 

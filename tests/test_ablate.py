@@ -170,6 +170,7 @@ def test_grid_shapes(model):
         "MMCosine",
     ]
     rows += ["audio only", "visual only", "UMT", "UME", "MBSD", "CML", "MMPareto", "LFM"]
+    rows += ["AGM", "AMCo", "MLA", "ReLearning", "valuation", "ReconBoost"]  # BalanceBenchmark, part 2
     assert list(dict.fromkeys(c.row for c in bal)) == rows
     umt = next(c for c in bal if c.row == "UMT")  # teachers: the grid's uni-modal runs of the same seed
     assert umt.overrides["umt_teacher_audio"] == "{grid}/audio-only__concat/seed{seed}/best.pt"
@@ -182,10 +183,13 @@ def test_grid_shapes(model):
     assert not {c.column for c in bal if c.row == "Gradient-Blending" and c.na_reason}  # both fusions
     inter = build_grid("intermediate", model)
     assert [(c.row, c.column) for c in inter] == [
-        ("MMTM", "naive"), ("MMTM", "PMR"), ("CentralNet", "naive"), ("CentralNet", "PMR")
+        ("MMTM", "naive"), ("MMTM", "PMR"), ("MMTM", "Greedy"),
+        ("CentralNet", "naive"), ("CentralNet", "PMR"), ("CentralNet", "Greedy"),
     ]  # fmt: skip
-    assert all(c.na_reason for c in inter) == (model == "avel")
-    assert [c.overrides["fusion"] for c in inter] == ["mmtm", "mmtm", "centralnet", "centralnet"]
+    assert all(c.na_reason for c in inter[:2]) == (model == "avel")
+    if model != "avel":
+        assert inter[5].na_reason.startswith("greedy re-balances through MMTM's cross-modal gates")
+    assert [c.overrides["fusion"] for c in inter] == ["mmtm"] * 3 + ["centralnet"] * 3
 
 
 def test_unknown_grid_lists_the_valid_ones():
@@ -252,7 +256,8 @@ def test_dry_run_trains_nothing(tmp_path):
     text = "\n".join(logs)
     assert "ogm-ge" in text and "n/a:" in text and "seed0..2" in text
     applicable = sum(not c.na_reason for _, cells in table.rows for c in cells)
-    assert 25 <= applicable <= 28  # 34 cells; OGM-GE, MMCosine, MBSD, LFM and the uni-modal runs n/a on FiLM
+    # 46 cells; OGM-GE, MMCosine, MBSD, LFM, AMCo and the uni-modal runs n/a on FiLM
+    assert 36 <= applicable <= 39
     assert f"dry run: {3 * applicable} run(s) would be trained" in text
     assert table.cell("OGM-GE", "FiLM").text() == "n/a"
     assert table.cell("PMR", "FiLM").text() == "—"

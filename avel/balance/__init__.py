@@ -26,8 +26,10 @@ from avel.balance.mmpareto import MMPareto
 from avel.balance.ogm import OGM, OGMGE
 from avel.balance.opm import OPM
 from avel.balance.pmr import PMR
+from avel.balance.reconboost import ReconBoost, ReconBoostModel
 from avel.balance.relearning import ReLearning
 from avel.balance.umt import UME, UMT
+from avel.balance.valuation import Valuation
 
 BALANCERS: dict[str, type] = {
     "none": NoBalance,
@@ -50,6 +52,8 @@ BALANCERS: dict[str, type] = {
     "mla": MLA,
     "greedy": Greedy,
     "relearning": ReLearning,
+    "valuation": Valuation,
+    "reconboost": ReconBoost,
 }
 
 
@@ -90,6 +94,9 @@ __all__ = [
     "OPM",
     "PMR",
     "ReLearning",
+    "ReconBoost",
+    "ReconBoostModel",
+    "Valuation",
     "Balancer",
     "GBlendModel",
     "GradientBlending",

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from avel.balance.base import BalancerHooks, StepResult, output_loss
+from avel.distributed import world_size
 from avel.models.base import AVModel, event_weights
 
 if TYPE_CHECKING:
@@ -100,9 +101,7 @@ def split_features(model: AVModel, split: SplitData, batch_size: int = 256) -> t
             rows.append(split.rows[batch.index.cpu()])
     finally:
         model.train(was)
-    z_a, z_v, y, r = torch.cat(za), torch.cat(zv), torch.cat(ys), torch.cat(rows)
-    if split.sharded:
-        z_a, z_v, y, r = _gather_rows(z_a, z_v, y, r)
+    z_a, z_v, y, r = _in_row_order(torch.cat(za), torch.cat(zv), torch.cat(ys), torch.cat(rows))
     if y.dim() > 1:  # per segment: the event segments
         keep = event_weights(y, model.background) > 0
         z_a, z_v = z_a.reshape(-1, z_a.shape[-1])[keep], z_v.reshape(-1, z_v.shape[-1])[keep]
@@ -110,23 +109,24 @@ def split_features(model: AVModel, split: SplitData, batch_size: int = 256) -> t
     return z_a, z_v, y
 
 
-def _gather_rows(*tensors: Tensor) -> tuple[Tensor, ...]:
+def _in_row_order(*tensors: Tensor) -> tuple[Tensor, ...]:
     """Every rank's rows (the last tensor holds the row ids), each row once, sorted by row id."""
-    import torch.distributed as dist
+    if world_size() > 1:
+        import torch.distributed as dist
 
-    world = dist.get_world_size()
-    gathered = []
-    for t in tensors:
-        parts = [None] * world
-        dist.all_gather_object(parts, t)
-        gathered.append(torch.cat(parts))
-    rows = gathered[-1]
+        gathered = []
+        for t in tensors:
+            parts: list = [None] * world_size()
+            dist.all_gather_object(parts, t)
+            gathered.append(torch.cat(parts))
+        tensors = tuple(gathered)
+    rows = tensors[-1]
     order = torch.argsort(rows, stable=True)
     rows_sorted = rows[order]
     first = torch.ones_like(rows_sorted, dtype=torch.bool)
     first[1:] = rows_sorted[1:] != rows_sorted[:-1]
     pick = order[first]
-    return tuple(t[pick] for t in gathered)
+    return tuple(t[pick] for t in tensors)
 
 
 def diagnose(z_train: Tensor, y_train: Tensor, z_val: Tensor, y_val: Tensor, k: int, seed: int) -> tuple:
