@@ -68,7 +68,7 @@ def test_registry_names_and_errors():
     assert set(BALANCERS) == {
         *("none", "pmr", "ogm-ge", "ogm", "opm", "iprm", "dropout", "gblend"),
         *("mmcosine", "umt", "ume", "mbsd", "cml", "mmpareto", "lfm"),
-        *("agm", "amco", "mla", "greedy", "relearning"),
+        *("agm", "amco", "mla", "greedy", "relearning", "valuation", "reconboost"),
     }
     with pytest.raises(ValueError, match=r"unknown balancer 'pgm'; valid: \['none', 'pmr', 'ogm-ge'"):
         build_balancer("pgm")
