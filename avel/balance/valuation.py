@@ -29,10 +29,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from avel.balance.base import BalancerHooks, StepResult
+from avel.balance.base import BalancerHooks, StepResult, output_loss
 from avel.distributed import world_size
 from avel.models.base import AVModel, ModelOutput
 
@@ -143,12 +142,11 @@ class Valuation(BalancerHooks):
             occ = occurrence(rows, self.seen).clamp_max(self.table.shape[1] - 1)
             drop = self.table[rows, occ].to(z_a.device)
             self.seen.index_add_(0, rows, torch.ones_like(rows))
-        keep_a = (drop != DROP_AUDIO).to(z_a.dtype)[:, None]
-        keep_v = (drop != DROP_VISUAL).to(z_v.dtype)[:, None]
+        shape = (-1, *([1] * (z_a.dim() - 1)))  # one flag per clip (per video on a per-segment model)
+        keep_a = (drop != DROP_AUDIO).to(z_a.dtype).reshape(shape)
+        keep_v = (drop != DROP_VISUAL).to(z_v.dtype).reshape(shape)
         out = model.fuse(z_a * keep_a, z_v * keep_v)
-        loss = F.cross_entropy(out.logits.float(), batch.labels)
-        for extra in out.aux_logits:
-            loss = loss + F.cross_entropy(extra.float(), batch.labels)
+        loss = output_loss(out, batch.labels)
         logs = {"loss_ce": loss.detach(), "dropped": (drop != NONE).float().mean()}
         return StepResult(loss, ModelOutput(out.logits, z_a, z_v, out.logits_audio, out.logits_visual), logs)
 
