@@ -75,3 +75,14 @@ def test_resnet18_end_to_end_epoch(method, tiny_h5, tmp_path):
     rows = _metrics(tmp_path / "r18")
     assert len(rows) == 1 and rows[0]["loss"] == rows[0]["loss"]  # finite, not NaN
     assert 0.0 <= res["test_accuracy"] <= 1.0
+
+
+def test_umt_refuses_a_teacher_of_the_other_modality(features_h5, teachers, tmp_path):
+    swapped = {
+        "umt_teacher_audio": teachers["umt_teacher_visual"],
+        "umt_teacher_visual": teachers["umt_teacher_audio"],
+    }
+    with pytest.raises(
+        ValueError, match=r"best.pt: umt_teacher_audio was trained with --modality visual, not audio$"
+    ):
+        run_training(_cfg(features_h5, tmp_path / "swapped", balance="umt", epochs=1, **swapped), log=quiet)

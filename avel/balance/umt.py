@@ -30,6 +30,7 @@ from torch import Tensor
 
 from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
 from avel.balance.heads import UniHeadsModel
+from avel.models import modality_slot
 from avel.models.base import AVModel
 
 if TYPE_CHECKING:
@@ -79,18 +80,13 @@ def load_teacher(path: str, modality: str, device: torch.device) -> AVModel:
         raise ValueError(f"{path}: no such checkpoint (umt_teacher_{modality})")
     teacher, ckpt = model_from_checkpoint(path, device)
     trained = ckpt["config"].get("modality", "both")
-    if trained not in (modality, *_slot_names(modality)):
+    if modality_slot(ckpt["config"].get("model", ""), trained) != modality:  # gray: the audio slot
         raise ValueError(
             f"{path}: umt_teacher_{modality} was trained with --modality {trained}, not {modality}"
         )
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.eval()
-
-
-def _slot_names(modality: str) -> tuple[str, ...]:
-    """CG-MNIST names its slots gray (audio slot) and colored (visual slot)."""
-    return ("gray",) if modality == "audio" else ("colored", "color")
 
 
 class UMT(BalancerHooks):
