@@ -86,3 +86,12 @@ def test_umt_refuses_a_teacher_of_the_other_modality(features_h5, teachers, tmp_
         ValueError, match=r"best.pt: umt_teacher_audio was trained with --modality visual, not audio$"
     ):
         run_training(_cfg(features_h5, tmp_path / "swapped", balance="umt", epochs=1, **swapped), log=quiet)
+
+
+@pytest.mark.parametrize("method", ["mmpareto", "lfm"])  # gradient edits / Hessian through CNN + LSTM
+def test_avel_end_to_end_epoch(method, tiny_h5, tmp_path):
+    res = run_training(
+        _cfg(tiny_h5, tmp_path / "e2e", balance=method, epochs=1, width=8, batch_size=4), log=quiet
+    )
+    rows = _metrics(tmp_path / "e2e")
+    assert len(rows) == 1 and rows[0]["loss"] == rows[0]["loss"] and 0.0 <= res["test_accuracy"] <= 1.0
