@@ -93,8 +93,9 @@ class TrainConfig:
     gblend_super_epoch: int = 5  # Gradient-Blending: epochs between weight estimates (online G-Blend)
     gblend_holdout: float = 0.1  # fraction of train held out of training to measure G and O
     gblend_predict: str = "fused"  # fused (paper) | mean (of the fused and uni-modal heads)
-    mmcosine_scale: float = 15.0  # s: logits s·cos(z^m, W^m_c) (BalanceBenchmark's scaling)
-    mmcosine_window: list[int] = field(default_factory=lambda: [0, 80])  # cosine loss in [start, end]
+    mmcosine_scale: float = 10.0  # s: logits s·cos(z^m, W^m_c) (the release's --scaling; BalanceBenchmark 15)
+    # cosine loss in [start, end]: every epoch as the release (BalanceBenchmark: [0, 80])
+    mmcosine_window: list[int] = field(default_factory=lambda: [0, 1_000_000])
     umt_scale: float = 10.0  # weight of the feature distillation MSE (BalanceBenchmark's scaling)
     umt_window: list[int] = field(default_factory=lambda: [0, 80])
     umt_teacher_audio: str = ""  # best.pt of an `avel train --modality audio` run of the same model

@@ -12,9 +12,11 @@ a two-layer MLP with no linear split, so MMCosine brings its own class weights W
 h^v_t there (the localizer's L1/L2 stay in the model, unused). FiLM, gated and the intermediate fusions have
 no per-modality share of a linear head: refused.
 
-As BalanceBenchmark's ``MMCosineTrainer`` runs it (github.com/GeWu-Lab/BalanceBenchmark): scale s = 15,
-the cosine loss inside the window ``start <= epoch <= end`` (default 0..80) and the plain cross-entropy
-on the fused head (bias included) outside it; evaluation always uses the cosine logits.
+As the released code runs it (github.com/GeWu-Lab/MMCosine_ICASSP23, ``main_CD.py --mmcosine True``):
+s = 10 (``--scaling``), the cosine loss at every epoch, the cosine logits at evaluation; its optional NCE
+term (``--lam``, default 0) is not offered. BalanceBenchmark's ``MMCosineTrainer``
+(github.com/GeWu-Lab/BalanceBenchmark) uses s = 15 and a window ``start <= epoch <= end`` (0..80) with
+the plain cross-entropy on the fused head (bias included) outside it: ``scale = 15, window = (0, 80)``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from avel.models.fusion import ConcatFusion, SumFusion
 
 if TYPE_CHECKING:
     from avel.data import Batch
+
+EVERY_EPOCH = 1_000_000  # the end of a window that never closes (the release has none)
 
 
 def cosine_logits(z: Tensor, weight: Tensor, scale: float) -> Tensor:
@@ -53,7 +57,7 @@ def split_head_weights(model: AVModel) -> tuple[Tensor, Tensor] | None:
 class MMCosineModel(WrappedModel):
     """A base model whose ``fuse`` returns the MMCosine logits Σ_m s·cos(z^m, W^m)."""
 
-    def __init__(self, base: AVModel, scale: float = 15.0) -> None:
+    def __init__(self, base: AVModel, scale: float = 10.0) -> None:
         super().__init__(base)
         self.scale = float(scale)
         self.z_dim = base.z_dim
@@ -82,7 +86,7 @@ class MMCosine(BalancerHooks):
 
     name = "mmcosine"
 
-    def __init__(self, *, scale: float = 15.0, window: tuple[int, int] = (0, 80)) -> None:
+    def __init__(self, *, scale: float = 10.0, window: tuple[int, int] = (0, EVERY_EPOCH)) -> None:
         if scale <= 0:
             raise ValueError(f"MMCosine scale must be > 0, got {scale!r}")
         if len(window) != 2:
