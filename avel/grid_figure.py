@@ -58,10 +58,11 @@ def table_figure(table: Table) -> Figure:
                 )
             if s.published is not None:  # right of the error bar
                 ax.scatter([x + 0.24 * width], [s.published], zorder=4, **PAPER_MARKER)
-    ax.set_xticks(range(len(rows)), [label for label, _ in rows], rotation=20 if len(rows) > 5 else 0)
+    ax.set_xticks(range(len(rows)), [label for label, _ in rows], rotation=20 if len(rows) > 8 else 0)
     ax.set_xlim(-0.6, len(rows) - 0.4)
     top = max(values, default=100)
-    ax.set_ylim(bottom, min(100.0, top + 4) if top <= 100 else top + 4)
+    ax.set_ylim(bottom, top + 4)  # room for a marker at the top (a paper value of 99.3)
+    ax.set_yticks([v for v in ax.get_yticks() if bottom <= v <= min(100.0, top + 4)])
     ax.set_ylabel("test accuracy (%)")
     ax.grid(axis="x", visible=False)
     ax.set_title(table.title, loc="left", fontsize=11.5)
