@@ -113,8 +113,8 @@ def synth(
     p_visual: float = typer.Option(None, help="crema-d / manifest: P(a clip's object is its own class)"),
     audio_groups: int = typer.Option(
         None,
-        help="crema-d / manifest: G groups of consecutive classes share one sound (audio alone tells "
-        "only the group); 0 = one sound per class",
+        help="G groups of consecutive classes share one sound (audio alone tells only the group); "
+        "0 = one sound per class",
     ),
     audio_else: str = typer.Option(
         None,

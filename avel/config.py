@@ -36,6 +36,7 @@ class TrainConfig:
     augment: bool = True  # train-time augmentation of frames (on the device)
     augment_audio: bool = False  # train-time SpecAugment masks on spectrograms (end to end)
     audio_norm: str = "clip"  # resnet18: clip (standardise the clip, tile the span) | tiled (tile, then; PMR)
+    audio_pool: str = "mean"  # avel e2e audio encoder: mean (over frequency and time) | freq (bands kept)
     # optimisation
     optimizer: str = "adam"  # sgd | adam | adagrad
     lr: float = 1e-3
@@ -348,6 +349,7 @@ RULES: dict[str, tuple[Any, str]] = {
     "pmr_subset": (lambda v: v == "val" or _fraction(v), "'val' or a fraction of train in (0, 1]"),
     "pmr_momentum": UNIT_OPEN,
     "pmr_coef": (lambda v: v in ("paper", "step"), "paper or step"),
+    "audio_pool": (lambda v: v in ("mean", "freq"), "mean or freq"),
     "ogm_alpha": NON_NEGATIVE,
     "ogm_window": WINDOW,
     "ogm_warmup": (lambda v: v >= 0 or v == UNSET, ">= 0, or -1 for the method's own"),

@@ -57,6 +57,7 @@ class SynthConfig:
     p_background_audio_only: float = 0.3  # a background second with a sound of some class, no object
     p_background_visual_only: float = 0.3  # a background second with a silent object of some class
     p_background_own_class: float = 0.8  # that sound / object is the video's own class (else a random one)
+    audio_groups: int = 0  # 0: one sound per class; G: G groups of consecutive classes share one sound
     workers: int = 2
 
 
@@ -74,6 +75,14 @@ def class_traits(k: int) -> dict[str, Any]:
         "shape": (k // HUES) % SHAPES,
         "motion": k % MOTIONS,
     }
+
+
+def sound_class(k: int, classes: int, groups: int) -> int:
+    """The class whose sound class ``k`` plays: itself, or with ``groups`` G > 0 the first class of its
+    group (classes with equal ``k * G // classes`` share one sound, so audio alone tells only the group)."""
+    if not groups:
+        return k
+    return min(j for j in range(classes) if j * groups // classes == k * groups // classes)
 
 
 def class_sound(k: int, seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -152,7 +161,8 @@ def render_audio(sound: list, length: float, cfg: SynthConfig, rng: np.random.Ge
     for t, k in enumerate(sound):
         lo, hi = t * sr, min((t + 1) * sr, n)
         if k is not None and lo < n:
-            wave[lo:hi] += gain * class_sound(k, 1.0, sr, rng)[: hi - lo]
+            heard = sound_class(k, cfg.classes, cfg.audio_groups)
+            wave[lo:hi] += gain * class_sound(heard, 1.0, sr, rng)[: hi - lo]
     # an off-screen distractor sound of random pitch somewhere in the clip (not of any class)
     lo = int(rng.integers(0, max(1, n - sr)))
     t = np.arange(min(sr, n - lo)) / sr
@@ -254,6 +264,7 @@ def check_synth_config(cfg: SynthConfig) -> None:
         ("--duration-jitter", cfg.duration_jitter, 0 <= cfg.duration_jitter < cfg.duration - 1, "in [0, 9)"),
         ("--visual-snr", cfg.visual_snr, 0 < cfg.visual_snr <= 1, "in (0, 1]"),
         ("--audio-snr-db", cfg.audio_snr_db, -60 <= cfg.audio_snr_db <= 60, "in -60..60"),
+        ("--audio-groups", cfg.audio_groups, 0 <= cfg.audio_groups <= cfg.classes, "in 0..classes"),
         ("workers", cfg.workers, cfg.workers >= 1, "at least 1"),
     ]
     for name, value, ok, allowed in checks:

@@ -39,6 +39,7 @@ import av
 import numpy as np
 
 from avel.synth import SynthConfig, render_audio, render_frames, write_video
+from avel.synth import sound_class as grouped_sound
 
 CREMAD_CLASSES = ("NEU", "HAP", "SAD", "FEA", "DIS", "ANG")
 SENTENCES = ("DFA", "IEO", "IOM", "ITH", "ITS", "IWL", "IWW", "MTI", "TAI", "TIE", "TSI", "WSI")
@@ -113,10 +114,7 @@ def class_names(cfg: ClipSynthConfig) -> list[str]:
 def sound_class(k: int, cfg: ClipSynthConfig) -> int:
     """The class whose sound class ``k`` plays: itself, or with ``audio_groups`` G the first class of its
     group (classes ``k * G // classes`` equal share one sound, so audio alone tells only the group)."""
-    if not cfg.audio_groups:
-        return k
-    group = k * cfg.audio_groups // cfg.classes
-    return min(j for j in range(cfg.classes) if j * cfg.audio_groups // cfg.classes == group)
+    return grouped_sound(k, cfg.classes, cfg.audio_groups)
 
 
 def plan_clips(cfg: ClipSynthConfig) -> list[dict[str, Any]]:

@@ -148,6 +148,7 @@ def _model_kwargs(
         kwargs["regions"] = int(visual_shape[2] * visual_shape[3])
     else:  # stored frames (N, T, K, S, S, 3): the ResNet18 layer4 grid
         kwargs["regions"] = resnet_grid(int(visual_shape[3])) ** 2
+        kwargs["audio_pool"] = cfg.audio_pool
     return kwargs
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchvision
 
 from avel.models import build_model
-from avel.models.encoders import ResNet18, resnet_grid
+from avel.models.encoders import AUDIO_BANDS, AudioEncoder, ResNet18, resnet_grid
 from avel.models.temporal import AudioGuidedAttention
 
 torch.manual_seed(0)
@@ -40,6 +40,24 @@ def test_avel_e2e_shapes():
     assert m.last_attention.shape == (2, 10, 4)  # a 2×2 layer4 grid at 40 px
     a, v = m.segment_features(torch.randn(2, 10, 1, 257, 20), torch.randn(2, 10, 2, 3, 40, 40))
     assert a.shape == (2, 10, 64) and v.shape == (2, 10, 2, 2, 64)
+
+
+def test_audio_freq_pool_by_hand():
+    """pool "freq": the layer4 map averaged over time only, its frequency rows read by a linear layer + ReLU
+    (the output size stays D = 8·width); "mean" averages over frequency too."""
+    m = build_model("avel", "concat", input_mode="e2e", width=8, regions=1, audio_pool="freq").eval()
+    enc = m.audio_branch["encoder"]
+    spec = torch.randn(2, 3, 1, 257, 20)
+    maps = enc.net(spec.flatten(0, 1))  # (6, 64, 9, 1): 9 frequency rows at 257 bins
+    assert maps.shape[-2] == AUDIO_BANDS
+    rows = maps.mean(-1).flatten(1)  # channel-major, as AdaptiveAvgPool2d((9, 1)) then flatten
+    expected = F.relu(rows @ enc.proj[0].weight.T + enc.proj[0].bias).view(2, 3, 64)
+    assert torch.allclose(enc(spec), expected, atol=1e-5)
+    mean = build_model("avel", "concat", input_mode="e2e", width=8, regions=1).audio_branch["encoder"]
+    assert not hasattr(mean, "proj") and torch.allclose(mean(spec), mean.net(spec.flatten(0, 1)).mean(
+        (-2, -1)).view(2, 3, 64), atol=1e-6)  # fmt: skip
+    with pytest.raises(ValueError, match="unknown audio pool 'max'; valid: \\['mean', 'freq'\\]"):
+        AudioEncoder(8, "max")
 
 
 def test_attention_by_hand():

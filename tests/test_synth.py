@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from avel.classes import AVE_CLASSES
-from avel.synth import HEADER, SynthConfig, class_traits, hue_rgb, segment_plan, synth_dataset, write_video
+from avel.synth import (
+    HEADER,
+    SynthConfig,
+    class_traits,
+    hue_rgb,
+    segment_plan,
+    sound_class,
+    synth_dataset,
+    write_video,
+)
 from preprocessing.annotations import read_annotations
 
 
@@ -104,6 +113,26 @@ def test_event_second_has_the_class_sound_and_object(tmp_path):
 
     assert closeness(vr[start * 4 + 2].asnumpy()) > 0.03
     assert closeness(vr[2].asnumpy()) < 0.01
+
+
+def test_audio_groups_share_the_group_sound(tmp_path):
+    """--audio-groups 1 of 2 classes: class 1's event seconds play class 0's pitch, not its own."""
+    clean = {"distractors": 0, "p_background_audio_only": 0, "p_background_visual_only": 0}
+    cfg = SynthConfig(videos=6, classes=2, frame_size=32, fps=4.0, seed=1, workers=1, audio_snr_db=0,
+                      audio_groups=1, **clean)  # fmt: skip
+    synth_dataset(tmp_path, cfg)
+    rows = [ln.split("&") for ln in (tmp_path / "Annotations.txt").read_text().splitlines()[1:]]
+    _, vid, _, start, _ = next(r for r in rows if r[0] == AVE_CLASSES[1])
+    x = decord.AudioReader(str(tmp_path / "AVE" / f"{vid}.mp4"), sample_rate=16000, mono=True)[:]
+    second = x.asnumpy().ravel()[int(start) * 16000 : (int(start) + 1) * 16000]
+    spectrum = np.abs(np.fft.rfft(second))
+    peak = {
+        k: spectrum[int(class_traits(k)["f0"]) - 6 : int(class_traits(k)["f0"]) + 7].max() for k in (0, 1)
+    }
+    assert peak[0] > 5 * np.median(spectrum) and peak[1] < 0.2 * peak[0]
+    assert [sound_class(k, 10, 7) for k in range(10)] == [0, 0, 2, 3, 3, 5, 6, 6, 8, 9]
+    with pytest.raises(ValueError, match="--audio-groups 3: must be in 0..classes"):
+        synth_dataset(Path("/nonexistent"), SynthConfig(classes=2, audio_groups=3))
 
 
 def test_bad_options():

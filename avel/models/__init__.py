@@ -60,6 +60,7 @@ def build_model(
     mmtm_gate: str = "paper",
     mmtm_head: str = "concat",
     centralnet_unimodal_loss: bool = True,
+    audio_pool: str = "mean",
 ) -> AVModel:
     """An AVEL localizer (``family="avel"``, per segment, background = the last class) or a ResNet18 clip
     classifier (``family="resnet18"``). ``regions`` is the attention's grid size h·w (49 on 7×7)."""
@@ -93,6 +94,7 @@ def build_model(
         width=width,
         pretrained=pretrained,
         hidden=hidden,
+        audio_pool=audio_pool,
     )
 
 

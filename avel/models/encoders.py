@@ -129,15 +129,29 @@ def load_imagenet(encoder: ResNet18) -> None:
     encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
 
 
-class AudioEncoder(nn.Module):
-    """A 1-channel ResNet18 on spectrograms, average-pooled over frequency and time:
-    (B, 1, F, L) → (B, D) for a clip, (B, T, 1, F, W) → (B, T, D) per segment.
-    A staged encoder (``avel.models.intermediate.StagedEncoder``) for the intermediate fusions."""
+AUDIO_POOLS = ("mean", "freq")
+AUDIO_BANDS = 9  # frequency rows kept by pool "freq": the layer4 grid of a 257-bin spectrogram (⌈257/32⌉)
 
-    def __init__(self, width: int):
+
+class AudioEncoder(nn.Module):
+    """A 1-channel ResNet18 on spectrograms: (B, 1, F, L) → (B, D) for a clip, (B, T, 1, F, W) → (B, T, D)
+    per segment. ``pool="mean"`` averages the layer4 map over frequency and time; ``pool="freq"`` averages
+    over time only, keeps ``AUDIO_BANDS`` frequency rows and maps them to D with a linear layer and a ReLU
+    (as VGGish's fully connected layers read its whole map): where in frequency a sound lies (its pitch)
+    stays visible to the layers above. A staged encoder (``avel.models.intermediate.StagedEncoder``) for
+    the intermediate fusions."""
+
+    def __init__(self, width: int, pool: str = "mean"):
         super().__init__()
+        if pool not in AUDIO_POOLS:
+            raise ValueError(f"unknown audio pool {pool!r}; valid: {list(AUDIO_POOLS)}")
         self.net = ResNet18(1, width)
         self.stage_channels = self.net.stage_channels
+        self.pool_mode = pool
+        if pool == "freq":
+            d = self.net.out_channels
+            self.bands = nn.AdaptiveAvgPool2d((AUDIO_BANDS, 1))
+            self.proj = nn.Sequential(nn.Linear(AUDIO_BANDS * d, d), nn.ReLU(inplace=True))
 
     def fold(self, audio: Tensor) -> Tensor:
         return conv_layout(audio.flatten(0, -4))  # (N, 1, F, L)
@@ -146,11 +160,19 @@ class AudioEncoder(nn.Module):
         return self.net.stages()
 
     def pool(self, x: Tensor, batch: int) -> Tensor:
-        return pool_frames(x, batch)
+        if self.pool_mode == "mean":
+            return pool_frames(x, batch)
+        return self.vector(x).unflatten(0, (batch, -1)).mean(1)
+
+    def vector(self, x: Tensor) -> Tensor:
+        """(N, D, f, l) layer4 map → (N, D)."""
+        if self.pool_mode == "mean":
+            return x.mean((-2, -1))
+        return self.proj(self.bands(x).flatten(1))
 
     def forward(self, audio: Tensor) -> Tensor:
         lead = audio.shape[:-3]
-        return self.net(self.fold(audio)).mean((-2, -1)).view(*lead, -1)
+        return self.vector(self.net(self.fold(audio))).view(*lead, -1)
 
 
 class VisualEncoder(nn.Module):

@@ -39,6 +39,7 @@ class AVELocalizer(AVModel):
         width: int = 64,
         pretrained: bool = False,
         hidden: int = 128,
+        audio_pool: str = "mean",
     ):
         super().__init__()
         self.num_classes, self.background = num_classes, num_classes - 1
@@ -48,7 +49,9 @@ class AVELocalizer(AVModel):
         self.z_dim = d = 2 * hidden
         if input_mode == "e2e":
             audio_dim = visual_dim = 8 * width
-            a_enc: nn.Module = AudioEncoder(width)
+            # visual only: the unused audio encoder is still built (as before the audio pool existed), with
+            # the pool that draws no parameters, so the visual encoder's initialisation never depends on it
+            a_enc: nn.Module = AudioEncoder(width, audio_pool if modality != "visual" else "mean")
             v_enc: nn.Module = VisualEncoder(width, pretrained)
         else:
             a_enc, v_enc = nn.Identity(), FeatureMap()
