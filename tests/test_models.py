@@ -60,6 +60,19 @@ def test_audio_freq_pool_by_hand():
         AudioEncoder(8, "max")
 
 
+def test_visual_only_init_does_not_depend_on_the_audio_pool():
+    """A visual-only model trained with audio_pool = "freq" starts from the weights it had before the pool."""
+    states = []
+    for pool in ("mean", "freq"):
+        torch.manual_seed(5)
+        m = build_model(
+            "avel", "concat", input_mode="e2e", width=8, regions=1, modality="visual", audio_pool=pool
+        )
+        states.append(m.state_dict())
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
 def test_attention_by_hand():
     att = AudioGuidedAttention(audio_dim=3, visual_dim=4, regions=5, hidden=6)
     a, v = torch.randn(1, 1, 3), torch.randn(1, 1, 5, 4)
