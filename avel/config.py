@@ -133,6 +133,9 @@ class TrainConfig:
     relearning_every: int = 20  # re-initialise after epochs e > 0 with e % every == 0 ...
     relearning_times: int = 3  # ... at most this many times
     valuation_warmup: int = 5  # sample-level valuation: epochs on the plain train split first
+    valuation_level: str = "sample"  # sample | modality (the paper's modality-level method)
+    valuation_part: float = 0.2  # modality level: share of train whose mean contributions give the gaps
+    valuation_alpha: float = 1.0  # modality level: re-sampled share = alpha * 2/3 |gap_a - gap_v|
     reconboost_boost_epochs: int = 4  # ReconBoost: epochs boosting one modality per stage ...
     reconboost_correct_epochs: int = 4  # ... then epochs correcting the ensemble
     reconboost_w1: float = 5.0
@@ -391,6 +394,9 @@ RULES: dict[str, tuple[Any, str]] = {
     "relearning_every": (lambda v: v >= 1, ">= 1"),
     "relearning_times": NON_NEGATIVE,
     "valuation_warmup": NON_NEGATIVE,
+    "valuation_level": (lambda v: v in ("sample", "modality"), "sample or modality"),
+    "valuation_part": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "valuation_alpha": NON_NEGATIVE,
     "reconboost_boost_epochs": (lambda v: v >= 1, ">= 1"),
     "reconboost_correct_epochs": NON_NEGATIVE,
     "reconboost_w1": NON_NEGATIVE,

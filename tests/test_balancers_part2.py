@@ -588,3 +588,20 @@ def test_reconboost_avel_run_resumes_mid_stage_exactly(features_h5, tmp_path):
     assert "loss_boost_audio" in lines[0] and "loss_correct" in lines[1] and "loss_reconcile" in lines[2]
     model, _ = model_from_checkpoint(tmp_path / "full" / "last.pt")
     assert model.members.tolist() == [True, False]  # stage 1 is boosting visual: not yet in the ensemble
+
+
+def test_valuation_modality_level_resamples_the_larger_gaps_modality_by_hand():
+    from avel.balance.valuation import DROP_AUDIO, Valuation, modality_level_table
+
+    phi_a, phi_v = torch.ones(30), torch.zeros(30)  # gaps 0 and 1: d = 2/3, the visual trained alone
+    count, table, logs = modality_level_table(phi_a, phi_v, 0.2, 1.0, torch.Generator().manual_seed(0))
+    assert logs["resample_share"] == pytest.approx(2 / 3) and int(count.sum()) == 30 + 20
+    assert set(table[table != 0].tolist()) == {DROP_AUDIO} and (table[:, 0] == 0).all()
+    assert int((table != 0).sum()) == 20
+    v = Valuation(level="modality", seed=3)
+    v.generator.manual_seed(5)
+    w = Valuation(level="modality")
+    w.load_state_dict(v.state_dict())  # the draws continue from the checkpoint
+    assert torch.equal(torch.rand(3, generator=v.generator), torch.rand(3, generator=w.generator))
+    with pytest.raises(ValueError, match=r"unknown valuation level 'clip'; valid: \['sample', 'modality'\]"):
+        Valuation(level="clip")

@@ -17,6 +17,11 @@ gets n(φ^a) copies with the visual feature zeroed and n(φ^v) copies with the a
 so the samples where a modality contributes little get more training of that modality alone. The first
 ``warmup`` epochs (5) train on the plain train split.
 
+``level="modality"`` is the paper's modality-level method (``code/modality_level.py``, BalanceBenchmark's
+default): the mean contributions φ̄^a, φ̄^v over a random ``part`` (0.2) of train drawn with replacement give
+the gaps g^m = 1 − φ̄^m; ⌊d N⌋ rows drawn with replacement, d = α · (2/3) |g^a − g^v| (α = 1), are added as
+copies that train the modality with the larger gap alone (the other's feature zeroed).
+
 In avel the copies are rows repeated in the epoch's row list (``train_indices``); the k-th time a row comes
 up in the shuffled epoch it takes the k-th entry of its list [none, visual dropped × n(φ^a), audio dropped ×
 n(φ^v)] (copies of one sample are exchangeable: the same distribution of (position, drop) as shuffling
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
     from avel.data import Batch, DataSplits, SplitData
 
 NONE, DROP_AUDIO, DROP_VISUAL = 0, 1, 2  # the code's drop flags: 1 zeroes audio, 2 zeroes visual
+LEVELS = ("sample", "modality")
 
 
 def contributions(right_a: Tensor, right_v: Tensor, right_av: Tensor) -> tuple[Tensor, Tensor]:
@@ -62,6 +68,23 @@ def drop_table(phi_a: Tensor, phi_v: Tensor) -> tuple[Tensor, Tensor]:
     table = torch.where(k == 0, NONE, torch.where(k <= n_a[:, None], DROP_VISUAL, DROP_AUDIO))
     count = 1 + n_a + n_v
     return count, torch.where(k < count[:, None], table, NONE)
+
+
+def modality_level_table(
+    phi_a: Tensor, phi_v: Tensor, part: float, alpha: float, generator: torch.Generator
+) -> tuple[Tensor, Tensor, dict[str, float]]:
+    """(count, drop table, logs) of the modality-level re-sampling (the code's ``modality_level.py``)."""
+    n = len(phi_a)
+    subset = torch.randint(n, (max(1, int(n * part)),), generator=generator)  # np.random.choice: replace
+    gap_a, gap_v = 1.0 - float(phi_a[subset].mean()), 1.0 - float(phi_v[subset].mean())
+    d = abs(gap_a - gap_v) / 3 * 2 * alpha  # the code's linear ``difference``
+    picks = torch.randint(n, (int(d * n),), generator=generator)
+    extra = torch.bincount(picks, minlength=n)
+    flag = DROP_VISUAL if gap_a > gap_v else DROP_AUDIO  # train the modality with the larger gap alone
+    count = 1 + extra
+    k = torch.arange(int(count.max()))[None]
+    table = torch.where((k > 0) & (k < count[:, None]), flag, NONE)
+    return count, table, {"gap_audio": gap_a, "gap_visual": gap_v, "resample_share": d}
 
 
 def occurrence(rows: Tensor, seen: Tensor) -> Tensor:
@@ -104,8 +127,13 @@ class Valuation(BalancerHooks):
 
     name = "valuation"
 
-    def __init__(self, *, warmup: int = 5) -> None:
-        self.warmup = int(warmup)
+    def __init__(
+        self, *, warmup: int = 5, level: str = "sample", part: float = 0.2, alpha: float = 1.0, seed: int = 0
+    ) -> None:
+        if level not in LEVELS:
+            raise ValueError(f"unknown valuation level {level!r}; valid: {list(LEVELS)}")
+        self.warmup, self.level, self.part, self.alpha = int(warmup), level, float(part), float(alpha)
+        self.generator = torch.Generator().manual_seed(int(seed))  # the modality level's draws
         self.epoch = 0
         self.count: Tensor | None = None  # occurrences per row in this epoch
         self.table: Tensor | None = None  # drop flag of each occurrence
@@ -124,9 +152,16 @@ class Valuation(BalancerHooks):
         if epoch < self.warmup or data is None:
             return
         phi_a, phi_v = value_samples(model, data.train)  # the model after epoch − 1
-        self.count, self.table = drop_table(phi_a, phi_v)
-        self.seen = torch.zeros_like(self.count)
         self.shares = {"contrib_audio": float(phi_a.mean()), "contrib_visual": float(phi_v.mean())}
+        if self.level == "sample":
+            self.count, self.table = drop_table(phi_a, phi_v)
+        else:
+            self.count, self.table, extra = modality_level_table(
+                phi_a.cpu(), phi_v.cpu(), self.part, self.alpha, self.generator
+            )
+            self.count, self.table = self.count.to(phi_a.device), self.table.to(phi_a.device)
+            self.shares |= extra
+        self.seen = torch.zeros_like(self.count)
         self.shares["resampled_rows"] = float(self.count.sum())
 
     def train_indices(self, train: SplitData) -> Tensor | None:
@@ -153,5 +188,21 @@ class Valuation(BalancerHooks):
     def epoch_logs(self) -> dict[str, float]:
         return dict(self.shares)
 
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "generator": self.generator.get_state()}
 
-__all__ = ["Valuation", "contributions", "copies", "drop_table", "occurrence", "value_samples"]
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state.get("epoch", 0))
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
+
+
+__all__ = [
+    "Valuation",
+    "contributions",
+    "copies",
+    "drop_table",
+    "modality_level_table",
+    "occurrence",
+    "value_samples",
+]
