@@ -52,15 +52,19 @@ def _config(run_dir: Path) -> dict[str, Any]:
 def run_labels(run_dirs: list[Path]) -> list[str]:
     """``naive · concat``, ``PMR · concat``; the seed, then the directory, where that alone is ambiguous."""
     cfgs = [_config(d) for d in run_dirs]
-    labels = [
-        f"{BALANCE_LABEL.get(c['balance'], c['balance'])} · {c['fusion']}" if c else d.name
-        for d, c in zip(run_dirs, cfgs, strict=True)
-    ]
+    labels = [_run_label(c) if c else d.name for d, c in zip(run_dirs, cfgs, strict=True)]
     if len(set(labels)) < len(labels):
         labels = [f"{lab} s{c['seed']}" if c else lab for lab, c in zip(labels, cfgs, strict=True)]
     if len(set(labels)) < len(labels):
         labels = [f"{lab} ({d.name})" for lab, d in zip(labels, run_dirs, strict=True)]
     return labels
+
+
+def _run_label(cfg: dict[str, Any]) -> str:
+    """``naive · concat``, ``PMR · concat``; ``gray-only model`` for a run of one modality."""
+    if cfg.get("modality", "both") != "both":
+        return f"{cfg['modality']}-only model"
+    return f"{BALANCE_LABEL.get(cfg['balance'], cfg['balance'])} · {cfg['fusion']}"
 
 
 def modality_names(run_dirs: list[Path]) -> tuple[str, str]:
@@ -84,18 +88,34 @@ def _series(rows: list[dict], key: str, scale: float = 1.0) -> tuple[list[int], 
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def unimodal_slot(run_dir: Path) -> int | None:
+    """0 / 1 for a run that trained one modality alone (its first / second branch), None for a fused run."""
+    from avel.models import modality_slot
+
+    cfg = _config(run_dir)
+    slot = modality_slot(cfg.get("model", "avel"), cfg.get("modality", "both"))
+    return {"audio": 0, "visual": 1}.get(slot)
+
+
 def fig4_figure(run_dirs: list[str | Path]) -> Figure:
-    """PMR Fig. 4: (a) fused val accuracy, (b) each modality's val accuracy (prototype classifier, Eq. 7),
+    """PMR Fig. 4: (a) fused val accuracy, (b) each modality's val accuracy (its prototype classifier inside
+    the fused model, Eq. 7; a uni-modal run's own accuracy dotted, as the paper's uni-modal trained model),
     (c) ρ (Eq. 8) over epochs; one colour per run, one line style per modality."""
     plt = pyplot()
     dirs = [Path(d) for d in run_dirs]
     runs = [read_metrics(d) for d in dirs]
     labels = run_labels(dirs)
     names = modality_names(dirs)
+    slots = [unimodal_slot(d) for d in dirs]
     fig, (ax_f, ax_m, ax_r) = plt.subplots(1, 3, figsize=(10.5, 3.5), sharex=True)
-    for i, (rows, label) in enumerate(zip(runs, labels, strict=True)):
+    handles = []  # one legend under the panels: the runs' colours, then the modalities' line styles
+    for i, (rows, label, slot) in enumerate(zip(runs, labels, slots, strict=True)):
         colour = run_colour(i)
-        ax_f.plot(*_series(rows, "val_accuracy", 100), color=colour, marker="o", label=label)
+        if slot is not None:  # a model of one modality: its own accuracy beside the branches (dotted)
+            style = {**MODALITY_STYLE[slot], "ls": ":"}
+            handles += ax_m.plot(*_series(rows, "val_accuracy", 100), color=colour, **style, label=label)
+            continue
+        handles += ax_f.plot(*_series(rows, "val_accuracy", 100), color=colour, marker="o", label=label)
         for key, style in zip(("val_audio_accuracy", "val_visual_accuracy"), MODALITY_STYLE, strict=True):
             ax_m.plot(*_series(rows, key, 100), color=colour, **style)
         key = "val_rho" if any("val_rho" in r for r in rows) else "rho"  # older runs: PMR's training ρ
@@ -103,23 +123,23 @@ def fig4_figure(run_dirs: list[str | Path]) -> Figure:
         if rho:
             ax_r.plot(epochs, rho, color=colour, marker="o", ls="-" if key == "val_rho" else ":", label=label)
     ax_f.set(title="(a) fused model", ylabel="val accuracy (%)")
-    ax_m.set(title="(b) each modality alone (prototypes)", ylabel="val accuracy (%)")
+    ax_m.set(title="(b) each modality alone", ylabel="val accuracy (%)")
     ax_r.set(title="(c) imbalance ratio ρ (val, Eq. 8)", ylabel=f"ρ = score({names[0]}) / score({names[1]})")
     _rho_axis(ax_r, names)
-    if all(len(_series(rows, "val_audio_accuracy")[0]) <= 1 for rows in runs):
+    fused = [rows for rows, slot in zip(runs, slots, strict=True) if slot is None]
+    if all(len(_series(rows, "val_audio_accuracy")[0]) <= 1 for rows in fused):
         hint = "measured at the last epoch only:\ntrain with --modality-eval-every 1\nfor curves"
         for ax in (ax_m, ax_r):
             ax.text(0.5, 0.5, hint, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="0.4")
     for ax in (ax_f, ax_m, ax_r):
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    ax_f.legend(title="run", loc="lower right")
-    modality_handles = [
-        plt.Line2D([], [], color="0.2", **style, label=name)
+    handles += [
+        plt.Line2D([], [], color="0.2", **style, label=f"{name} branch")
         for name, style in zip(names, MODALITY_STYLE, strict=True)
     ]
-    ax_m.legend(handles=modality_handles, title="modality", loc="best")
-    fig.tight_layout()
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     return fig
 
 

@@ -139,7 +139,9 @@ def test_plot(e2e_run, tmp_path):
     assert code == 0, text
     assert_picture(tmp_path / "p.png", (1200, 400))
     texts = figure_texts(fig4_figure([e2e_run]))
-    assert {"audio", "visual", "naive · concat", "ρ = score(audio) / score(visual)"} <= set(texts)
+    assert {"audio branch", "visual branch", "naive · concat", "ρ = score(audio) / score(visual)"} <= set(
+        texts
+    )
     code, text = invoke("plot", e2e_run, "--all", "--out", tmp_path / "all.png")
     assert code == 0 and "loss" in text, text
     assert_picture(tmp_path / "all.png", (1200, 400))

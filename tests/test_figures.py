@@ -111,10 +111,23 @@ def test_cgmnist_demo_draws_fig4_naming_gray_and_colored(tmp_path, capsys):
     assert "rho" in json.loads((runs[1] / "metrics.jsonl").read_text().splitlines()[0])  # PMR's own ρ
     png = tmp_path / "pmr-fig4-cgmnist.png"
     assert_picture(png, (1200, 400))
-    fig = fig4_figure(runs)
+    from avel.config import load_config
+    from avel.train import run_training
+
+    gray_only = tmp_path / "gray-only"  # the paper's uni-modal trained model, beside the branches
+    data = next(tmp_path.glob("cgmnist-*.h5"))
+    overrides = {"data": str(data), "modality": "gray", "epochs": 2, "out": str(gray_only), "device": "cpu"}
+    run_training(load_config("cgmnist", {**overrides, "progress": False}), log=lambda s: None)
+    fig = fig4_figure([*runs, gray_only])
     texts = figure_texts(fig)
     assert len(fig.axes) == 3
-    assert {"gray", "colored", "naive · concat", "PMR · concat"} <= set(texts)
+    assert {"gray branch", "colored branch", "naive · concat", "PMR · concat", "gray-only model"} <= set(
+        texts
+    )
+    gray_line = next(ln for ln in fig.axes[1].get_lines() if ln.get_label() == "gray-only model")
+    rows = [json.loads(x) for x in (gray_only / "metrics.jsonl").read_text().splitlines()]
+    assert list(gray_line.get_ydata()) == pytest.approx([100 * r["val_accuracy"] for r in rows])
+    assert len(fig.axes[0].get_lines()) == 2  # the uni-modal run is not a fused model
     assert "ρ = score(gray) / score(colored)" in texts and "audio" not in " ".join(texts)
     assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
     assert [ax.get_ylabel() for ax in fig.axes[:2]] == ["val accuracy (%)"] * 2
