@@ -125,7 +125,7 @@ def synth(
     manifest (mp4 + csv). Clip layouts default to the calibrated CREMA-D-form set (--audio-snr-db 12
     --visual-snr 0.4 --p-audio 1 --p-visual 1 --audio-groups 3: visual alone above audio alone, audio
     dominating the fused model)."""
-    from avel.layouts import synthesise
+    from avel.synth.layouts import synthesise
 
     opts = dict(
         videos=videos,
@@ -188,7 +188,7 @@ def preprocess(
     merge: bool = typer.Option(False, "--merge", help="write OUT from the shards of every --shard I/N run"),
 ) -> None:
     """Decode every video (decord), take frames and log-spectrograms, write one HDF5 file."""
-    from preprocessing.layouts import PreprocessOptions, preprocess_dataset
+    from avel.preprocessing.layouts import PreprocessOptions, preprocess_dataset
 
     if shard is not None and merge:
         _fail("--shard and --merge cannot be combined: run each --shard I/N, then --merge once")
@@ -252,7 +252,7 @@ def import_features(
     annotations: Path = typer.Option(None, help="Annotations.txt (default: RELEASE_DIR/Annotations.txt)"),
 ) -> None:
     """Convert the official AVE-ECCV18 feature release into an avel features file."""
-    from preprocessing.features import import_features as run
+    from avel.preprocessing.features import import_features as run
 
     run(release_dir, out, annotations=annotations)
     typer.echo(f"wrote {out}")
@@ -274,7 +274,7 @@ def cgmnist(
     val_fraction: float = typer.Option(0.1, help="share of train held out as val"),
 ) -> None:
     """Colored-and-gray MNIST (PMR Table 1): from MNIST idx files, or embedded (rendered digits)."""
-    from avel.cgmnist import CGMNISTConfig, make_cgmnist
+    from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist
 
     cfg = CGMNISTConfig(train, test, seed, color_var, test_color_match, val_fraction)
     try:
@@ -290,8 +290,8 @@ def info(
     verify: bool = typer.Option(False, "--verify", help="read every chunk and name the damaged rows"),
 ) -> None:
     """Show what is in an avel HDF5 file: videos, splits, class counts, parameters."""
-    from preprocessing.h5 import describe, describe_damage
-    from preprocessing.h5 import verify as verify_file
+    from avel.preprocessing.h5 import describe, describe_damage
+    from avel.preprocessing.h5 import verify as verify_file
 
     if verify:
         checked, damaged = verify_file(path)
@@ -366,8 +366,8 @@ def train(
     options = dict(locals())  # the command's options, before anything else is bound
     if nproc is not None and nproc > 1 and "LOCAL_RANK" not in os.environ:
         raise typer.Exit(_launch_torchrun(nproc))
-    from avel.config import load_config
-    from avel.train import run_training
+    from avel.engine.config import load_config
+    from avel.engine.train import run_training
 
     overrides = {
         k: v
@@ -401,7 +401,7 @@ def evaluate(
     device: str = typer.Option("auto"),
 ) -> None:
     """Segment-level accuracy (AVE protocol), per class, background/event, detection F1, each modality."""
-    from avel.evaluate import evaluate_checkpoint
+    from avel.engine.evaluate import evaluate_checkpoint
 
     try:
         text = evaluate_checkpoint(checkpoint, data, split=split, out_dir=out, device=device)
@@ -441,8 +441,8 @@ def predict(
 ) -> None:
     """Per-second event labels for your own videos, printed as time ranges, with a timeline picture: fused
     probabilities, what each modality alone says, the predicted (and annotated) spans."""
-    from avel.predict import find_videos, format_ranges, load_predictor, predict_videos
-    from avel.timeline import save_timeline
+    from avel.tools.predict import find_videos, format_ranges, load_predictor, predict_videos
+    from avel.tools.timeline import save_timeline
 
     found = find_videos(videos)
     one = len(found) == 1 and out is None and not any(v.is_dir() for v in videos)
@@ -487,7 +487,7 @@ def extract(
     ),
 ) -> None:
     """Write a features file (per-segment audio vectors, visual maps) from a trained end-to-end model."""
-    from avel.extract import extract_features
+    from avel.tools.extract import extract_features
 
     try:
         extract_features(checkpoint, data, out, device=device, visual_checkpoint=visual_from)
@@ -506,7 +506,7 @@ def plot(
 ) -> None:
     """PMR's Fig. 4: fused accuracy, each modality's accuracy and the imbalance ratio ρ over epochs, runs
     overlaid (e.g. naive vs PMR); --all: every logged key."""
-    from avel.plot import plot_runs
+    from avel.tools.plot import plot_runs
 
     try:
         keys = plot_runs(run_dirs, out, every_key=every_key)
@@ -535,7 +535,7 @@ def _ablate(kind: str):
         columns: list[str] = typer.Option(None, "--column", help="train only this column (repeatable)"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print the grid, train nothing"),
     ) -> None:
-        from avel.ablate import run_grid
+        from avel.experiments.ablate import run_grid
 
         overrides = dict(item.partition("=")[::2] for item in set_ or [])
         if data is not None:
@@ -574,7 +574,7 @@ def ablate_table(
     png: Path = typer.Option(None, help="where --plot writes its PNG (default: DIR/table.png)"),
 ) -> None:
     """Re-tabulate a grid directory (table.md, table.csv) from its finished runs; --plot draws it."""
-    from avel.ablate import write_tables
+    from avel.experiments.ablate import write_tables
 
     try:
         table = write_tables(out_dir)
@@ -582,7 +582,7 @@ def ablate_table(
         _fail(str(e))
     typer.echo(table.markdown())
     if plot or png is not None:
-        from avel.grid_figure import save_table_figure
+        from avel.tools.grid_figure import save_table_figure
 
         typer.echo(f"wrote {save_table_figure(table, png or out_dir / 'table.png')}")
 
@@ -590,7 +590,7 @@ def ablate_table(
 @command(ablate_app, "list")
 def ablate_list(out_dir: Path = typer.Argument(..., help="a grid directory")) -> None:
     """Each cell and seed of a grid and its state: done / partial / not started / n/a."""
-    from avel.ablate import list_grid
+    from avel.experiments.ablate import list_grid
 
     try:
         typer.echo(list_grid(out_dir))
@@ -606,7 +606,7 @@ def demo(
     epochs: int = typer.Option(6, help="training epochs"),
 ) -> None:
     """Embedded set -> preprocess -> summary -> train AVEL (concat) -> evaluate, in a few minutes on a CPU."""
-    from avel.demo import run_demo
+    from avel.tools.demo import run_demo
 
     run_demo(workdir, videos=videos, classes=classes, epochs=epochs)
 
@@ -619,7 +619,7 @@ def demo_cgmnist(
     test: int = typer.Option(500, help="rendered test digits"),
 ) -> None:
     """CG-MNIST's modality imbalance and what PMR does: naive vs PMR concat, per-modality accuracy, ρ plot."""
-    from avel.demo import run_cgmnist_demo
+    from avel.tools.demo import run_cgmnist_demo
 
     run_cgmnist_demo(workdir, epochs=epochs, train=train, test=test)
 

@@ -6,12 +6,12 @@ moved to the device, the model (audio-guided attention with ``bmm``, two bi-LSTM
 states, concat or DMRN, softmax output), ``MultiLabelSoftMarginLoss`` on one-hot labels, Adam 1e-3, the
 loss read back to the host (``.item()``) and the LR scheduler stepped every iteration.
 
-avel's side is ``avel.train.train_one_epoch`` itself (split on the device, no host round trip per step),
-in fp32, with bf16 autocast (``amp``, where the device has native bf16) and optionally ``torch.compile``
-(its compile time is reported on its own). Both sides see the same batches in the same order, in one
-process; runs are interleaved (reference, then each avel variant, ``--repeat`` times) and the medians are
-reported: process CPU time on a CPU (one torch thread; other processes on a shared machine do not count),
-wall time on CUDA. Not a test: figures go to BENCHMARKS.md.
+avel's side is ``avel.engine.train.train_one_epoch`` itself (split on the device, no host round trip per
+step), in fp32, with bf16 autocast (``amp``, where the device has native bf16) and optionally
+``torch.compile`` (its compile time is reported on its own). Both sides see the same batches in the same
+order, in one process; runs are interleaved (reference, then each avel variant, ``--repeat`` times) and the
+medians are reported: process CPU time on a CPU (one torch thread; other processes on a shared machine do not
+count), wall time on CUDA. Not a test: figures go to BENCHMARKS.md.
 
     python scripts/bench_avel_step.py --device cpu --videos 256 --steps 4 --repeat 3
     python scripts/bench_avel_step.py --device cuda --videos 3339 --steps 52 --variants fp32,bf16,compile
@@ -32,10 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from avel.balance import build_balancer
-from avel.config import TrainConfig
-from avel.data import SplitData
+from avel.data.splits import SplitData
+from avel.engine.config import TrainConfig
+from avel.engine.train import bf16_supported, build_optimizer, train_one_epoch
 from avel.models import build_model
-from avel.train import bf16_supported, build_optimizer, train_one_epoch
 
 T, DA, GRID, C, CLASSES, HIDDEN = 10, 128, 7, 512, 29, 128
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from avel.cgmnist import CGMNISTConfig, make_cgmnist
-from avel.checkpoint import model_from_kwargs
-from avel.config import load_config
-from avel.data import load_splits
-from avel.train import build_optimizer, evaluate_split, make_balancer, model_kwargs, train_one_epoch
+from avel.data.splits import load_splits
+from avel.engine.checkpoint import model_from_kwargs
+from avel.engine.config import load_config
+from avel.engine.train import build_optimizer, evaluate_split, make_balancer, model_kwargs, train_one_epoch
+from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist
 
 CASES = [  # (label, overrides): the grid's models
     ("gray only", {"modality": "gray"}),

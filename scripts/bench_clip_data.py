@@ -1,7 +1,8 @@
 """ResNet18 clip classifiers: what the data path adds to a training step (not a test: BENCHMARKS.md).
 
-Writes a preprocess-kind file with avel's own writer (``preprocessing.assemble.Assembler``: 10 segments of
-``--frames-per-segment`` uint8 frames of ``--size`` px and a 257-bin log-spectrogram per video), loads it with
+Writes a preprocess-kind file with avel's own writer (``avel.preprocessing.assemble.Assembler``: 10
+segments of ``--frames-per-segment`` uint8 frames of ``--size`` px and a 257-bin log-spectrogram per video),
+loads it with
 ``load_splits(family="resnet18")`` (event span, tiled spectrogram, frames kept as stored) and times,
 interleaved ``--repeat`` times, the same training steps (forward, loss, backward, SGD step) two ways:
 
@@ -32,15 +33,15 @@ import numpy as np
 import torch
 
 from avel.balance import build_balancer
-from avel.config import TrainConfig
-from avel.data import load_splits
+from avel.data.splits import load_splits
+from avel.engine.config import TrainConfig
+from avel.engine.train import bf16_supported, build_optimizer
 from avel.models import build_model
-from avel.train import bf16_supported, build_optimizer
-from preprocessing.annotations import SEGMENTS
-from preprocessing.assemble import Assembler
-from preprocessing.audio import SpecParams, segment_columns
-from preprocessing.h5 import RowsMeta
-from preprocessing.pipeline import ave_file_rows
+from avel.preprocessing.annotations import SEGMENTS
+from avel.preprocessing.assemble import Assembler
+from avel.preprocessing.audio import SpecParams, segment_columns
+from avel.preprocessing.h5 import RowsMeta
+from avel.preprocessing.pipeline import ave_file_rows
 
 
 def write_file(path: Path, videos: int, size: int, k: int) -> None:

@@ -39,7 +39,7 @@ def cases(skip_width: int | None) -> dict[str, tuple[torch.nn.Module, Callable[[
         visual = torch.rand(n, 1, 3, size, size, generator=g)
         enc = encoders.VisualEncoder(width, pooled=True)
         out[f"visual encoder w{width}, {n}x{size}px"] = (enc, lambda v=visual: (v,))
-    digits = torch.rand(64, 28, 28, 3, generator=g).permute(0, 3, 1, 2)  # as avel.data gives colored digits
+    digits = torch.rand(64, 28, 28, 3, generator=g).permute(0, 3, 1, 2)  # as avel.data.splits gives them
     out["CGConvNet colored, batch 64"] = (encoders.CGConvNet(3), lambda: (digits,))
     return out
 

@@ -5,7 +5,8 @@ Writes an AVE-shaped features file with avel's own writer (``write_features_file
 (``--train-frac`` of the rows, scattered as AVE's train rows are) and a small one (``--val-frac``):
 
 - floor: the split's rows read one at a time in increasing order into one preallocated array per dataset;
-- load_splits: ``avel.data.load_splits(FILE, splits=(name,))``, the arrays as the training loop gets them.
+- load_splits: ``avel.data.splits.load_splits(FILE, splits=(name,))``, the arrays as the training loop gets
+  them.
 
 Times are this process's CPU time (the file was just written and sits in the page cache: reading it is
 CPU work), so other processes on a shared machine do not count. Memory: the peak of Python-tracked
@@ -27,8 +28,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from avel.data import load_splits
-from preprocessing.h5 import RowsMeta, write_features_file
+from avel.data.splits import load_splits
+from avel.preprocessing.h5 import RowsMeta, write_features_file
 
 T, DA, GRID, C = 10, 128, 7, 512
 

@@ -22,10 +22,10 @@ import av
 import decord
 import numpy as np
 
-from preprocessing.annotations import SEGMENTS
-from preprocessing.audio import decoded_samples, load_audio, source_sample_rate
-from preprocessing.pipeline import clip_spectrogram, preprocess
-from preprocessing.video import frame_indices, frame_times, open_video, read_frames
+from avel.preprocessing.annotations import SEGMENTS
+from avel.preprocessing.audio import decoded_samples, load_audio, source_sample_rate
+from avel.preprocessing.pipeline import clip_spectrogram, preprocess
+from avel.preprocessing.video import frame_indices, frame_times, open_video, read_frames
 
 
 def write_mp4(

@@ -18,10 +18,10 @@ import time
 import torch
 
 from avel.balance import build_balancer
-from avel.config import TrainConfig
-from avel.data import DataSplits, SplitData
+from avel.data.splits import DataSplits, SplitData
+from avel.engine.config import TrainConfig
+from avel.engine.train import build_optimizer, train_one_epoch
 from avel.models import build_model
-from avel.train import build_optimizer, train_one_epoch
 
 
 def avel_data(videos: int, device: torch.device, grid: int = 7, channels: int = 512) -> DataSplits:
@@ -34,7 +34,7 @@ def avel_data(videos: int, device: torch.device, grid: int = 7, channels: int = 
 
 
 def resnet_data(videos: int, device: torch.device, size: int, frames: int) -> DataSplits:
-    from avel.augment import frames_to_input
+    from avel.data.augment import frames_to_input
 
     g = torch.Generator().manual_seed(0)
     audio = torch.randn(videos, 1, 257, 1004, generator=g).to(device)

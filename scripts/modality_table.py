@@ -13,7 +13,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from avel.provenance import describe
+from avel.engine.provenance import describe
 
 
 def mean_std(values: list[float]) -> str:

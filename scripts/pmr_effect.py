@@ -30,12 +30,12 @@ import sys
 import time
 from pathlib import Path
 
-from avel.ablate import run_grid
-from avel.config import load_config
-from avel.extract import extract_features
-from avel.synth import SynthConfig, synth_dataset
-from avel.train import run_training
-from preprocessing.pipeline import preprocess
+from avel.engine.config import load_config
+from avel.engine.train import run_training
+from avel.experiments.ablate import run_grid
+from avel.preprocessing.pipeline import preprocess
+from avel.synth.ave import SynthConfig, synth_dataset
+from avel.tools.extract import extract_features
 
 sys.path.insert(0, str(Path(__file__).parent))
 from modality_table import table as modality_table  # noqa: E402
@@ -122,7 +122,7 @@ def encoder_dir(h5: Path, seed: int, modality: str) -> Path:
 
 def encoder_table(h5: Path, seeds: int) -> str:
     """Test segment accuracy of the uni-modal end-to-end models behind the features files, per seed."""
-    from avel.ablate import format_mean_std
+    from avel.experiments.ablate import format_mean_std
 
     lines = ["| encoder | test accuracy | per seed | run directories |", "|---|---|---|---|"]
     for modality in ("audio", "visual"):

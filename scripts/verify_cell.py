@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from avel.reproduce import compare_cell, parse_recorded, verify_cell
+from avel.experiments.reproduce import compare_cell, parse_recorded, verify_cell
 
 
 def main() -> int:

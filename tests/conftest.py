@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from preprocessing.h5 import RowsMeta, write_features_file
+from avel.preprocessing.h5 import RowsMeta, write_features_file
 
 SHARED_AVE = Path(__file__).resolve().parents[2] / "shared" / "ave"
 TINY_CLASSES = 4
@@ -26,7 +26,7 @@ def shared_ave() -> Path:
 @pytest.fixture(scope="session")
 def tiny_ave(tmp_path_factory) -> Path:
     """40 real mp4 videos of 4 AVE classes, 32 px frames, 4 fps."""
-    from avel.synth import SynthConfig, synth_dataset
+    from avel.synth.ave import SynthConfig, synth_dataset
 
     out = tmp_path_factory.mktemp("tiny_ave")
     synth_dataset(out, SynthConfig(videos=40, classes=TINY_CLASSES, frame_size=32, fps=4.0, seed=0))
@@ -35,7 +35,7 @@ def tiny_ave(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_h5(tiny_ave, tmp_path_factory) -> Path:
-    from preprocessing.pipeline import preprocess
+    from avel.preprocessing.pipeline import preprocess
 
     h5 = tmp_path_factory.mktemp("tiny_h5") / "tiny.h5"
     report = preprocess(tiny_ave, h5, workers=1, frame_size=32, progress=False)

@@ -47,7 +47,7 @@ def inputs(encoder: str, size: int, frames: int) -> tuple[Tensor, ...]:
     spectrogram = torch.randn(batch, 1, size, size, generator=g)
     clip = torch.rand(batch, frames, 3, size, size, generator=g)
     gray = torch.rand(batch, 1, size, size, generator=g)
-    colored = torch.rand(batch, size, size, 3, generator=g).permute(0, 3, 1, 2)  # as avel.data gives it
+    colored = torch.rand(batch, size, size, 3, generator=g).permute(0, 3, 1, 2)  # as load_splits gives it
     return {
         "audio": (spectrogram,),
         "visual": (clip,),

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from avel import ablate
-from avel.ablate import Cell, build_grid, format_mean_std, list_grid, run_grid, tabulate
-from avel.config import load_config
-from avel.train import run_training
-from preprocessing.lock import OutputLocked, output_lock
+from avel.engine.config import load_config
+from avel.engine.train import run_training
+from avel.experiments import ablate
+from avel.experiments.ablate import Cell, build_grid, format_mean_std, list_grid, run_grid, tabulate
+from avel.preprocessing.lock import OutputLocked, output_lock
 
 QUIET = lambda s: None  # noqa: E731
 TINY = {"epochs": 1, "batch_size": 8, "width": 8, "device": "cpu", "progress": False}
@@ -233,7 +233,7 @@ def test_a_partial_run_resumes(features_h5, tmp_path):
     out = tmp_path / "t5"
     overrides = {"data": str(features_h5), **TINY, "epochs": 2}
     grid = build_grid("subset", "avel")[:1]  # the baseline: train its seed0 for one of two epochs by hand
-    from avel.train import run_training
+    from avel.engine.train import run_training
 
     seed0 = out / "baseline__accuracy" / "seed0"
     run_training(load_config(None, {**overrides, **grid[0].overrides, "model": "avel", "epochs": 1,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from preprocessing.annotations import (
+from avel.preprocessing.annotations import (
     class_order,
     load_ave,
     match_split,
@@ -106,7 +106,7 @@ def real():
 
 
 def test_real_ave_facts(real):
-    from avel.classes import AVE_CLASSES
+    from avel.synth.classes import AVE_CLASSES
 
     assert len(real.rows) == 4143
     assert real.classes == list(AVE_CLASSES) and real.background == 28

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avel.augment import spec_augment
-from avel.data import load_splits
+from avel.data.augment import spec_augment
+from avel.data.splits import load_splits
 
 
 def test_spec_augment_masks_one_band_and_one_span_per_sample():

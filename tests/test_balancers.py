@@ -11,17 +11,17 @@ import torch.nn.functional as F
 from torch import nn
 from toy_models import ConcatModel
 
-from avel import config as config_mod
 from avel.balance import BALANCERS, build_balancer
 from avel.balance.base import StepResult
 from avel.balance.dropout import ModalityDropout
 from avel.balance.iprm import IPRM, IPRMModel, geodesic_mixup, probe
 from avel.balance.ogm import OGMGE, modality_scores, modulate_gradients, ogm_coefficients
 from avel.balance.opm import OPM, drop_probability, drop_share, keep_masks
-from avel.config import load_config
-from avel.data import DataSplits, SplitData
+from avel.data.splits import DataSplits, SplitData
+from avel.engine import config as config_mod
+from avel.engine.config import load_config
+from avel.engine.train import NotApplicable, check_applicable, make_balancer
 from avel.models.base import AVModel, ModelOutput
-from avel.train import NotApplicable, check_applicable, make_balancer
 
 
 class FilmModel(ConcatModel):

@@ -25,10 +25,10 @@ from avel.balance.agm import (
 )
 from avel.balance.amco import AMCo, AMCoModel, class_mask, dependence_mass, mask_rate
 from avel.balance.mla import MLA, MLAModel, entropy, gating_weights, owm_alpha, owm_update
-from avel.checkpoint import model_from_checkpoint
-from avel.config import load_config
-from avel.data import DataSplits, SplitData
-from avel.train import check_applicable, run_training
+from avel.data.splits import DataSplits, SplitData
+from avel.engine.checkpoint import model_from_checkpoint
+from avel.engine.config import load_config
+from avel.engine.train import check_applicable, run_training
 
 TIMING = {"time_s", "train_time_s", "prototype_time_s", "samples_per_s"}
 
@@ -288,8 +288,8 @@ def test_avel_features_training_resumes_mid_run_exactly(features_h5, tmp_path, b
 
 
 def test_mla_takes_two_optimizer_steps_per_batch_and_its_fusion_evaluates(features_h5, tmp_path):
-    from avel.data import load_splits
-    from avel.evaluate import evaluate
+    from avel.data.splits import load_splits
+    from avel.engine.evaluate import evaluate
 
     res = run_training(
         _cfg(features_h5, tmp_path / "m", balance="mla", epochs=1, optimizer="adam"), log=lambda s: None
@@ -315,7 +315,7 @@ def test_resnet18_one_epoch(tiny_h5, tmp_path, balance):
 def cg_tiny(tmp_path_factory):
     from test_intermediate import _write_tiny_mnist
 
-    from avel.cgmnist import CGMNISTConfig, make_cgmnist
+    from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist
 
     folder = tmp_path_factory.mktemp("mnist_idx")
     _write_tiny_mnist(folder)
@@ -334,7 +334,7 @@ def test_cgmnist_one_epoch(cg_tiny, tmp_path, balance, fusion):
 
 
 def test_mla_checkpoint_predicts_a_video_with_its_fusion(tiny_h5, tiny_ave, tmp_path):
-    from avel.predict import predict_video
+    from avel.tools.predict import predict_video
 
     out = tmp_path / "run"
     run_training(_cfg(tiny_h5, out, balance="mla", epochs=1, width=8, batch_size=8), log=lambda s: None)

@@ -13,14 +13,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from avel.cgmnist import CGMNISTConfig, make_cgmnist
 from avel.cli import app
-from avel.config import load_config
-from avel.data import load_splits
+from avel.data.splits import load_splits
+from avel.engine.config import load_config
+from avel.engine.train import run_training
 from avel.models import build_model
 from avel.models.encoders import CGConvNet
-from avel.train import run_training
-from preprocessing.cgmnist import MEAN_COLORS, colorize, read_idx, write_cgmnist
+from avel.preprocessing.cgmnist import MEAN_COLORS, colorize, read_idx, write_cgmnist
+from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist
 
 runner = CliRunner()
 
@@ -208,15 +208,15 @@ def test_uni_modal_gray_by_name(cg_h5, tmp_path):
         },
     )
     run_training(cfg, log=lambda s: None)
-    from avel.checkpoint import model_from_checkpoint
+    from avel.engine.checkpoint import model_from_checkpoint
 
     model, _ = model_from_checkpoint(tmp_path / "gray" / "best.pt")
     assert model.modality == "audio" and isinstance(model.visual_branch, torch.nn.Identity)
 
 
 def test_ablate_grids_for_cgmnist_name_gray_and_colored():
-    from avel.ablate import build_grid
-    from avel.published import AVE
+    from avel.experiments.ablate import build_grid
+    from avel.experiments.published import AVE
 
     cells = build_grid("fusions", model="cgmnist")
     rows = {c.row for c in cells}

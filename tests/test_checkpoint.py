@@ -19,15 +19,15 @@ import pytest
 import torch
 
 from avel.balance.iprm import IPRMModel
-from avel.checkpoint import load_checkpoint, model_from_checkpoint
-from avel.config import load_config
-from avel.data import segment_window
-from avel.evaluate import evaluate_checkpoint
-from avel.extract import extract_features
-from avel.predict import clip_inputs, predict_video
-from avel.synth import AAC_PRIMING, write_video
-from avel.train import run_training
-from preprocessing.pipeline import decode_clip
+from avel.data.splits import segment_window
+from avel.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from avel.engine.config import load_config
+from avel.engine.evaluate import evaluate_checkpoint
+from avel.engine.train import run_training
+from avel.preprocessing.pipeline import decode_clip
+from avel.synth.ave import AAC_PRIMING, write_video
+from avel.tools.extract import extract_features
+from avel.tools.predict import clip_inputs, predict_video
 
 DATA = Path(__file__).parent / "data"
 NAMES = ["avel_e2e_concat", "resnet18_concat", "avel_features_dmrn_iprm"]

@@ -77,7 +77,7 @@ def test_predict_on_a_generated_mp4(e2e_run, tiny_ave, tmp_path):
 def test_predict_a_folder_writes_a_timeline_per_video_and_one_table(e2e_run, tiny_ave, tiny_h5, tmp_path):
     import shutil
 
-    from avel.timeline import timeline_figure
+    from avel.tools.timeline import timeline_figure
 
     folder = tmp_path / "videos"
     folder.mkdir()
@@ -133,7 +133,7 @@ def test_extract_then_train_on_features(e2e_run, tiny_h5, tmp_path):
 
 
 def test_plot(e2e_run, tmp_path):
-    from avel.plot import fig4_figure
+    from avel.tools.plot import fig4_figure
 
     code, text = invoke("plot", e2e_run, "--out", tmp_path / "p.png")
     assert code == 0, text

@@ -1,4 +1,4 @@
-"""Clip layouts (crema-d, manifest) run as AVE does (``preprocessing.runs``): ``--shard I/N`` on several
+"""Clip layouts (crema-d, manifest) run as AVE does (``avel.preprocessing.runs``): ``--shard I/N`` on several
 machines then ``--merge`` gives the file one run writes; a killed run resumes from its shard files and ends
 with the file an uninterrupted run writes; failed clips reported as in one run; the lock and the
 completion marker. Real media from ``avel synth``."""
@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from avel.cli import app
-from preprocessing.h5 import check_file
+from avel.preprocessing.h5 import check_file
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--frame-size", "32", "--frames", "2", "--no-progress"]
@@ -101,7 +101,7 @@ def test_clip_shards_then_merge_equal_one_run(sets, single, tmp_path):
 
 HELD_RUN = (  # `avel preprocess` that decodes two clips, then hangs until it is killed
     "import itertools, sys, time\n"
-    "import preprocessing.clip_pipeline as p\n"
+    "import avel.preprocessing.clip_pipeline as p\n"
     "d, calls = p._decode_job, itertools.count()\n"
     "def held(job):\n"
     "    if next(calls) >= 2:\n"
@@ -151,7 +151,7 @@ def test_clip_shards_refuse_other_parameters(sets, tmp_path):
 
 
 def test_shard_file_names_keep_plain_ids_and_encode_the_rest():
-    from preprocessing.assemble import shard_path
+    from avel.preprocessing.assemble import shard_path
 
     parts = Path("OUT.h5.parts")
     assert shard_path(parts, "1001_DFA_ANG_XX") == parts / "1001_DFA_ANG_XX.shard"  # CREMA-D, AVE ids

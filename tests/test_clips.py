@@ -16,13 +16,13 @@ import torch
 from typer.testing import CliRunner
 
 from avel.cli import app
-from avel.data import load_splits
-from avel.synth_clips import ClipSynthConfig, synth_clips, write_flv, write_wav
-from preprocessing.audio import log_spectrogram
-from preprocessing.clip_pipeline import ClipParams, clip_params, preprocess_clips
-from preprocessing.clips import carve_val
-from preprocessing.cremad import CREMAD_CLASSES, load_cremad, read_list
-from preprocessing.manifest import load_manifest
+from avel.data.splits import load_splits
+from avel.preprocessing.audio import log_spectrogram
+from avel.preprocessing.clip_pipeline import ClipParams, clip_params, preprocess_clips
+from avel.preprocessing.clips import carve_val
+from avel.preprocessing.cremad import CREMAD_CLASSES, load_cremad, read_list
+from avel.preprocessing.manifest import load_manifest
+from avel.synth.clips import ClipSynthConfig, synth_clips, write_flv, write_wav
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CREMAD = next(  # ../shared/crema-d of the checkout (or of the folder holding the worktrees)
@@ -188,7 +188,7 @@ def test_shared_cremad_lists():
 
 def test_manifest_with_bom_spans_and_separate_audio(tmp_path):
     frames = ramp_frames(40, 32)  # 4 s at 10 fps
-    from avel.synth import write_video
+    from avel.synth.ave import write_video
 
     write_video(tmp_path / "a.mp4", frames, 10.0, tone(4.0)[None], SR)
     write_video(tmp_path / "b.mp4", frames, 10.0, None, SR)  # no audio stream: a separate wav
@@ -337,7 +337,7 @@ def test_cli_manifest_synth_preprocess_train_evaluate(tmp_path):
 def _tone_of(wav: Path) -> int | None:
     """The class whose pitch dominates a synthesised wav (its spectrum's peak near that class's f0 stands
     > 60× above the median of 100-2000 Hz; an off-screen distractor sine reaches ≈ 45×), or None."""
-    from avel.synth import class_traits
+    from avel.synth.ave import class_traits
 
     with wave.open(str(wav)) as w:
         x = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float64)

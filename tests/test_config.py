@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from avel.config import TrainConfig, balancer_options, load_config
+from avel.engine.config import TrainConfig, balancer_options, load_config
 
 
 def test_precedence_defaults_file_cli(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from avel.data import SplitData, _rows, load_splits, row_runs
+from avel.data.splits import SplitData, _rows, load_splits, row_runs
 
 
 def test_row_runs_groups_consecutive_rows():

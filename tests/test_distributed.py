@@ -1,4 +1,5 @@
-"""Training on several processes (``avel.distributed``): two gloo ranks on the CPU, spawned as real processes.
+"""Training on several processes (``avel.engine.distributed``): two gloo ranks on the CPU, spawned as real
+processes.
 
 Tolerance: losses and parameters of 2 ranks × B/2 agree with 1 process × B to 1e-5 (absolute; float32
 sums in another order), prototypes to 1e-5; both ranks' prototypes are bit-identical.
@@ -16,18 +17,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from avel import distributed
 from avel.balance import build_balancer
 from avel.balance.base import output_loss
 from avel.balance.cml import confidence_penalty
 from avel.balance.iprm import IPRMModel, probe
 from avel.balance.ogm import modality_scores
 from avel.balance.pmr import PMR, imbalance_ratio
-from avel.config import TrainConfig
-from avel.data import load_splits
+from avel.data.splits import load_splits
+from avel.engine import distributed
+from avel.engine.config import TrainConfig
+from avel.engine.train import _build_args, model_kwargs, seed_everything
 from avel.models import build_model
 from avel.models.base import event_weights
-from avel.train import _build_args, model_kwargs, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 B = 8  # the global batch
@@ -268,8 +269,8 @@ def test_torchrun_pmr_run_writes_once(toy_even, tmp_path):
     assert [ln["epoch"] for ln in lines] == [0, 1]
     assert "rho" in lines[0]
     results = json.loads((out / "results.json").read_text())
-    from avel.checkpoint import model_from_checkpoint
-    from avel.evaluate import evaluate
+    from avel.engine.checkpoint import model_from_checkpoint
+    from avel.engine.evaluate import evaluate
 
     model, _ = model_from_checkpoint(out / "best.pt", "cpu")
     test = evaluate(model, load_splits(toy_even).test)

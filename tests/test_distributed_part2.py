@@ -14,12 +14,12 @@ import pytest
 import torch
 from test_distributed import start, wait
 
-from avel import distributed
 from avel.balance import build_balancer
-from avel.config import TrainConfig
-from avel.data import DataSplits, load_splits
+from avel.data.splits import DataSplits, load_splits
+from avel.engine import distributed
+from avel.engine.config import TrainConfig
+from avel.engine.train import _build_args, model_kwargs, seed_everything, train_one_epoch
 from avel.models import build_model
-from avel.train import _build_args, model_kwargs, seed_everything, train_one_epoch
 
 ROWS = 8  # train rows 0..7, global batch 4: two steps per epoch
 CASES = {
@@ -82,7 +82,7 @@ def toy_even(tmp_path_factory):
 def cg_even(tmp_path_factory):
     from test_intermediate import _write_tiny_mnist
 
-    from avel.cgmnist import CGMNISTConfig, make_cgmnist
+    from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist
 
     folder = tmp_path_factory.mktemp("mnist_idx2")
     _write_tiny_mnist(folder)

@@ -1,4 +1,4 @@
-"""Evaluation (avel.evaluate) against hand computations: the fused accuracy, each modality's prototype
+"""Evaluation (avel.engine.evaluate) against hand computations: the fused accuracy, each modality's prototype
 accuracy on event segments only, the report's background figures, and the data-parameter check."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 from toy_models import ConcatModel
 
-from avel.data import SplitData
-from avel.evaluate import check_data_params, evaluate, report, train_prototypes
+from avel.data.splits import SplitData
+from avel.engine.evaluate import check_data_params, evaluate, report, train_prototypes
 
 
 def constant_model(winner: int, c: int = 3, background: int | None = None) -> ConcatModel:
@@ -78,8 +78,8 @@ def test_data_params_and_classes_must_match_the_checkpoint():
 
 def test_evaluate_imports_neither_the_training_loop_nor_a_balancer():
     code = (
-        "import sys, avel.evaluate\n"
-        "bad = sorted(m for m in sys.modules if m.startswith(('avel.train', 'avel.balance')))\n"
+        "import sys, avel.engine.evaluate\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('avel.engine.train', 'avel.balance')))\n"
         "assert not bad, bad\n"
     )
     root = Path(__file__).resolve().parents[1]

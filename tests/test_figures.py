@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from avel import ablate
-from avel.ablate import Cell, tabulate
 from avel.cli import app
+from avel.experiments import ablate
+from avel.experiments.ablate import Cell, tabulate
 
 
 def invoke(*args) -> tuple[int, str]:
@@ -71,7 +71,7 @@ def _grid(tmp_path: Path) -> Path:
 
 
 def test_table_figure_bars_are_the_means_with_seeds_and_paper_markers(tmp_path):
-    from avel.grid_figure import table_figure
+    from avel.tools.grid_figure import table_figure
 
     fig = table_figure(tabulate(_grid(tmp_path)))
     ax = fig.axes[0]
@@ -100,8 +100,8 @@ def test_ablate_table_plot_cli_writes_the_png(tmp_path):
 
 
 def test_cgmnist_demo_draws_fig4_naming_gray_and_colored(tmp_path, capsys):
-    from avel.demo import run_cgmnist_demo
-    from avel.plot import fig4_figure, plot_runs
+    from avel.tools.demo import run_cgmnist_demo
+    from avel.tools.plot import fig4_figure, plot_runs
 
     res = run_cgmnist_demo(tmp_path, epochs=2, train=20, test=10)
     assert set(res) == {"none", "pmr"}
@@ -111,8 +111,8 @@ def test_cgmnist_demo_draws_fig4_naming_gray_and_colored(tmp_path, capsys):
     assert "rho" in json.loads((runs[1] / "metrics.jsonl").read_text().splitlines()[0])  # PMR's own ρ
     png = tmp_path / "pmr-fig4-cgmnist.png"
     assert_picture(png, (1200, 400))
-    from avel.config import load_config
-    from avel.train import run_training
+    from avel.engine.config import load_config
+    from avel.engine.train import run_training
 
     gray_only = tmp_path / "gray-only"  # the paper's uni-modal trained model, beside the branches
     data = next(tmp_path.glob("cgmnist-*.h5"))
@@ -145,7 +145,7 @@ def test_cgmnist_demo_draws_fig4_naming_gray_and_colored(tmp_path, capsys):
 
 
 def test_find_videos_from_files_folders_and_list_files(tmp_path):
-    from avel.predict import find_videos
+    from avel.tools.predict import find_videos
 
     ave = tmp_path / "set" / "AVE"
     ave.mkdir(parents=True)

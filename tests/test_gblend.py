@@ -12,10 +12,10 @@ from toy_models import ConcatModel
 
 from avel.balance import build_balancer
 from avel.balance.gblend import GBlendModel, GradientBlending, blend_weights, head_losses, holdout_split
-from avel.checkpoint import model_from_checkpoint
-from avel.config import load_config
-from avel.data import Batch, DataSplits, SplitData
-from avel.train import run_training
+from avel.data.splits import Batch, DataSplits, SplitData
+from avel.engine.checkpoint import model_from_checkpoint
+from avel.engine.config import load_config
+from avel.engine.train import run_training
 
 
 def test_weights_by_hand():
@@ -177,7 +177,7 @@ class _Recording(GradientBlending):
 
 
 def test_the_loop_never_trains_on_the_held_out_rows():
-    from avel.train import train_one_epoch
+    from avel.engine.train import train_one_epoch
 
     torch.manual_seed(0)
     gb = _Recording(holdout=0.25, seed=5)

@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 
-import preprocessing.h5 as h5mod
-from preprocessing.features import import_features
-from preprocessing.h5 import check_params, describe, read_rows_meta, write_features_file
+import avel.preprocessing.h5 as h5mod
+from avel.preprocessing.features import import_features
+from avel.preprocessing.h5 import check_params, describe, read_rows_meta, write_features_file
 
 LINES = [
     "Church bell&c---zaDCTaE&good&0&10",

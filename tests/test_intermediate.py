@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from avel.balance.base import output_loss
-from avel.checkpoint import model_from_checkpoint
-from avel.config import load_config
+from avel.engine.checkpoint import model_from_checkpoint
+from avel.engine.config import load_config
+from avel.engine.train import model_kwargs, run_training
 from avel.models import build_model
 from avel.models.intermediate import MMTM, CentralSum, excite, fresh_copy, squeeze
-from avel.train import model_kwargs, run_training
 
 AUDIO, VISUAL = torch.randn(2, 1, 257, 40), torch.randn(2, 3, 3, 32, 32)
 
@@ -159,7 +159,7 @@ def test_cgmnist_encoders_are_staged_with_fusions_after_the_last_three_convoluti
 
 @pytest.fixture(scope="module")
 def cg_small(tmp_path_factory):
-    from avel.cgmnist import CGMNISTConfig, make_cgmnist
+    from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist
 
     folder = tmp_path_factory.mktemp("mnist_idx")
     _write_tiny_mnist(folder)

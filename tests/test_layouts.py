@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from avel import layouts as synth_layouts
 from avel.cli import app
-from preprocessing import layouts
-from preprocessing.annotations import load_ave
-from preprocessing.clips import Clip, ClipList
-from preprocessing.h5 import describe
+from avel.preprocessing import layouts
+from avel.preprocessing.annotations import load_ave
+from avel.preprocessing.clips import Clip, ClipList
+from avel.preprocessing.h5 import describe
+from avel.synth import layouts as synth_layouts
 
 
 def test_ave_lists_ids_paths_labels_splits_and_event_times(tiny_ave):

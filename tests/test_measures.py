@@ -1,5 +1,5 @@
-"""BalanceBenchmark's three measures (avel.measures): Shapley values, the linear probe, the imbalance degree
-and the complexity figures, against hand computations and real runs."""
+"""BalanceBenchmark's three measures (avel.engine.measures): Shapley values, the linear probe, the imbalance
+degree and the complexity figures, against hand computations and real runs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from avel.data import DataSplits, SplitData
-from avel.measures import (
+from avel.data.splits import DataSplits, SplitData
+from avel.engine.measures import (
     balance_measures,
     imbalance_degree,
     linear_probe,
@@ -106,8 +106,8 @@ def test_measures_of_a_model_and_uni_modal_runs():
 def test_run_results_and_avel_evaluate_carry_the_measures(features_h5, tmp_path):
     from test_train import _cfg
 
-    from avel.evaluate import evaluate_checkpoint
-    from avel.train import run_training
+    from avel.engine.evaluate import evaluate_checkpoint
+    from avel.engine.train import run_training
 
     res = run_training(_cfg(features_h5, tmp_path / "ume", balance="ume", epochs=2, measures=True), log=print)
     m = res["measures"]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from avel import metrics
+from avel.engine import metrics
 
 BG = 3  # background index of a 4-label toy problem
 

@@ -19,7 +19,7 @@ from avel.balance.mbsd import mbsd_terms
 from avel.balance.mmcosine import MMCosineModel, cosine_logits
 from avel.balance.mmpareto import MMPareto, min_norm_2, pareto_gradient, pareto_weights
 from avel.balance.umt import UME, UMT, distillation_loss
-from avel.data import DataSplits
+from avel.data.splits import DataSplits
 from avel.models.base import AVModel, ModelOutput
 from avel.models.fusion import ConcatFusion, SumFusion
 

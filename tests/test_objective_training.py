@@ -8,7 +8,7 @@ import json
 import pytest
 from test_train import _cfg, _metrics
 
-from avel.train import check_applicable, run_training
+from avel.engine.train import check_applicable, run_training
 
 METHODS = ["mmcosine", "umt", "ume", "mbsd", "cml", "mmpareto", "lfm"]
 
@@ -62,7 +62,7 @@ def test_avel_features_run_trains_and_resumes_exactly(method, features_h5, teach
     ],
 )
 def test_resnet18_applicability(method, fusion, reason):
-    from avel.config import load_config
+    from avel.engine.config import load_config
 
     why = check_applicable(load_config(None, {"model": "resnet18", "fusion": fusion, "balance": method}))
     assert why == reason if reason is None else why.startswith(reason)

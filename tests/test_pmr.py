@@ -18,7 +18,7 @@ from avel.balance.pmr import (
     prototype_terms,
     update_prototypes,
 )
-from avel.data import Batch, DataSplits, SplitData
+from avel.data.splits import Batch, DataSplits, SplitData
 from avel.models.base import event_weights
 from avel.models.prototypes import compute_prototypes, prototype_logits
 

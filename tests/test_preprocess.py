@@ -16,9 +16,9 @@ import h5py
 import numpy as np
 import pytest
 
-from preprocessing.audio import fit_length, num_columns
-from preprocessing.h5 import check_params, describe
-from preprocessing.pipeline import decode_clip, preprocess
+from avel.preprocessing.audio import fit_length, num_columns
+from avel.preprocessing.h5 import check_params, describe
+from avel.preprocessing.pipeline import decode_clip, preprocess
 
 SIZE = 32  # stored frame size
 
@@ -204,8 +204,8 @@ def test_resume_after_sigkill_equals_uninterrupted_run(dataset, result, tmp_path
     out = tmp_path / "killed.h5"
     parts = Path(f"{out}.parts")
     code = (
-        "import sys, time; from preprocessing.pipeline import preprocess, _decode_job as d\n"
-        "import preprocessing.pipeline as p\n"
+        "import sys, time; from avel.preprocessing.pipeline import preprocess, _decode_job as d\n"
+        "import avel.preprocessing.pipeline as p\n"
         "p._decode_job = lambda job: (time.sleep(0.3), d(job))[1]  # slow enough to kill mid-run\n"
         f"preprocess({str(dataset)!r}, {str(out)!r}, frame_size={SIZE}, progress=False)\n"
     )

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from avel.cli import app
-from preprocessing.runs import shard_ids
+from avel.preprocessing.runs import shard_ids
 
 runner = CliRunner()
 

@@ -11,9 +11,9 @@ import torch
 from typer.testing import CliRunner
 
 from avel.cli import app
-from avel.config import load_config
+from avel.engine.config import load_config
+from avel.engine.train import run_training
 from avel.models import build_model
-from avel.train import run_training
 
 QUIET = {"log": lambda s: None}
 
@@ -79,7 +79,7 @@ def test_init_from_loads_the_matching_weights_of_another_run(features_h5, tmp_pa
 
 
 def test_init_from_weights_equal_the_source_before_training(features_h5, tmp_path):
-    from avel.checkpoint import load_matching_weights
+    from avel.engine.checkpoint import load_matching_weights
 
     run_training(_cfg(features_h5, tmp_path / "concat", epochs=1), **QUIET)
     torch.manual_seed(1)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from avel import config as config_mod
-from avel.ablate import run_grid, tabulate
 from avel.cli import app
-from avel.config import UNSET, TrainConfig, balancer_options, load_config
-from avel.provenance import describe
+from avel.engine import config as config_mod
+from avel.engine.config import UNSET, TrainConfig, balancer_options, load_config
+from avel.engine.provenance import describe
+from avel.experiments.ablate import run_grid, tabulate
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"time_s", "train_time_s", "prototype_time_s", "samples_per_s"}
@@ -82,7 +82,7 @@ def test_same_seed_same_numbers_in_fresh_processes_with_one_thread(features_h5, 
 
 
 def test_results_name_their_commit_and_machine(features_h5, tmp_path):
-    from avel.train import run_training
+    from avel.engine.train import run_training
 
     cfg = load_config(None, {"data": str(features_h5), "epochs": 1, "device": "cpu", "progress": False,
                              "out": str(tmp_path / "r"), "model": "avel"})  # fmt: skip
@@ -118,7 +118,7 @@ def test_describe_unrecorded_and_dirty(prov):
 
 
 def test_verify_cell_reruns_a_recorded_seed_and_compares(features_h5, tmp_path):
-    from avel.reproduce import compare_cell, parse_recorded, verify_cell
+    from avel.experiments.reproduce import compare_cell, parse_recorded, verify_cell
 
     out = tmp_path / "grid"
     overrides = {"data": str(features_h5), "epochs": 1, "batch_size": 8, "device": "cpu"}

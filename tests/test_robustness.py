@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from avel.cli import app
-from preprocessing.h5 import describe, verify
+from avel.preprocessing.h5 import describe, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 AVEL = [sys.executable, "-m", "avel"]
@@ -31,7 +31,7 @@ def invoke(*args: str):
 @pytest.fixture(scope="module")
 def small_ave(tmp_path_factory) -> Path:
     """6 real mp4 videos of 2 classes (each split has at least one)."""
-    from avel.synth import SynthConfig, synth_dataset
+    from avel.synth.ave import SynthConfig, synth_dataset
 
     out = tmp_path_factory.mktemp("small_ave")
     synth_dataset(out, SynthConfig(videos=6, classes=2, frame_size=32, fps=4.0, seed=1))
@@ -43,7 +43,7 @@ def small_ave(tmp_path_factory) -> Path:
 
 HELD_PREPROCESS = (  # `avel preprocess` whose first video waits until the file $RELEASE exists
     "import os, sys, time\n"
-    "import preprocessing.pipeline as p\n"
+    "import avel.preprocessing.pipeline as p\n"
     "d = p._decode_job\n"
     "def held(job):\n"
     "    while not os.path.exists(os.environ['RELEASE']):\n"
@@ -126,7 +126,7 @@ def _datasets(f: h5py.File) -> list[str]:
 
 
 def test_every_dataset_written_has_a_checksum(tiny_h5, tmp_path):
-    from preprocessing.h5 import read_rows_meta, write_features_file
+    from avel.preprocessing.h5 import read_rows_meta, write_features_file
 
     meta = read_rows_meta(tiny_h5)
     n = len(meta)
@@ -203,8 +203,8 @@ def test_unfinished_or_incomplete_file_is_refused(tiny_h5, tmp_path):
 
 
 def test_features_file_written_twice_at_once_is_refused(tiny_h5, tmp_path):
-    from preprocessing.h5 import read_rows_meta, write_features_file
-    from preprocessing.lock import OutputLocked, output_lock
+    from avel.preprocessing.h5 import read_rows_meta, write_features_file
+    from avel.preprocessing.lock import OutputLocked, output_lock
 
     out = tmp_path / "f.h5"
     meta = read_rows_meta(tiny_h5)
@@ -250,7 +250,7 @@ def test_checkpoint_and_data_of_another_kind_are_refused(checkpoints, tiny_h5, f
 
 
 def test_features_of_other_sizes_are_refused(checkpoints, tiny_h5, tmp_path):
-    from preprocessing.h5 import read_rows_meta, write_features_file
+    from avel.preprocessing.h5 import read_rows_meta, write_features_file
 
     meta = read_rows_meta(tiny_h5)
     other = tmp_path / "other.h5"  # 4 event classes like the toy features, but 6-d audio and a 3x3 grid
@@ -270,7 +270,7 @@ def test_predict_with_a_features_model_is_refused(checkpoints, small_ave):
 
 
 def test_synth_gives_every_split_a_video_or_refuses():
-    from avel.synth import SynthConfig, plan_videos
+    from avel.synth.ave import SynthConfig, plan_videos
 
     for videos, classes in ((8, 28), (3, 28), (5, 2)):
         plans = plan_videos(SynthConfig(videos=videos, classes=classes))
@@ -440,7 +440,7 @@ def test_decord_error_lines_stay_off_the_terminal(small_ave, tmp_path):
 def test_one_or_two_workers_give_identical_arrays(small_ave, tmp_path):
     import torch
 
-    from preprocessing.pipeline import preprocess
+    from avel.preprocessing.pipeline import preprocess
 
     threads = torch.get_num_threads()
     torch.set_num_threads(4)  # the main process on 4 threads, the workers on 1
@@ -545,7 +545,7 @@ def test_epoch_lines_arrive_while_training_into_a_pipe(features_h5, tmp_path):
 
 
 def test_shipped_configs_by_name_from_anywhere(tmp_path, monkeypatch):
-    from avel.config import load_config, resolve_config
+    from avel.engine.config import load_config, resolve_config
 
     monkeypatch.chdir(tmp_path)  # not the repository: no configs/ folder here
     for name in ("table4_avel", "table4_avel.toml", "configs/table4_avel.toml"):

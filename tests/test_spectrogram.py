@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from preprocessing.audio import (
+from avel.preprocessing.audio import (
     SPECTROGRAMS,
     clip_log_spectrogram,
     load_audio,
@@ -78,7 +78,7 @@ def test_pmr16_gives_257_by_299_for_a_cremad_clip(tmp_path):
     from typer.testing import CliRunner
 
     from avel.cli import app
-    from preprocessing.audio import fit_length
+    from avel.preprocessing.audio import fit_length
 
     runner = CliRunner()
     r = runner.invoke(app, ["synth", str(tmp_path / "cd"), "--layout", "crema-d", "--videos", "6",
@@ -156,8 +156,8 @@ def test_preprocess_with_the_pmr_spectrogram_and_pmr_clip_samples(tiny_ave, tmp_
     from typer.testing import CliRunner
 
     from avel.cli import app
-    from avel.data import load_splits
-    from preprocessing.audio import fit_length, segment_columns
+    from avel.data.splits import load_splits
+    from avel.preprocessing.audio import fit_length, segment_columns
 
     out = tmp_path / "pmr.h5"
     r = CliRunner().invoke(
@@ -196,7 +196,7 @@ def test_preprocess_with_the_pmr_spectrogram_and_pmr_clip_samples(tiny_ave, tmp_
 
 
 def test_clip_sets_choose_the_transform():
-    from preprocessing.clip_pipeline import clip_params
+    from avel.preprocessing.clip_pipeline import clip_params
 
     assert clip_params("crema-d", spectrogram="pmr").spectrogram == "pmr"
     assert clip_params("crema-d", spectrogram="pmr16").spectrogram == "pmr16"

@@ -9,8 +9,8 @@ import decord
 import numpy as np
 import pytest
 
-from avel.classes import AVE_CLASSES
-from avel.synth import (
+from avel.preprocessing.annotations import read_annotations
+from avel.synth.ave import (
     HEADER,
     SynthConfig,
     class_traits,
@@ -20,7 +20,7 @@ from avel.synth import (
     synth_dataset,
     write_video,
 )
-from preprocessing.annotations import read_annotations
+from avel.synth.classes import AVE_CLASSES
 
 
 def _sha(folder: Path) -> dict[str, str]:

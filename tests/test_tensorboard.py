@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from avel.config import TrainConfig
-from avel.tensorboard import TensorBoardLog, scalar_tag
-from avel.train import run_training
+from avel.engine.config import TrainConfig
+from avel.engine.tensorboard import TensorBoardLog, scalar_tag
+from avel.engine.train import run_training
 
 
 def test_event_file_holds_the_metrics(tmp_path):

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from avel.balance import build_balancer
-from avel.checkpoint import model_from_kwargs
-from avel.config import load_config
-from avel.data import load_splits
-from avel.train import bf16_supported, build_optimizer, model_kwargs, run_training, train_one_epoch
+from avel.data.splits import load_splits
+from avel.engine.checkpoint import model_from_kwargs
+from avel.engine.config import load_config
+from avel.engine.train import bf16_supported, build_optimizer, model_kwargs, run_training, train_one_epoch
 
 TIMING = {"time_s", "train_time_s", "prototype_time_s", "samples_per_s"}
 
@@ -31,7 +31,7 @@ def _cfg(data, out, **kw):
         "lr": 3e-3,
         "device": "cpu",
         "progress": False,
-        "measures": False,  # avel.measures on: tests/test_measures.py
+        "measures": False,  # avel.engine.measures on: tests/test_measures.py
         "out": str(out),
     }
     return load_config(None, {**base, **kw})
@@ -89,7 +89,7 @@ def test_resume_refuses_a_different_config(features_h5, tmp_path):
 
 
 def test_resume_a_run_from_before_a_config_key_existed(features_h5, tmp_path):
-    from avel.checkpoint import load_checkpoint, save_checkpoint
+    from avel.engine.checkpoint import load_checkpoint, save_checkpoint
 
     run_training(_cfg(features_h5, tmp_path / "old", epochs=1), log=lambda s: None)
     ckpt = load_checkpoint(tmp_path / "old" / "last.pt")

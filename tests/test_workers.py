@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from preprocessing.workers import run_jobs
+from avel.preprocessing.workers import run_jobs
 
 
 def _square(job: int) -> dict:

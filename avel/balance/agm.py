@@ -41,11 +41,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avel.balance.base import BalancerHooks, StepResult
-from avel.distributed import all_reduce_sum
+from avel.engine.distributed import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, event_weights
 
 if TYPE_CHECKING:
-    from avel.data import Batch
+    from avel.data.splits import Batch
 
 VARIANTS = ("code", "paper")
 P_MIN = 1e-8  # the code's floor on softmax(φ)[y]

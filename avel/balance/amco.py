@@ -32,11 +32,11 @@ from torch import Tensor, nn
 
 from avel.balance.base import BalancerHooks, StepResult, task_loss
 from avel.balance.ogm import split_logits_reason
-from avel.distributed import all_reduce_sum
+from avel.engine.distributed import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel, event_weights
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits
+    from avel.data.splits import Batch, DataSplits
 
 
 def mask_rate(l_t: float, eps: float) -> float:

@@ -32,7 +32,7 @@ from torch import Tensor
 from avel.models.base import AVModel, ModelOutput
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits, SplitData
+    from avel.data.splits import Batch, DataSplits, SplitData
 
 
 @dataclass

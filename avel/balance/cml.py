@@ -28,11 +28,11 @@ import torch
 from torch import Tensor
 
 from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
-from avel.distributed import all_reduce_sum, world_size
+from avel.engine.distributed import all_reduce_sum, world_size
 from avel.models.base import AVModel, flatten_samples
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits
+    from avel.data.splits import Batch, DataSplits
 
 MODALITIES = ("audio", "visual")
 REDUCE = ("batch", "sample")

@@ -27,7 +27,7 @@ from avel.balance.base import (
 from avel.models.base import AVModel
 
 if TYPE_CHECKING:
-    from avel.data import Batch
+    from avel.data.splits import Batch
 
 
 class ModalityDropout(BalancerHooks):

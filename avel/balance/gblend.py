@@ -34,7 +34,7 @@ from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
 from avel.models.base import AVModel, ModelOutput, WrappedModel
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits, SplitData
+    from avel.data.splits import Batch, DataSplits, SplitData
 
 HEADS = ("audio", "visual", "fused")
 PREDICT = ("fused", "mean")
@@ -102,7 +102,7 @@ def head_losses(model: GBlendModel, split: SplitData, rows: Tensor, batch_size: 
     if sums is None:
         raise ValueError("Gradient-Blending: no rows to measure the head losses on")
     if split.sharded:  # every rank's rows: the same estimates on every rank
-        from avel.distributed import all_reduce_sum
+        from avel.engine.distributed import all_reduce_sum
 
         sums = all_reduce_sum(sums.float())
         count = int(all_reduce_sum(torch.tensor(float(count), device=sums.device)))

@@ -32,12 +32,12 @@ import torch
 from torch import Tensor, nn
 
 from avel.balance.base import BalancerHooks, StepResult, output_loss
-from avel.distributed import all_reduce_sum
+from avel.engine.distributed import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel
 from avel.models.intermediate import MMTM
 
 if TYPE_CHECKING:
-    from avel.data import Batch
+    from avel.data.splits import Batch
 
 AVERAGES = ("code", "own")
 

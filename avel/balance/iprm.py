@@ -33,11 +33,11 @@ from avel.balance.base import (
     StepResult,
     task_loss,
 )
-from avel.distributed import all_reduce_sum
+from avel.engine.distributed import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel, event_weights, flatten_samples
 
 if TYPE_CHECKING:
-    from avel.data import Batch
+    from avel.data.splits import Batch
 
 EPS = 1e-8
 

@@ -34,7 +34,7 @@ from avel.balance.ogm import split_logits_reason
 from avel.models.base import AVModel, flatten_samples
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits
+    from avel.data.splits import Batch, DataSplits
 
 JS = ("code", "paper")
 ALPHA_DATA = ("val", "train")

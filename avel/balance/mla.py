@@ -34,11 +34,11 @@ import torch
 from torch import Tensor, nn
 
 from avel.balance.base import BalancerHooks, StepResult, task_loss
-from avel.distributed import all_reduce_sum
+from avel.engine.distributed import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel, flatten_samples
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits
+    from avel.data.splits import Batch, DataSplits
 
 FUSIONS = ("sample", "batch")
 PROJECTIONS = ("none", "paper", "balancemm")

@@ -33,7 +33,7 @@ from avel.models.base import AVModel, ModelOutput, WrappedModel
 from avel.models.fusion import ConcatFusion, SumFusion
 
 if TYPE_CHECKING:
-    from avel.data import Batch
+    from avel.data.splits import Batch
 
 EVERY_EPOCH = 1_000_000  # the end of a window that never closes (the release has none)
 

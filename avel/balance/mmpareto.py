@@ -35,11 +35,11 @@ from torch import Tensor, nn
 from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
 from avel.balance.heads import UniHeadsModel
 from avel.balance.ogm import split_logits_reason
-from avel.distributed import all_reduce_sum, world_size
+from avel.engine.distributed import all_reduce_sum, world_size
 from avel.models.base import AVModel
 
 if TYPE_CHECKING:
-    from avel.data import Batch
+    from avel.data.splits import Batch
 
 HEADS = ("separate", "split")
 MODALITIES = ("audio", "visual")

@@ -26,11 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from avel.balance.base import BalancerHooks, DeviceGenerator, StepResult, output_loss
-from avel.distributed import all_reduce_sum
+from avel.engine.distributed import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, event_weights
 
 if TYPE_CHECKING:
-    from avel.data import Batch
+    from avel.data.splits import Batch
 
 EPS = 1e-8
 

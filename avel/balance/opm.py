@@ -33,7 +33,7 @@ from avel.balance.ogm import modality_scores
 from avel.models.base import AVModel
 
 if TYPE_CHECKING:
-    from avel.data import Batch
+    from avel.data.splits import Batch
 
 EPS = 1e-8
 

@@ -41,12 +41,12 @@ from avel.balance.base import (
     output_loss,
     weighted_mean,
 )
-from avel.distributed import all_reduce_sum
+from avel.engine.distributed import all_reduce_sum
 from avel.models.base import AVModel, event_weights, flatten_samples
 from avel.models.prototypes import compute_prototypes, prototype_logits
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits
+    from avel.data.splits import Batch, DataSplits
 
 EPS = 1e-8
 

@@ -36,7 +36,7 @@ from avel.balance.base import BalancerHooks, StepResult, task_loss
 from avel.models.base import AVModel, ModelOutput, WrappedModel, flatten_samples
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits
+    from avel.data.splits import Batch, DataSplits
 
 MODALITIES = ("audio", "visual")
 RECONCILE = ("code", "paper")

@@ -29,11 +29,11 @@ import torch
 from torch import Tensor
 
 from avel.balance.base import BalancerHooks, StepResult, output_loss
-from avel.distributed import world_size
+from avel.engine.distributed import world_size
 from avel.models.base import AVModel, event_weights
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits, SplitData
+    from avel.data.splits import Batch, DataSplits, SplitData
 
 MODALITIES = ("audio", "visual")
 

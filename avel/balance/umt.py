@@ -34,7 +34,7 @@ from avel.models import modality_slot
 from avel.models.base import AVModel
 
 if TYPE_CHECKING:
-    from avel.data import Batch
+    from avel.data.splits import Batch
 
 INTERMEDIATE = ("mmtm", "centralnet")
 
@@ -69,7 +69,7 @@ class UME(BalancerHooks):
 
 def load_teacher(path: str, modality: str, device: torch.device) -> AVModel:
     """A uni-modal run's checkpoint as a frozen teacher; refuses a missing file or a multi-modal run."""
-    from avel.checkpoint import model_from_checkpoint
+    from avel.engine.checkpoint import model_from_checkpoint
 
     if not path:
         raise ValueError(

@@ -37,11 +37,11 @@ import torch
 from torch import Tensor
 
 from avel.balance.base import BalancerHooks, StepResult, output_loss
-from avel.distributed import world_size
+from avel.engine.distributed import world_size
 from avel.models.base import AVModel, ModelOutput
 
 if TYPE_CHECKING:
-    from avel.data import Batch, DataSplits, SplitData
+    from avel.data.splits import Batch, DataSplits, SplitData
 
 NONE, DROP_AUDIO, DROP_VISUAL = 0, 1, 2  # the code's drop flags: 1 zeroes audio, 2 zeroes visual
 LEVELS = ("sample", "modality")

@@ -4,7 +4,7 @@ Blocks below assemblies: ``encoders`` (every encoder), ``temporal`` (AVEL's atte
 ``fusion`` (late fusions and DMRN), ``intermediate`` (MMTM, CentralNet between encoder stages) and
 ``prototypes`` (PMR's prototype classifier) are the blocks; ``localizer`` and ``classifier`` assemble them;
 ``base`` holds the ``AVModel`` contract every model follows. ``build_model(**kwargs)`` is the one
-constructor; checkpoints store its kwargs to rebuild a model (``avel.checkpoint.model_from_kwargs``).
+constructor; checkpoints store its kwargs to rebuild a model (``avel.engine.checkpoint.model_from_kwargs``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 (Eq. 6) and the negative distance to it as that modality's logits (Eq. 7).
 
 A measurement of a model, below its users: PMR trains with it (``avel.balance.pmr``), evaluation reports
-each modality's accuracy with it (``avel.evaluate``).
+each modality's accuracy with it (``avel.engine.evaluate``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import Tensor
 from avel.models.base import AVModel, event_weights, flatten_samples
 
 if TYPE_CHECKING:
-    from avel.data import SplitData
+    from avel.data.splits import SplitData
 
 
 @torch.no_grad()
@@ -56,7 +56,7 @@ def compute_prototypes(
     if sums_a is None:
         raise ValueError("compute_prototypes: no samples (empty split or empty indices)")
     if split.sharded:
-        from avel.distributed import all_reduce_sum
+        from avel.engine.distributed import all_reduce_sum
 
         sums_a, sums_v, counts = all_reduce_sum(sums_a), all_reduce_sum(sums_v), all_reduce_sum(counts)
     denom = counts.clamp_min(1.0)[:, None]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from avel import config as config_mod
 from avel.balance import build_balancer
-from avel.config import TrainConfig
-from avel.data import load_splits
+from avel.data.splits import load_splits
+from avel.engine import config as config_mod
+from avel.engine.config import TrainConfig
 from avel.models import build_model
 
 tiny_h5, features_h5, out = map(Path, sys.argv[1:4])

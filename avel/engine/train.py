@@ -1,0 +1,594 @@
+"""The training loop: ``run_training(cfg)`` and ``train_one_epoch``, the only code that steps the optimizer.
+
+One path per step: balancer forward + loss -> zero_grad -> backward -> balancer gradient edit ->
+clip -> step. Mixed precision (``amp``) is bf16 autocast, which needs no loss scaling, on CUDA and on CPUs
+with native bf16 (AVX512-BF16 / AMX; elsewhere ``amp`` is off). Logged values stay on
+the device until the epoch ends. A run directory holds the resolved config, ``last.pt`` / ``best.pt``,
+``metrics.jsonl`` (one line per epoch) and ``results.json``; re-running on the same directory resumes
+from ``last.pt`` and produces the same final metrics as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from avel.balance import BALANCERS, build_balancer
+from avel.balance.base import Balancer, EpochMeter
+from avel.data.splits import DataSplits, SplitData, load_splits
+from avel.engine import config as config_mod
+from avel.engine import distributed
+from avel.engine.checkpoint import (
+    load_checkpoint,
+    load_matching_weights,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from avel.engine.config import TrainConfig
+from avel.engine.evaluate import evaluate, train_prototypes
+from avel.engine.measures import balance_measures, peak_memory_mib, reset_peak_memory
+from avel.engine.provenance import provenance
+from avel.engine.tensorboard import TensorBoardLog
+from avel.models import build_model
+from avel.models.base import AVModel
+from avel.models.encoders import resnet_grid
+from avel.preprocessing.lock import output_lock
+
+# config keys that may change when a run is resumed (they do not change what is computed)
+RESUMABLE_CHANGES = {
+    "epochs",
+    "progress",
+    "out",
+    "device",
+    "eval_every",
+    "modality_eval_every",
+    "tensorboard",
+    "measures",
+}
+BUSY = "wait for it to finish, or give another --out"  # a second run on a run directory
+# what a checkpoint keeps of its data file to rebuild inputs later (predict, extract)
+DATA_META_KEYS = ("classes", "kind", "num_classes", "input_mode", "family", "modalities", "segment_width")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 autocast pays on this device: CUDA with bf16, or a CPU with native bf16 (AVX512-BF16 / AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return the generator that orders batches and draws augmentations."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = False
+    return torch.Generator().manual_seed(seed)
+
+
+def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    """SGD (momentum, weight decay), Adam (betas) or AdaGrad, all at ``cfg.lr``."""
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; valid: ['sgd', 'adam', 'adagrad']")
+
+
+def build_scheduler(
+    cfg: TrainConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Learning-rate schedule, stepped once per epoch, or once per optimizer step with
+    ``lr_step_unit = "iteration"`` (step / multistep counted in iterations, as the AVEL reference)."""
+    sched = torch.optim.lr_scheduler
+    if cfg.lr_step_unit not in ("epoch", "iteration"):
+        raise ValueError(f"unknown lr_step_unit {cfg.lr_step_unit!r}; valid: ['epoch', 'iteration']")
+    if cfg.lr_step_unit == "iteration" and cfg.schedule == "cosine":
+        raise ValueError("lr_step_unit = 'iteration' applies to the step and multistep schedules, not cosine")
+    if cfg.schedule == "none":
+        return sched.LambdaLR(optimizer, lambda epoch: 1.0)
+    if cfg.schedule == "step":
+        return sched.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.lr_gamma)
+    if cfg.schedule == "multistep":
+        return sched.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.lr_gamma)
+    if cfg.schedule == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; valid: ['none', 'step', 'multistep', 'cosine']")
+
+
+def model_kwargs(cfg: TrainConfig, data: DataSplits) -> dict[str, Any]:
+    """Constructor arguments of the model (``build_model``'s, and the balancer whose ``prepare_model`` adds
+    layers); stored in every checkpoint to rebuild it (``avel.engine.checkpoint.model_from_kwargs``)."""
+    avel = cfg.model == "avel"  # only the localizer's sizes come from the arrays
+    audio, visual = (tuple(data.train.audio.shape), tuple(data.train.visual.shape)) if avel else ((), ())
+    return _model_kwargs(cfg, data.meta["input_mode"], data.meta["num_classes"], audio, visual)
+
+
+def _model_kwargs(
+    cfg: TrainConfig,
+    input_mode: str,
+    num_classes: int,
+    audio_shape: tuple[int, ...],
+    visual_shape: tuple[int, ...],
+) -> dict[str, Any]:
+    """``model_kwargs`` from the input mode, the class count and the shapes of the train arrays."""
+    kwargs: dict[str, Any] = {
+        "family": cfg.model,
+        "fusion": cfg.fusion,
+        "input_mode": input_mode,
+        "num_classes": num_classes,
+        "modality": cfg.modality,
+        "width": cfg.width,
+        "pretrained": cfg.pretrained,
+        "balancer": cfg.balance,
+    }
+    if cfg.fusion == "mmtm":
+        kwargs["mmtm_gate"] = cfg.mmtm_gate
+        kwargs["mmtm_head"] = cfg.mmtm_head
+    if cfg.fusion == "centralnet":
+        kwargs["centralnet_unimodal_loss"] = cfg.centralnet_unimodal_loss
+    if cfg.model != "avel":
+        return kwargs
+    if input_mode == "features":  # visual (N, T, h, w, C)
+        kwargs["audio_dim"] = int(audio_shape[-1])
+        kwargs["visual_dim"] = int(visual_shape[-1])
+        kwargs["regions"] = int(visual_shape[2] * visual_shape[3])
+    else:  # stored frames (N, T, K, S, S, 3): the ResNet18 layer4 grid
+        kwargs["regions"] = resnet_grid(int(visual_shape[3])) ** 2
+        kwargs["audio_pool"] = cfg.audio_pool
+    return kwargs
+
+
+def probe_model(cfg: TrainConfig) -> AVModel:
+    """The smallest model of ``cfg``'s family, fusion and modality (width 8, features on AVEL, no data):
+    enough to ask a balancer's ``applies_to``, which depends on the fusion's structure only."""
+    input_mode = "features" if cfg.model == "avel" else "e2e"
+    kwargs = _model_kwargs(cfg, input_mode, 5, (1, 1, 8), (1, 1, 1, 1, 8))
+    return build_model(**{**_build_args(kwargs), "width": 8, "pretrained": False})
+
+
+def _build_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``build_model``'s arguments of ``model_kwargs`` (without the balancer)."""
+    return {k: v for k, v in kwargs.items() if k != "balancer"}
+
+
+class NotApplicable(ValueError):
+    """The configured rebalancing method cannot train the configured model (ablate marks the cell n/a)."""
+
+    def __init__(self, balance: str, reason: str) -> None:
+        super().__init__(f"--balance {balance} does not apply to this model: {reason}")
+        self.reason = reason
+
+
+def check_applicable(cfg: TrainConfig, model: AVModel | None = None) -> str | None:
+    """Why ``cfg.balance`` cannot train ``cfg``'s model (balancer × model × modality), or None when it can.
+
+    ``model`` is the model to train; without it, ``probe_model(cfg)`` answers for the configuration.
+    """
+    if cfg.balance == "none":
+        return None
+    if cfg.modality != "both":
+        return f"{cfg.balance} needs both modalities; uni-modal runs use --balance none"
+    balancer = build_balancer(cfg.balance, **config_mod.balancer_options(cfg))
+    return balancer.applies_to(model if model is not None else probe_model(cfg))
+
+
+def initialise(model: AVModel, cfg: TrainConfig, log: Callable[[str], None], resuming: bool) -> None:
+    """``cfg.init`` ("reference": AVE-ECCV18's Xavier-uniform layers) then ``cfg.init_from`` (the weights of
+    another run's checkpoint with matching name and shape); a resumed run takes its own weights instead."""
+    if cfg.init not in ("default", "reference"):
+        raise ValueError(f"unknown init {cfg.init!r}; valid: ['default', 'reference']")
+    if cfg.init == "reference":
+        if not hasattr(model, "reference_init"):
+            raise ValueError(
+                f"--init reference is AVE-ECCV18's initialisation: --model avel, not {cfg.model}"
+            )
+        model.reference_init()
+    if cfg.init_from and not resuming:
+        loaded, kept = load_matching_weights(model, cfg.init_from)
+        log(f"init-from {cfg.init_from}: {len(loaded)} tensors loaded, {len(kept)} kept ({', '.join(kept)})")
+
+
+def make_balancer(cfg: TrainConfig, model: AVModel) -> Balancer:
+    """The configured balancer for ``model``; ``NotApplicable`` when it cannot train it."""
+    reason = check_applicable(cfg, model)
+    if reason:
+        raise NotApplicable(cfg.balance, reason)
+    return build_balancer(cfg.balance, **config_mod.balancer_options(cfg))
+
+
+def check_splits(cfg: TrainConfig, data: DataSplits) -> None:
+    """Refuse, before anything is written, splits training cannot use: an empty train, val or test split,
+    or (for the rebalancers that weigh event segments) a train split without any event segment."""
+    for name in ("train", "val", "test"):
+        if len(getattr(data, name)) == 0:
+            why = ""
+            if data.meta.get("skipped_no_event", {}).get(name):
+                why = " (its videos have no event segment, and clip classifiers train on event spans)"
+            raise ValueError(
+                f"{cfg.data}: the {name} split has no rows{why}; training needs rows in train, val and test"
+            )
+    if not BALANCERS[cfg.balance].weighs_event_segments or cfg.model != "avel":
+        return
+    background = data.meta["num_classes"] - 1
+    need = ("train", "val") if cfg.balance == "pmr" and cfg.pmr_subset == "val" else ("train",)
+    for name in need:
+        if not bool((getattr(data, name).labels != background).any()):
+            raise ValueError(
+                f"{cfg.data}: the {name} split has no event segment (every segment is background); "
+                f"--balance {cfg.balance} weighs the modalities on event segments"
+            )
+
+
+def train_one_epoch(
+    model: AVModel,
+    balancer: Balancer,
+    train: SplitData,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    progress: Callable[[int], None] | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> dict[str, float]:
+    """One pass over the train split (shuffled unless ``cfg.shuffle`` is false); returns the epoch means of
+    the balancer's logs. A ``scheduler`` given here is stepped after every optimizer step."""
+    model.train()
+    meter = EpochMeter()
+    amp = cfg.amp and bf16_supported(train.device)
+    rows = balancer.train_indices(train)  # None: every row
+    batch_size = cfg.batch_size // distributed.world_size()  # each rank's share of the global batch
+    batches = train.batches(
+        batch_size, shuffle=cfg.shuffle, generator=generator, indices=rows, train=True, reuse=True
+    )
+    for batch in batches:
+        for _ in range(getattr(balancer, "steps_per_batch", 1)):  # MLA: one step per modality
+            with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=amp):
+                result = balancer.training_loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            result.loss.backward()
+            distributed.sync_gradients(model)  # under torchrun without DDP (see distributed.wrap)
+            balancer.before_optimizer_step(model, result)
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            meter.update({"loss": result.loss.detach(), **result.logs})
+        if scheduler is not None:
+            scheduler.step()
+        if progress is not None:
+            progress(len(batch.index))
+    return meter.result()
+
+
+def modality_epoch(cfg: TrainConfig, epoch: int) -> bool:
+    """Per-modality accuracies at this epoch: epochs 0, N, 2N, ... for ``modality_eval_every = N`` (counted
+    as ``eval_every``; 0: none of them) and the last."""
+    every = cfg.modality_eval_every
+    return epoch + 1 == cfg.epochs or (every > 0 and epoch % every == 0)
+
+
+def evaluate_split(
+    model: AVModel, data: DataSplits, split: SplitData, cfg: TrainConfig, with_modalities: bool
+) -> dict[str, float]:
+    """The one evaluation of a run, for val during training and for test at the end: the fused accuracy,
+    and with ``with_modalities`` each modality's prototype accuracy (prototypes from the whole train split:
+    a forward pass over train, so only on the epochs that ask for it)."""
+    both = with_modalities and cfg.modality == "both"
+    protos = train_prototypes(model, data.train) if both else None
+    return evaluate(model, split, prototypes=protos, amp=cfg.amp and bf16_supported(split.device))
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.model}-{cfg.fusion}-{cfg.balance}-s{cfg.seed}-{stamp}"
+
+
+def _check_resumable(stored: dict[str, Any], cfg: TrainConfig, run_dir: Path) -> None:
+    now = config_mod.to_dict(cfg)
+    stored = {**config_mod.to_dict(TrainConfig()), **stored}  # keys added since the run began: defaults
+    stored = {k: config_mod.UNSET if v is None else v for k, v in stored.items()}  # None before UNSET
+    diff = sorted(k for k in now if k not in RESUMABLE_CHANGES and stored.get(k) != now[k])
+    if diff:
+        changes = ", ".join(f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in diff)
+        raise ValueError(
+            f"{run_dir} holds a run with a different configuration ({changes}); "
+            "use another --out directory, or the same options to resume it"
+        )
+
+
+def _trim_metrics(path: Path, next_epoch: int) -> None:
+    """Drop metric lines of epochs the checkpoint does not contain (written after it, before a crash)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] < next_epoch]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+class _Progress:
+    """A rich progress bar per epoch (samples/s); silent when disabled."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+
+    def start(self, epoch: int, total: int) -> Callable[[int], None] | None:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn(f"epoch {epoch:3d}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=True,
+        )
+        self.bar.start()
+        task = self.bar.add_task("train", total=total)
+        return lambda n: self.bar.advance(task, n)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def print_line(line: str) -> None:
+    """One log line, flushed at once: epoch lines arrive as they happen when stdout is a file or a pipe."""
+    print(line, flush=True)
+
+
+def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> dict[str, Any]:
+    """Train, select on val, test the selected checkpoint once; returns (and writes) results.json.
+
+    One process writes a run directory at a time: a second run on it refuses (``OutputLocked``, naming
+    the first), so two grid processes sharing a grid never train the same seed twice."""
+    with contextlib.ExitStack() as held:
+        return _run_training(cfg, log, held)
+
+
+def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib.ExitStack) -> dict[str, Any]:
+    if not cfg.data:
+        raise ValueError("no data file given (avel train DATA.h5 or `data = ...` in the config)")
+    config_mod.validate(cfg)
+    ctx, device_name = distributed.init(cfg.device)
+    if cfg.batch_size % ctx.world:
+        raise ValueError(
+            f"--batch-size {cfg.batch_size} is the global batch: it must divide by the {ctx.world} processes"
+        )
+    log = log if ctx.main else _silent
+    device = config_mod.resolve_device(device_name)
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: is a file; --out names the run directory")
+    cfg = config_mod.apply(cfg, {"out": str(run_dir)}, "run")  # the saved config names its own directory
+    generator = seed_everything(cfg.seed)
+    data = load_splits(
+        cfg.data,
+        family=cfg.model,
+        device=device,
+        frames=cfg.frames,
+        augment=cfg.augment,
+        augment_audio=cfg.augment_audio,
+        eval_frames=cfg.eval_frames,
+        audio_norm=cfg.audio_norm,
+    )
+    for split, n in data.meta.get("skipped_no_event", {}).items():
+        log(f"{cfg.data}: skipped {n} {split} video(s) without an event segment (no clip sample)")
+    check_splits(cfg, data)
+    if ctx.active:
+        data.train = distributed.shard_split(
+            data.train, distributed.shard_rows(len(data.train), ctx.rank, ctx.world, cfg.seed)
+        )
+    kwargs = model_kwargs(cfg, data)
+    model = build_model(**_build_args(kwargs)).to(device)
+    base_parameters = sum(p.numel() for p in model.parameters())  # before a balancer adds its layers
+    initialise(model, cfg, log, resuming=(run_dir / "last.pt").exists())
+    balancer = make_balancer(cfg, model)
+    model = balancer.prepare_model(model).to(device)
+    model = distributed.wrap(
+        model, ctx, balancer=cfg.balance, find_unused=_find_unused(cfg), sync_bn=cfg.sync_bn
+    )
+    optimizer = build_optimizer(cfg, model.parameters())
+    scheduler = build_scheduler(cfg, optimizer)
+    run_dir.mkdir(parents=True, exist_ok=True)  # only once everything above was found usable
+    if ctx.main:  # RUN/train.lock while this process writes RUN (the other ranks write nothing)
+        held.enter_context(output_lock(run_dir, "avel train", lock_path=run_dir / "train.lock", hint=BUSY))
+    metrics_path = run_dir / "metrics.jsonl"
+    start_epoch, best = 0, {"val_accuracy": -1.0, "epoch": -1}
+    last = run_dir / "last.pt"
+    if last.exists():
+        ckpt = load_checkpoint(last, map_location=device)
+        _check_resumable(ckpt["config"], cfg, run_dir)
+        distributed.unwrap(model).load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        balancer.load_state_dict(ckpt["balancer"])
+        set_rng_state(ckpt["rng"], generator)
+        start_epoch, best = ckpt["epoch"] + 1, ckpt["best"]
+        if ctx.main:
+            _trim_metrics(metrics_path, start_epoch)
+        log(f"resuming {run_dir} at epoch {start_epoch}")
+    elif ctx.main:
+        metrics_path.write_text("")
+    if ctx.main:
+        config_mod.save_config(cfg, run_dir / "config.toml")
+    bar = _Progress(cfg.progress and ctx.main)
+    board = TensorBoardLog(run_dir) if cfg.tensorboard and ctx.main else None
+    reset_peak_memory(device)
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        balancer.on_epoch_start(distributed.unwrap(model), data, epoch)
+        t_proto = time.perf_counter() - t0
+        order = distributed.epoch_generator(cfg.seed, epoch, ctx.rank) if ctx.active else generator
+        try:
+            per_step = scheduler if cfg.lr_step_unit == "iteration" else None
+            bar_step = bar.start(epoch, len(data.train))
+            logs = train_one_epoch(model, balancer, data.train, optimizer, cfg, order, bar_step, per_step)
+        finally:
+            bar.stop()
+        logs.update(balancer.epoch_logs())
+        logs = distributed.mean_logs(logs)
+        if cfg.lr_step_unit == "epoch":
+            scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t_train = time.perf_counter() - t0
+        line: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **logs}
+        if epoch % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:  # epochs 0, N, 2N, ... (AVEL ref.) + last
+            val = evaluate_split(
+                distributed.unwrap(model), data, data.val, cfg, with_modalities=modality_epoch(cfg, epoch)
+            )
+            line.update({f"val_{k}": v for k, v in val.items()})
+        line.update(
+            {
+                "time_s": time.perf_counter() - t0,
+                "train_time_s": t_train,
+                "prototype_time_s": t_proto,
+                "samples_per_s": ctx.world * len(data.train) / max(t_train, 1e-9),
+            }
+        )
+        improved = line.get("val_accuracy", -1.0) > best["val_accuracy"]
+        if improved:
+            best = {"val_accuracy": line["val_accuracy"], "epoch": epoch}
+        log(_summary(line, best, tuple(data.meta["modalities"])))
+        if not ctx.main:
+            continue
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        if board is not None:
+            board.write(line)
+        state = {
+            "model": distributed.unwrap(model).state_dict(),
+            "model_kwargs": kwargs,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "balancer": balancer.state_dict(),
+            "config": config_mod.to_dict(cfg),
+            "epoch": epoch,
+            "best": best,
+            "rng": rng_state(generator),
+            "data_meta": {k: data.meta[k] for k in DATA_META_KEYS if k in data.meta},
+            "data_params": _data_params(data.meta),
+        }
+        if improved:
+            save_checkpoint(run_dir / "best.pt", state)
+        save_checkpoint(last, state)
+    if board is not None:
+        board.close()
+    distributed.barrier()  # best.pt is written before any rank reads it
+    complexity = {"base_parameters": base_parameters, "peak_mib": peak_memory_mib(device)}
+    results = _finish(run_dir, cfg, data, device, best, log, ctx.main, complexity)
+    distributed.close()
+    return results
+
+
+def _data_params(meta: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "frame_size",
+        "frames_per_segment",
+        "sample_rate",
+        "n_fft",
+        "win_length",
+        "hop_length",
+        "segments",
+        "audio_seconds",
+        "transform",
+        "clip_samples",
+    )
+    return {k: meta[k] for k in keys if k in meta}
+
+
+def _summary(line: dict[str, Any], best: dict[str, Any], names: tuple[str, str] = ("audio", "visual")) -> str:
+    """One line per epoch; ``names`` are the data's two modalities (gray / colored on CG-MNIST)."""
+    parts = [f"epoch {line['epoch']:3d}", f"loss {line.get('loss', float('nan')):.4f}"]
+    if "val_accuracy" in line:
+        parts.append(f"val {100 * line['val_accuracy']:.2f}%")
+    for k, name in zip(("val_audio_accuracy", "val_visual_accuracy"), names, strict=True):
+        if k in line:
+            parts.append(f"{name} {100 * line[k]:.1f}%")
+    if "rho" in line:
+        parts.append(f"rho {line['rho']:.2f}")
+    parts.append(f"{line['time_s']:.2f}s ({line['samples_per_s']:.0f} samples/s)")
+    parts.append(f"best {100 * best['val_accuracy']:.2f}% @ {best['epoch']}")
+    return " | ".join(parts)
+
+
+def _silent(_: str) -> None:
+    """The log of ranks other than 0."""
+
+
+def _find_unused(cfg: TrainConfig) -> bool:
+    """DDP must look for parameters without a gradient: every configuration but the ones known to use all
+    of them (both modalities, a late fusion)."""
+    full = cfg.modality == "both"
+    return not (full and cfg.fusion in ("concat", "sum", "film", "gated", "dmrn"))
+
+
+def run_measures(
+    model: AVModel, data: DataSplits, cfg: TrainConfig, run_dir: Path, complexity: dict[str, Any]
+) -> dict[str, Any]:
+    """BalanceBenchmark's measures of the selected model: the probe and Shapley values need both
+    modalities (a uni-modal run gets performance and complexity only); epoch times from metrics.jsonl
+    (every epoch, resumed or not). Under several processes rank 0 probes its own shard of train."""
+    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    times = [ln["train_time_s"] for ln in lines if "train_time_s" in ln]
+    return balance_measures(
+        model,
+        data,
+        base_parameters=complexity.get("base_parameters"),
+        epoch_times=times,
+        peak_mib=complexity.get("peak_mib"),
+        seed=cfg.seed,
+        both=cfg.modality == "both",
+    )
+
+
+def _finish(
+    run_dir: Path,
+    cfg: TrainConfig,
+    data: DataSplits,
+    device,
+    best,
+    log,
+    main: bool = True,
+    complexity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Test the checkpoint selected on val, once (every rank evaluates; rank 0 writes results.json with
+    BalanceBenchmark's measures of that checkpoint, ``measures``)."""
+    from avel.engine.checkpoint import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(run_dir / "best.pt", device)
+    test = evaluate_split(model, data, data.test, cfg, with_modalities=True)
+    results = {
+        "run_dir": str(run_dir),
+        "best_epoch": best["epoch"],
+        "val_accuracy": best["val_accuracy"],
+        "test_accuracy": test["accuracy"],
+        "modalities": list(data.meta["modalities"]),
+        **{f"test_{k}": v for k, v in test.items() if k != "accuracy"},
+        "config": config_mod.to_dict(cfg),
+        "provenance": provenance(device),
+    }
+    if model.background is not None:
+        results["test_always_background"] = float((data.test.labels == model.background).float().mean())
+    if main and cfg.measures:
+        results["measures"] = run_measures(model, data, cfg, run_dir, complexity or {})
+    if main:
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    log(
+        f"test accuracy {100 * test['accuracy']:.2f}% (selected on val at epoch {best['epoch']}) -> {run_dir}"
+    )
+    return results

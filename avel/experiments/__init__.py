@@ -1,0 +1,1 @@
+"""Experiment grids and their tables (ablate), reproductions of the paper (reproduce, published)."""
