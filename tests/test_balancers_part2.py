@@ -304,6 +304,7 @@ def test_mla_takes_two_optimizer_steps_per_batch_and_its_fusion_evaluates(featur
     assert evaluate(model, data.test)["accuracy"] == pytest.approx(res["test_accuracy"])
 
 
+@pytest.mark.slow  # a real epoch of ResNet18 / CG-MNIST / end-to-end AVEL: the fast tier skips it
 @pytest.mark.parametrize("balance", ["agm", "amco", "mla"])
 def test_resnet18_one_epoch(tiny_h5, tmp_path, balance):
     kw = {"model": "resnet18", "balance": balance, "epochs": 1, "width": 8, "batch_size": 4, "frames": 2}
@@ -324,6 +325,7 @@ def cg_tiny(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # a real epoch of ResNet18 / CG-MNIST / end-to-end AVEL: the fast tier skips it
 @pytest.mark.parametrize("balance,fusion", [("agm", "concat"), ("amco", "concat"), ("mla", "film")])
 def test_cgmnist_one_epoch(cg_tiny, tmp_path, balance, fusion):
     res = run_training(
@@ -333,6 +335,7 @@ def test_cgmnist_one_epoch(cg_tiny, tmp_path, balance, fusion):
     assert 0.0 <= res["test_accuracy"] <= 1.0
 
 
+@pytest.mark.slow  # a real epoch of ResNet18 / CG-MNIST / end-to-end AVEL: the fast tier skips it
 def test_mla_checkpoint_predicts_a_video_with_its_fusion(tiny_h5, tiny_ave, tmp_path):
     from avel.tools.predict import predict_video
 
