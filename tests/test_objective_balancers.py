@@ -12,7 +12,7 @@ from test_balancers import FilmModel, clip_data, make_model
 from torch import nn
 
 from avel.balance import build_balancer
-from avel.balance.cml import CML, confidence, confidence_penalty, removed_modality
+from avel.balance.cml import CML, confidence, confidence_penalty, removed_modality, trick_mask
 from avel.balance.heads import UniHeadsModel
 from avel.balance.lfm import LFM, alignment, alpha_gradient, lfm_loss
 from avel.balance.mbsd import mbsd_terms
@@ -108,6 +108,12 @@ def test_cml_penalty_by_hand():
     batch.backward()
     assert removed.grad.tolist() == [1.0, 1.0] and full.grad.tolist() == [-1.0, -1.0]
     assert confidence_penalty(full, removed, "sample").item() == pytest.approx(0.3)  # relu(−0.2) + relu(0.3)
+    masked = confidence_penalty(full, removed, "sample", torch.tensor([1.0, 0.0]))  # trick 1 drops row 2
+    assert masked.item() == 0.0
+    full_logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])  # predicts 0, 1, 0
+    removed_logits = torch.tensor([[0.0, 2.0], [0.0, 2.0], [0.0, 2.0]])  # predicts 1, 1, 1
+    # labels 1, 1, 0: row 0 is right only without the modality (s = 0); rows 1 (both right), 2 (only full)
+    assert trick_mask(full_logits, removed_logits, torch.tensor([1, 1, 0])).tolist() == [0.0, 1.0, 1.0]
     down = confidence_penalty(torch.tensor([0.9, 0.9]), torch.tensor([0.1, 0.95]), "batch")
     assert down.item() == 0  # the batch sum is negative: no penalty, although one sample rose
     assert confidence(torch.log(torch.tensor([[0.2, 0.7, 0.1]]))).item() == pytest.approx(0.7)
@@ -131,6 +137,13 @@ def test_cml_step_by_hand_and_the_removed_modality_per_epoch():
     expected = (F.cross_entropy(full, batch.labels) + F.cross_entropy(part, batch.labels)) / 2
     expected = expected + 0.1 * diff.clamp_min(0)
     assert torch.isclose(res.loss, expected, atol=1e-6)
+    sample = CML(reduce="sample", seed=0)  # the release's per-sample hinge with trick 1
+    mask = trick_mask(full, part, batch.labels)
+    hinge = (part.softmax(-1).max(-1).values - full.softmax(-1).max(-1).values).clamp_min(0) * mask
+    expected = (
+        F.cross_entropy(full, batch.labels) + F.cross_entropy(part, batch.labels)
+    ) / 2 + 0.1 * hinge.sum()
+    assert torch.isclose(sample.training_loss(model, batch).loss, expected, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------ MBSD

@@ -12,8 +12,11 @@ fusion; the loss is
 
     L = (CE(f(x), y) + CE(f(x^{-m}), y)) / 2 + λ · max(0, Σ_i (Conf(x_i^{-m}) − Conf(x_i)))
 
-with λ = 0.1 and the sum over the batch *inside* the max (``reduce="batch"``); ``reduce="sample"`` is
-the per-sample hinge Σ_i max(0, Conf(x_i^{-m}) − Conf(x_i)), the principle applied to each sample.
+with λ = 0.1 and the sum over the batch *inside* the max (``reduce="batch"``); BalanceMM computes the
+authors' "trick 1" mask and discards it. ``reduce="sample"`` is the penalty as the authors' release
+computes it (github.com/QingyangZhang/CML, ``cpm/CPM_Nets.py`` ``rank_loss``, on CPM-Nets: no audio-visual
+code): the per-sample hinge Σ_i s_i max(0, Conf(x_i^{-m}) − Conf(x_i)), where s_i = 0 for a sample that
+the fewer modalities classify right and all of them wrong (trick 1), else 1.
 Under several processes the batch sum is the global batch's (all-reduced); each rank backpropagates
 world · 1[Σ_global > 0] · Σ_local so that the averaged gradient equals one process's.
 
@@ -43,12 +46,24 @@ def confidence(logits: Tensor) -> Tensor:
     return torch.softmax(flatten_samples(logits).float(), dim=-1).max(-1).values
 
 
-def confidence_penalty(conf_full: Tensor, conf_removed: Tensor, reduce: str = "batch") -> Tensor:
+def trick_mask(logits_full: Tensor, logits_removed: Tensor, labels: Tensor) -> Tensor:
+    """s_i: 0 where the prediction without modality m is right and the full one wrong, else 1 (trick 1)."""
+    y = labels.reshape(-1)
+    right_removed = flatten_samples(logits_removed).argmax(-1) == y
+    wrong_full = flatten_samples(logits_full).argmax(-1) != y
+    return (~(right_removed & wrong_full)).float()
+
+
+def confidence_penalty(
+    conf_full: Tensor, conf_removed: Tensor, reduce: str = "batch", mask: Tensor | None = None
+) -> Tensor:
     """ "batch": max(0, Σ_i (c^{-m}_i − c_i)) over the global batch, as a term whose gradient, averaged
-    over ranks, is one process's; "sample": Σ_i max(0, c^{-m}_i − c_i) (a sum over rows: no reduction)."""
+    over ranks, is one process's; "sample": Σ_i s_i max(0, c^{-m}_i − c_i) (``mask`` = s, default all 1;
+    a sum over rows, scaled by the ranks: the loop averages their gradients)."""
     diff = conf_removed - conf_full
     if reduce == "sample":
-        return torch.relu(diff).sum() * world_size()
+        hinge = torch.relu(diff) * (mask if mask is not None else 1.0)
+        return hinge.sum() * world_size()
     if reduce != "batch":
         raise ValueError(f"unknown CML reduce {reduce!r}; valid: {list(REDUCE)}")
     local = diff.sum()
@@ -106,7 +121,8 @@ class CML(BalancerHooks):
         loss_ce = output_loss(out, batch.labels)
         loss_partial = task_loss(partial.logits, batch.labels)
         conf_full, conf_removed = confidence(out.logits), confidence(partial.logits)
-        penalty = confidence_penalty(conf_full, conf_removed, self.reduce)
+        mask = trick_mask(out.logits, partial.logits, batch.labels) if self.reduce == "sample" else None
+        penalty = confidence_penalty(conf_full, conf_removed, self.reduce, mask)
         loss = (loss_ce + loss_partial) / 2 + self.lam * penalty
         logs = {
             "loss_ce": loss_ce.detach(),
@@ -118,4 +134,4 @@ class CML(BalancerHooks):
         return StepResult(loss, out, logs)
 
 
-__all__ = ["CML", "confidence", "confidence_penalty", "removed_modality"]
+__all__ = ["CML", "confidence", "confidence_penalty", "removed_modality", "trick_mask"]
