@@ -68,6 +68,7 @@ def test_resnet18_applicability(method, fusion, reason):
     assert why == reason if reason is None else why.startswith(reason)
 
 
+@pytest.mark.slow  # a real epoch of ResNet18: the fast tier skips it
 @pytest.mark.parametrize("method", ["mmcosine", "mmpareto", "lfm"])  # head, gradient, Hessian edits
 def test_resnet18_end_to_end_epoch(method, tiny_h5, tmp_path):
     cfg = _cfg(tiny_h5, tmp_path / "r18", model="resnet18", balance=method, epochs=1, width=8, batch_size=4)
@@ -88,6 +89,7 @@ def test_umt_refuses_a_teacher_of_the_other_modality(features_h5, teachers, tmp_
         run_training(_cfg(features_h5, tmp_path / "swapped", balance="umt", epochs=1, **swapped), log=quiet)
 
 
+@pytest.mark.slow  # a real epoch of end-to-end AVEL: the fast tier skips it
 @pytest.mark.parametrize("method", ["mmpareto", "lfm"])  # gradient edits / Hessian through CNN + LSTM
 def test_avel_end_to_end_epoch(method, tiny_h5, tmp_path):
     res = run_training(
