@@ -264,21 +264,35 @@ def cgmnist(
     mnist: Path = typer.Option(
         None, help="folder with the MNIST idx files (train-images-idx3-ubyte[.gz], ...); default: embedded"
     ),
-    train: int = typer.Option(2000, help="embedded: rendered train digits (val is carved from them)"),
-    test: int = typer.Option(1000, help="embedded: rendered test digits"),
+    train: int = typer.Option(
+        None, help="embedded: rendered train digits, val carved from them (default 60000; --small: 2000)"
+    ),
+    test: int = typer.Option(None, help="embedded: rendered test digits (default 10000; --small: 1000)"),
     seed: int = typer.Option(0, help="random seed: val subset, colours, rendered digits"),
     color_var: float = typer.Option(0.03, help="variance of the colour jitter per channel"),
     test_color_match: float = typer.Option(
-        0.6, help="P(a test digit has its class's colour), else a random class's (0 = independent)"
+        None,
+        help="P(a test digit has its class's colour), else a random class's (default 0: independent; "
+        "--small: 0.6)",
     ),
     val_fraction: float = typer.Option(0.1, help="share of train held out as val"),
+    small: bool = typer.Option(
+        False, "--small", help="the small embedded set of demos and tests (2000 / 1000, colour match 0.6)"
+    ),
+    progress: bool = typer.Option(True, help="a progress bar while rendering"),
 ) -> None:
-    """Colored-and-gray MNIST (PMR Table 1): from MNIST idx files, or embedded (rendered digits)."""
-    from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist
+    """Colored-and-gray MNIST (PMR Table 1): from MNIST idx files, or embedded (rendered digits, cached):
+    60,000 train / 10,000 test digits by default, train colours biased as Kim et al., test colours not."""
+    from dataclasses import replace
 
-    cfg = CGMNISTConfig(train, test, seed, color_var, test_color_match, val_fraction)
+    from avel.synth.cgmnist import SMALL, CGMNISTConfig, make_cgmnist
+
+    base = SMALL if small else CGMNISTConfig()
+    given = {"train": train, "test": test, "test_color_match": test_color_match}
+    cfg = replace(base, seed=seed, color_var=color_var, val_fraction=val_fraction)
+    cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
     try:
-        rows = make_cgmnist(out, cfg, mnist_dir=mnist)
+        rows = make_cgmnist(out, cfg, mnist_dir=mnist, progress=progress)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     typer.echo(f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in rows.items()))

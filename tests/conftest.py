@@ -16,6 +16,16 @@ SHARED_AVE = Path(__file__).resolve().parents[2] / "shared" / "ave"
 TINY_CLASSES = 4
 
 
+@pytest.fixture(scope="session", autouse=True)
+def digit_cache(tmp_path_factory) -> Path:
+    """Rendered CG-MNIST digits are cached in a folder of the session, never in the user's cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("avel_cache")
+    os.environ["AVEL_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_ave() -> Path:
     if not (SHARED_AVE / "Annotations.txt").is_file():

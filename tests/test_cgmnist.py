@@ -226,3 +226,87 @@ def test_ablate_grids_for_cgmnist_name_gray_and_colored():
     assert AVE[("fusions", "cgmnist")][("concat", "PMR")] == 77.2
     balancer_rows = {c.row for c in build_grid("balancers", model="cgmnist")}
     assert "OPM" not in balancer_rows and {"naive", "OGM-GE", "PMR w/o PER", "PMR"} <= balancer_rows
+
+
+def colour_classes_from_pixels(gray: np.ndarray, colored: np.ndarray) -> np.ndarray:
+    """Each image's colour read back from its pixels (colored / gray over the stroke), as the class of the
+    nearest mean colour."""
+    stroke = gray >= 128
+    g = np.where(stroke, gray, 0).sum((1, 2)).astype(np.float64)  # (N,)
+    c = np.where(stroke[..., None], colored, 0).sum((1, 2)).astype(np.float64)  # (N, 3)
+    colour = c / g[:, None]
+    return np.linalg.norm(colour[:, None, :] - MEAN_COLORS[None], axis=-1).argmin(1)
+
+
+@pytest.mark.parametrize("match", [0.0, 0.2])
+def test_test_colours_agree_with_the_label_at_the_chosen_rate_and_train_colours_follow_it(tmp_path, match):
+    out = tmp_path / "cg.h5"
+    make_cgmnist(out, CGMNISTConfig(train=400, test=2000, test_color_match=match, seed=1))
+    with h5py.File(out, "r") as f:
+        gray, colored, label = f["gray"][()], f["colored"][()], f["label"][()]
+        train = np.concatenate([f["splits/train"][()], f["splits/val"][()]])
+        test = f["splits/test"][()]
+    seen = colour_classes_from_pixels(gray, colored)
+    assert (seen[train] == label[train]).mean() > 0.9  # train: the label's colour (jitter var 0.03)
+    agree = (seen[test] == label[test]).mean()
+    expected = match + (1 - match) / 10  # kept with P = match, else a random class (the label's 1 in 10)
+    sigma = np.sqrt(expected * (1 - expected) / len(test))
+    assert agree < expected + 4 * sigma + 0.02  # not more than the chosen rate (jitter only lowers it)
+    assert agree > expected - 4 * sigma - 0.05
+
+
+def test_cli_default_is_mnist_size_and_small_is_the_demo_set(tmp_path):
+    from avel.synth.cgmnist import SMALL, CGMNISTConfig
+
+    assert (CGMNISTConfig().train, CGMNISTConfig().test, CGMNISTConfig().test_color_match) == (
+        60000,
+        10000,
+        0,
+    )
+    assert (SMALL.train, SMALL.test, SMALL.test_color_match) == (2000, 1000, 0.6)
+    out = tmp_path / "s.h5"
+    res = runner.invoke(
+        app, ["cgmnist", str(out), "--small", "--train", "30", "--test", "20", "--no-progress"]
+    )
+    assert res.exit_code == 0, res.output
+    with h5py.File(out, "r") as f:
+        assert f.attrs["test_color_match"] == 0.6 and len(f["label"]) == 50
+
+
+def test_rendered_digits_are_cached_and_a_broken_cache_file_is_rendered_again(tmp_path, monkeypatch):
+    from avel.synth import digits
+
+    monkeypatch.setenv("AVEL_CACHE", str(tmp_path))
+    labels = np.arange(12) % 10
+    counted: list[int] = []
+    first = digits.cached_render(labels, 3, 0, counted.append)
+    files = list((tmp_path / "digits").glob("*.npy"))
+    assert len(files) == 1 and sum(counted) == 12
+    assert np.array_equal(np.load(files[0]), first)
+    np.save(files[0], np.zeros((12, 28, 28), np.uint8))  # the cache is what is read back
+    assert digits.cached_render(labels, 3, 0).max() == 0
+    files[0].write_bytes(b"broken")
+    assert np.array_equal(digits.cached_render(labels, 3, 0), first)  # rendered again, same images
+    assert not np.array_equal(digits.cached_render(labels, 4, 0), first)  # another seed, another key
+
+
+def test_encoder_computes_as_the_released_order_and_layout():
+    """Max-pool before the first ReLU: the released convnet's outputs and gradients (ReLU then max-pool),
+    computed here from the same weights."""
+    torch.manual_seed(0)
+    net = CGConvNet(3).double()
+    x = torch.randn(5, 3, 28, 28, dtype=torch.float64)
+
+    def released(x):
+        y = torch.relu(net.conv1(net.bn0(x)))
+        y = torch.nn.functional.max_pool2d(y, 3, 2, 1)
+        y = torch.relu(net.conv4(torch.relu(net.conv3(torch.relu(net.conv2(y))))))
+        return net.fc(y.mean((-2, -1)))
+
+    out = net(x)
+    grads = torch.autograd.grad(out.square().sum(), list(net.parameters()))
+    ref = released(x.contiguous())
+    ref_grads = torch.autograd.grad(ref.square().sum(), list(net.parameters()))
+    assert torch.allclose(out, ref, atol=1e-10)
+    for g, r in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(g, r, atol=1e-9)

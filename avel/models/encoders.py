@@ -223,7 +223,8 @@ class CGConvNet(nn.Module):
     ``convnet``: BN on the input, conv 5×5/32 → max-pool 3/2 → conv 3×3/32 → conv 3×3/64 stride 2 →
     conv 3×3/64, ReLU after each, 7×7 average pool, then a linear map 64 → ``dim`` (512).
 
-    (B, C, 28, 28) → (B, dim); C = 1 (gray) or 3 (colored).
+    (B, C, 28, 28) → (B, dim); C = 1 (gray) or 3 (colored). For speed the first ReLU runs after the
+    max-pool, on a quarter of the values (they commute: the released order's outputs and gradients).
     """
 
     def __init__(self, in_channels: int, dim: int = 512):
@@ -249,7 +250,7 @@ class CGConvNet(nn.Module):
         """Four stages, one per convolution (28 → 14 → 14 → 7 → 7); intermediate fusions sit between
         them. The wrappers are not registered: parameter names stay the released code's."""
         return [
-            nn.Sequential(self.bn0, self.conv1, self.relu, self.maxpool),
+            nn.Sequential(self.bn0, self.conv1, self.maxpool, self.relu),  # max-pool first: see the class
             nn.Sequential(self.conv2, self.relu),
             nn.Sequential(self.conv3, self.relu),
             nn.Sequential(self.conv4, self.relu),

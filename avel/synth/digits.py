@@ -9,6 +9,9 @@ Every image draws from its own generator seeded by (seed, index): a seed gives t
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -104,9 +107,61 @@ def render_digit(digit: int, rng: np.random.Generator, strength: float = 1.0) ->
     return mnist_fit(np.asarray(img))
 
 
-def render_digits(labels: np.ndarray, seed: int, offset: int = 0, strength: float = 1.0) -> np.ndarray:
-    """(N, 28, 28) uint8 images of ``labels``; image i draws from the generator seeded (seed, offset + i)."""
+RENDER_VERSION = 1  # bump when the rendering changes: cached digits of another version are not reused
+PROGRESS_EVERY = 500  # images between progress callbacks
+
+
+def render_digits(
+    labels: np.ndarray,
+    seed: int,
+    offset: int = 0,
+    strength: float = 1.0,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """(N, 28, 28) uint8 images of ``labels``; image i draws from the generator seeded (seed, offset + i).
+    ``progress(n)`` is called with the images rendered since its last call."""
     out = np.empty((len(labels), 28, 28), np.uint8)
     for i, d in enumerate(labels):
         out[i] = render_digit(int(d), np.random.default_rng([seed, offset + i]), strength)
+        if progress is not None and (i + 1) % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
+    if progress is not None and len(labels) % PROGRESS_EVERY:
+        progress(len(labels) % PROGRESS_EVERY)
     return out
+
+
+def cache_dir() -> Path:
+    """Where rendered digits are kept: $AVEL_CACHE, else $XDG_CACHE_HOME/avel, else ~/.cache/avel."""
+    if os.environ.get("AVEL_CACHE"):
+        return Path(os.environ["AVEL_CACHE"]) / "digits"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "avel" / "digits"
+
+
+def cached_render(
+    labels: np.ndarray, seed: int, offset: int = 0, progress: Callable[[int], None] | None = None
+) -> np.ndarray:
+    """``render_digits`` through a cache: the same labels, seed, offset and renderer version read the .npy
+    written the first time (rendering is the costly part: ~0.5 ms a digit); an unreadable cache file is
+    rendered again. Writes are atomic (a temporary file renamed)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    key = hashlib.sha256(labels.tobytes() + f"{seed},{offset},{RENDER_VERSION}".encode()).hexdigest()[:24]
+    path = cache_dir() / f"digits-{len(labels)}-{key}.npy"
+    try:
+        cached = np.load(path)
+        if cached.shape == (len(labels), 28, 28) and cached.dtype == np.uint8:
+            if progress is not None:
+                progress(len(labels))
+            return cached
+    except (OSError, ValueError):
+        pass
+    images = render_digits(labels, seed, offset, progress=progress)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, images)
+        tmp.replace(path)
+    except OSError:
+        pass  # an unwritable cache only costs the next run the rendering again
+    return images

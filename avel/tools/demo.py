@@ -73,7 +73,7 @@ def run_cgmnist_demo(
     from avel.engine.config import load_config
     from avel.engine.train import run_training
     from avel.preprocessing.h5 import describe
-    from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist
+    from avel.synth.cgmnist import make_cgmnist, small
     from avel.tools.plot import plot_runs
 
     workdir = Path(workdir)
@@ -81,7 +81,7 @@ def run_cgmnist_demo(
     h5 = workdir / f"cgmnist-{train}-{test}-s{seed}.h5"
     if not h5.exists():
         print(f"[1/4] rendering {train} train and {test} test CG-MNIST digits -> {h5}")
-        make_cgmnist(h5, CGMNISTConfig(train=train, test=test, seed=seed))
+        make_cgmnist(h5, small(train=train, test=test, seed=seed))
     print(describe(h5))
     results: dict[str, dict] = {}
     for step, balance in ((2, "none"), (3, "pmr")):
