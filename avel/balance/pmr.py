@@ -20,7 +20,9 @@ Deviations from the released code (github.com/fanyunfeng-bit/Modal-Imbalance-PMR
 - classes absent from the prototype subset (no prototype yet) are masked out of the prototype softmax, PCE
   and ρ (``absent="mask"``); ``absent="zero"`` keeps their zero prototype at the origin in every softmax
   (the literal Eq. 6; the released code divides by a zero count and gets NaN prototypes);
-- ``proto_every`` / ``pce_cap`` (off by default) are a guard for high learning rates, not in the paper.
+- ``proto_every`` / ``pce_cap`` (off by default) are a guard for high learning rates, not in the paper;
+- ``subset="test"`` is the released CG-MNIST script's source (a fresh random tenth of the **test** split
+  every epoch, its shuffled test loader's first tenth of batches): only under ``protocol = "released"``.
 
 The window is inclusive, ``start <= epoch <= end``, as the released code's test. Besides the epoch mean of
 ρ (the released code's log), the epoch logs hold the mean of log ρ and the median of ρ over the steps,
@@ -49,6 +51,16 @@ if TYPE_CHECKING:
     from avel.data.splits import Batch, DataSplits
 
 EPS = 1e-8
+RELEASED_FRACTION = 0.1  # the released script's tenth of the loader's batches (all_num // 10)
+
+
+def released_test_rows(n: int, seed: int, epoch: int, device: torch.device | str = "cpu") -> Tensor:
+    """The released protocol's prototype rows of epoch ``epoch``: a fresh random tenth of the ``n`` test
+    rows (the released script draws them from a shuffled test loader before every epoch), seeded
+    (seed, epoch) so that the per-epoch test evaluation sees the same prototypes as the next epoch's PMR."""
+    k = max(1, round(RELEASED_FRACTION * n))
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g)[:k].sort().values.to(device)
 
 
 def update_prototypes(old: Tensor | None, new: Tensor, counts: Tensor, momentum: float) -> Tensor:
@@ -162,8 +174,8 @@ class PMR(BalancerHooks):
             raise ValueError(f"unknown PMR absent {absent!r}; valid: ['mask', 'zero']")
         if proto_every < 0 or pce_cap < 0:
             raise ValueError(f"PMR proto_every and pce_cap must be >= 0, got {proto_every!r}, {pce_cap!r}")
-        if subset != "val" and not (isinstance(subset, int | float) and 0 < subset <= 1):
-            raise ValueError(f"PMR subset must be a fraction in (0, 1] or 'val', got {subset!r}")
+        if subset not in ("val", "test") and not (isinstance(subset, int | float) and 0 < subset <= 1):
+            raise ValueError(f"PMR subset must be a fraction in (0, 1], 'val' or 'test', got {subset!r}")
         if len(window) != 2:
             raise ValueError(f"PMR window must be (start, end), got {window!r}")
         if not 0.0 <= momentum < 1.0:
@@ -199,6 +211,10 @@ class PMR(BalancerHooks):
         self.epoch = epoch
         if self.subset == "val":
             split, indices = data.val, None
+        elif self.subset == "test":  # the released protocol: reads the test split while training
+            split = data.test
+            indices = released_test_rows(len(split), self.seed, epoch, split.device)
+            self.indices = indices
         else:
             split = data.train
             indices = self.subset_indices(len(split), split.device)
@@ -327,5 +343,6 @@ __all__ = [
     "imbalance_ratio",
     "pmr_coefficients",
     "prototype_terms",
+    "released_test_rows",
     "update_prototypes",
 ]

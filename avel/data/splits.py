@@ -60,6 +60,7 @@ class SplitData:
     """
 
     sharded: bool = False
+    sealed: str | None = None  # why the split may not be read now (the clean protocol's test: ``seal``)
 
     def __init__(
         self,
@@ -82,6 +83,11 @@ class SplitData:
     def device(self) -> torch.device:
         return self.labels.device
 
+    def seal(self, why: str | None) -> None:
+        """Refuse every read of the split's rows (``batch``, ``batches``) while ``why`` is set (None opens
+        it): the clean protocol seals test until training is over."""
+        self.sealed = why
+
     def batch(
         self,
         idx: Tensor,
@@ -91,6 +97,8 @@ class SplitData:
     ) -> Batch:
         """Rows ``idx`` as model inputs; with ``buffers`` the stored rows are gathered into tensors kept
         there and reused by the next call (overwritten by it)."""
+        if self.sealed:
+            raise RuntimeError(f"this split is sealed: {self.sealed}")
         idx = idx.to(self.device)
         audio = _gather(self.audio, idx, buffers, "audio")
         visual = _gather(self.visual, idx, buffers, "visual")

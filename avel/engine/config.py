@@ -58,6 +58,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # bf16 autocast on CUDA or a CPU with native bf16 (AVX512-BF16 / AMX)
+    # clean: prototypes from train, test read once per reported model (the val-selected and the last epoch);
+    # released: PMR's released CG-MNIST script (prototypes from a tenth of test, test every epoch, the best
+    # test epoch reported): a labelled measurement that reads the test split while training, never a default
+    protocol: str = "clean"
     out: str = ""  # run directory (default: runs/<model>-<fusion>-<balance>-s<seed>-<time>)
     eval_every: int = 1  # evaluate on val at epochs 0, N, 2N, ... (the AVEL reference: 5) and at the last
     modality_eval_every: int = 0  # each modality's prototype accuracy on val every N epochs (0: last only)
@@ -73,7 +77,7 @@ class TrainConfig:
     pmr_mu: float = 1e-3  # Eq. 13
     pmr_reg_epochs: int = 10  # E_r: PER in the first E_r epochs
     pmr_window: list[int] = field(default_factory=lambda: [0, 70])  # PMR active in [start, end], inclusive
-    pmr_subset: str = "0.1"  # fraction of train for prototypes, or "val"
+    pmr_subset: str = "0.1"  # fraction of train for prototypes, "val", or "test" (protocol = "released" only)
     pmr_momentum: float = 0.0  # ε of Eq. 12
     pmr_coef: str = "paper"  # paper (Eq. 11) | step (released code)
     pmr_absent: str = "mask"  # classes without a prototype: mask (out of softmax/PCE/ρ) | zero (literal)
@@ -349,7 +353,11 @@ RULES: dict[str, tuple[Any, str]] = {
     "pmr_mu": NON_NEGATIVE,
     "pmr_reg_epochs": NON_NEGATIVE,
     "pmr_window": WINDOW,
-    "pmr_subset": (lambda v: v == "val" or _fraction(v), "'val' or a fraction of train in (0, 1]"),
+    "pmr_subset": (
+        lambda v: v in ("val", "test") or _fraction(v),
+        "'val', 'test' (protocol = 'released') or a fraction of train in (0, 1]",
+    ),
+    "protocol": (lambda v: v in ("clean", "released"), "clean or released"),
     "pmr_momentum": UNIT_OPEN,
     "pmr_coef": (lambda v: v in ("paper", "step"), "paper or step"),
     "audio_pool": (lambda v: v in ("mean", "freq"), "mean or freq"),
@@ -446,6 +454,23 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(
                 f"{key} (--{key}) = {getattr(cfg, key)!r}{where}: must be one of {sorted(set(valid))}"
             )
+    check_protocol(cfg)
+
+
+def check_protocol(cfg: TrainConfig) -> None:
+    """Prototypes from test only under the released protocol, and PMR under it takes them from test (as
+    the released CG-MNIST script): a clean run can never read test through its prototypes."""
+    test_protos = cfg.balance == "pmr" and cfg.pmr_subset == "test"
+    if test_protos and cfg.protocol != "released":
+        raise ValueError(
+            "pmr_subset (--pmr-subset) = 'test' reads the test split while training: only with "
+            "protocol = 'released' (a labelled measurement of the released code's protocol)"
+        )
+    if cfg.protocol == "released" and cfg.balance == "pmr" and not test_protos:
+        raise ValueError(
+            "protocol = 'released' takes PMR's prototypes from test as the released CG-MNIST script: "
+            "set pmr_subset = 'test' (-c cgmnist_released does)"
+        )
 
 
 def balancer_options(cfg: TrainConfig) -> dict[str, Any]:
@@ -464,7 +489,7 @@ def balancer_options(cfg: TrainConfig) -> dict[str, Any]:
         elif name == "seed":
             opts[name] = cfg.seed
     if "subset" in opts:
-        opts["subset"] = "val" if opts["subset"] == "val" else float(opts["subset"])
+        opts["subset"] = opts["subset"] if opts["subset"] in ("val", "test") else float(opts["subset"])
     if "window" in opts:
         opts["window"] = tuple(opts["window"])
     return opts
