@@ -1,6 +1,7 @@
 """Training throughput of the CG-MNIST paper recipe (``-c cgmnist_paper``: concat, SGD, batch 64) on CPU:
-today's path before this change (fp32, NCHW maps, ReLU then max-pool) beside the fast path (bf16 autocast
-where the CPU has native bf16, channels-last maps, max-pool before the first ReLU), interleaved
+today's path before this change (fp32, ReLU then max-pool) beside the fast path (bf16 autocast where the
+CPU has native bf16, max-pool before the first ReLU; both with main's CPU layout: NCHW convolutions, a
+channels-last max-pool), interleaved
 epoch-slices on the same data so that a shared machine's load hits both alike (not a test: BENCHMARKS.md).
 
 Each slice trains ``--steps`` optimizer steps of one path from ``train_one_epoch`` on a fixed-size subset
@@ -30,10 +31,7 @@ from avel.synth.cgmnist import make_cgmnist, small
 
 
 def legacy(net: CGConvNet) -> None:
-    """Today's encoder path before the change: contiguous NCHW weights and maps, ReLU then max-pool."""
-    for p in net.parameters():
-        p.data = p.data.contiguous()
-    net.fold = lambda x: x.contiguous()
+    """Today's encoder path before the change: ReLU then max-pool."""
     stages = [
         nn.Sequential(net.bn0, net.conv1, net.relu, net.maxpool),
         nn.Sequential(net.conv2, net.relu),
