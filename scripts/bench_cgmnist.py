@@ -1,7 +1,7 @@
 """Epoch time of the CG-MNIST grid's models (not a test: BENCHMARKS.md).
 
-Renders an embedded CG-MNIST file (``avel cgmnist``'s defaults: 1,800 train / 200 val / 1,000 test) unless
-one is given, and trains each model of PMR Tables 1-3 for ``--epochs`` epochs with the shipped recipe
+Renders the small embedded CG-MNIST file (``avel cgmnist --small``: 1,800 train / 200 val / 1,000 test)
+unless one is given, and trains each model of PMR Tables 1-3 for ``--epochs`` epochs with the shipped recipe
 (``-c cgmnist``: batch 16, Adam) from ``run_training``'s parts: ``balancer.on_epoch_start`` +
 ``train_one_epoch`` (training), then ``evaluate_split`` on val (with the per-modality accuracies, as the
 recipe asks every epoch). Process CPU time (one torch thread: other processes on a shared machine do not
@@ -24,7 +24,7 @@ from avel.data.splits import load_splits
 from avel.engine.checkpoint import model_from_kwargs
 from avel.engine.config import load_config
 from avel.engine.train import build_optimizer, evaluate_split, make_balancer, model_kwargs, train_one_epoch
-from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist
+from avel.synth.cgmnist import SMALL, make_cgmnist
 
 CASES = [  # (label, overrides): the grid's models
     ("gray only", {"modality": "gray"}),
@@ -80,7 +80,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.data or Path(tmp) / "cgmnist.h5"
         if args.data is None:
-            make_cgmnist(path, CGMNISTConfig())
+            make_cgmnist(path, SMALL)
         print(f"# CG-MNIST grid models, recipe `-c cgmnist`, process CPU time, {args.epochs} epochs each")
         print("| model | training s / epoch | with val + prototypes s | train samples/s |")
         print("|---|---|---|---|")
