@@ -1,0 +1,82 @@
+"""The CG-MNIST protocol table of docs/results.md (issue 31): paper | released protocol | clean protocol (last
+epoch) | clean protocol (val-selected), rows naive / PMR concat and the uni-modal rows, from two
+``avel ablate fusions`` grid directories run with ``-c cgmnist_paper`` (the clean one, and the released one:
+``--set protocol=released --set pmr_subset=test``). Each figure is mean ± sample std over the finished
+seeds (n = how many); gray / colored: each modality's prototype accuracy on test, ρ: the train-batch mean of
+the last epoch (PMR runs). Unfinished runs are listed with their last logged epoch, never averaged in.
+
+    python scripts/cgmnist_protocol_table.py /work/grids/w31/paper_clean /work/grids/w31/paper_released
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+PAPER = {"naive": 58.4, "PMR": 77.2, "colored only": 60.4, "gray only": 99.3}  # PMR Table 1 (concat)
+CELLS = {"naive": "concat__baseline", "PMR": "concat__pmr", "colored only": "colored-only__baseline",
+         "gray only": "gray-only__baseline"}  # fmt: skip
+
+
+def runs(grid: Path, cell: str) -> tuple[list[dict], list[str]]:
+    """(results.json of the finished seeds, 'seedK: epoch E' of the unfinished ones)."""
+    done, partial = [], []
+    for run in sorted((grid / cell).glob("seed*")):
+        res = run / "results.json"
+        if res.is_file():
+            done.append(json.loads(res.read_text()))
+        elif (run / "metrics.jsonl").is_file():
+            lines = [ln for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+            partial.append(f"{run.name}: epoch {len(lines) - 1 if lines else '-'}")
+    return done, partial
+
+
+def fmt(values: list[float | None], pct: bool = True, n: bool = True) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "—"
+    k = 100 if pct else 1
+    mean = statistics.fmean(vals) * k
+    std = statistics.stdev(vals) * k if len(vals) > 1 else 0.0
+    count = f" (n={len(vals)})" if n else ""
+    return f"{mean:.1f} ± {std:.1f}{count}" if pct else f"{mean:.2f}{count}"
+
+
+def block(results: list[dict], key: str) -> str:
+    """fused [gray / colored] of one reading of the runs (key: test, last_test or best_test_epoch)."""
+    fused_key = "last_test_accuracy" if key == "last_test" else "test_accuracy"  # released: best test epoch
+    fused = fmt([r.get(fused_key) for r in results])
+    gray = fmt([r.get(f"{key}_audio_accuracy") for r in results], n=False)
+    colored = fmt([r.get(f"{key}_visual_accuracy") for r in results], n=False)
+    return f"{fused} [gray {gray} / colored {colored}]"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("clean", type=Path)
+    ap.add_argument("released", type=Path, nargs="?")
+    args = ap.parse_args()
+    print(
+        "| row | paper | released protocol: best test epoch (reads test while training) "
+        "| clean: last epoch | clean: val-selected (val acc) | ρ end (clean, released) | unfinished |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for row, cell in CELLS.items():
+        clean, clean_part = runs(args.clean, cell)
+        rel, rel_part = runs(args.released, cell) if args.released else ([], [])
+        released = block(rel, "best_test_epoch") if rel else "—"
+        last = block(clean, "last_test") if clean else "—"
+        val = (
+            f"{block(clean, 'test')} (val {fmt([r['val_accuracy'] for r in clean], n=False)})"
+            if clean
+            else "—"
+        )
+        rho = ", ".join(fmt([r.get("last_rho") for r in rs], False, False) for rs in (clean, rel))
+        left = "; ".join([*(f"clean {p}" for p in clean_part), *(f"released {p}" for p in rel_part)])
+        print(f"| {row} | {PAPER[row]} | {released} | {last} | {val} | {rho} | {left or '—'} |")
+
+
+if __name__ == "__main__":
+    main()
