@@ -361,7 +361,10 @@ def train(
     pmr_mu: float = typer.Option(None, help="PMR μ (Eq. 13, PER)"),
     pmr_reg_epochs: int = typer.Option(None, help="PMR E_r: PER in the first E_r epochs"),
     pmr_window: str = typer.Option(None, help="PMR active epochs START,END"),
-    pmr_subset: str = typer.Option(None, help="prototype subset: fraction of train (0.1) or 'val'"),
+    pmr_subset: str = typer.Option(
+        None,
+        help="prototype subset: fraction of train (0.1), 'val', or 'test' (--set protocol=released only)",
+    ),
     pmr_momentum: float = typer.Option(None, help="prototype momentum ε (Eq. 12)"),
     pmr_coef: str = typer.Option(None, help="paper (Eq. 11) | step (released code)"),
     set_: list[str] = typer.Option(None, "--set", help="any config key: --set ogm_alpha=0.3"),

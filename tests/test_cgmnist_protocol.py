@@ -55,7 +55,7 @@ def test_released_prototypes_are_class_means_of_a_tenth_of_test(cg_small):
 def test_test_prototypes_only_under_the_released_protocol(cg_small, tmp_path):
     with pytest.raises(ValueError, match="only with protocol = 'released'"):
         validate(paper_cfg(cg_small, tmp_path, balance="pmr", pmr_subset="test"))
-    with pytest.raises(ValueError, match="set pmr_subset = 'test'"):
+    with pytest.raises(ValueError, match="add --set pmr_subset=test"):
         validate(paper_cfg(cg_small, tmp_path, balance="pmr", protocol="released"))
     with pytest.raises(ValueError, match="clean or released"):
         validate(paper_cfg(cg_small, tmp_path, protocol="paper"))

@@ -469,7 +469,7 @@ def check_protocol(cfg: TrainConfig) -> None:
     if cfg.protocol == "released" and cfg.balance == "pmr" and not test_protos:
         raise ValueError(
             "protocol = 'released' takes PMR's prototypes from test as the released CG-MNIST script: "
-            "set pmr_subset = 'test' (-c cgmnist_released does)"
+            "add --set pmr_subset=test"
         )
 
 
