@@ -40,14 +40,28 @@ from avel.tools.extract import extract_features
 sys.path.insert(0, str(Path(__file__).parent))
 from modality_table import table as modality_table  # noqa: E402
 
-OLD = {"audio_snr_db": -8.0, "visual_snr": 0.5}  # the SynthConfig default until 2026-11-23
+A11V40 = {"audio_snr_db": -11.0, "visual_snr": 0.4, "audio_groups": 0}  # the default 2026-11-23 .. 12-06
+WEAKER = {**A11V40, "audio_snr_db": -10.0, "visual_snr": 0.35}
+OLD = {**A11V40, "audio_snr_db": -8.0, "visual_snr": 0.5}  # the SynthConfig default until 2026-11-23
+
+NEW = {"audio_snr_db": -6.0, "visual_snr": 0.45, "audio_groups": 8}  # the SynthConfig default (2026-12-07)
 
 SETTINGS = {
     # key -> (title, folder under --root, SynthConfig overrides)
     "default": (
-        "default set (audio -11 dB, visual 0.4; backgrounds mostly of the own class)",
+        "default set (audio -6 dB, 8 sound groups: classes 0/1 and 5/6 share a sound; visual 0.45)",
+        "ave10-a6g8v45",
+        NEW,
+    ),
+    "g7": (
+        "audio -6 dB in 7 sound groups (0/1, 3/4, 6/7 share), visual 0.45",
+        "ave10-a6g7v45",
+        {**NEW, "audio_groups": 7},
+    ),
+    "a11v40": (
+        "the default of 2026-11-23 to 2026-12-06 (audio -11 dB, visual 0.4, no sound groups)",
         "ave10-a11v40",
-        {},
+        A11V40,
     ),
     "own": (
         "earlier default (audio -8 dB, visual 0.5; backgrounds mostly of the own class)",
@@ -60,9 +74,9 @@ SETTINGS = {
         {**OLD, "p_background_own_class": 0.0},
     ),
     "quiet": ("audio -12 dB, visual 0.5", "ave10-quiet", {**OLD, "audio_snr_db": -12.0}),
-    "weaker": ("audio -10 dB, visual 0.35", "ave10-a10v35", {"audio_snr_db": -10.0, "visual_snr": 0.35}),
-    "a12v40": ("audio -12 dB, visual 0.4", "ave10-a12v40", {"audio_snr_db": -12.0, "visual_snr": 0.4}),
-    "a11v45": ("audio -11 dB, visual 0.45", "ave10-a11v45", {"audio_snr_db": -11.0, "visual_snr": 0.45}),
+    "weaker": ("audio -10 dB, visual 0.35", "ave10-a10v35", WEAKER),
+    "a12v40": ("audio -12 dB, visual 0.4", "ave10-a12v40", {**A11V40, "audio_snr_db": -12.0}),
+    "a11v45": ("audio -11 dB, visual 0.45", "ave10-a11v45", {**A11V40, "visual_snr": 0.45}),
     "hard": (
         "audio -8 dB, weaker vision (0.25), backgrounds of random classes",
         "ave10-hard",
@@ -100,7 +114,7 @@ def features_path(h5: Path, seed: int | str) -> Path:
     return h5.with_name(f"{h5.stem}-s{seed}-pair.h5")
 
 
-def make_features(h5: Path, seed: int) -> Path:
+def make_features(h5: Path, seed: int, encoder: Path = ENCODER) -> Path:
     """Audio vectors from an audio-only model, visual maps from a visual-only model, both trained with
     ``seed``: one features file per seed."""
     pair = features_path(h5, seed)
@@ -111,7 +125,7 @@ def make_features(h5: Path, seed: int) -> Path:
         out = encoder_dir(h5, seed, modality)
         if not (out / "results.json").exists():
             run = {"data": str(h5), "modality": modality, "out": str(out), "progress": False, "seed": seed}
-            run_training(load_config(ENCODER, run))
+            run_training(load_config(encoder, run))
         checkpoints[modality] = out / "best.pt"
     return extract_features(checkpoints["audio"], h5, pair, visual_checkpoint=checkpoints["visual"])
 
@@ -148,6 +162,7 @@ def main() -> None:
     ap.add_argument("--setting", action="append", choices=list(SETTINGS), help="repeatable (default: all)")
     ap.add_argument("--row", action="append", help="train only these rows (repeatable); tables show all")
     ap.add_argument("--features", action="store_true", help="AVEL on features of two uni-modal encoders")
+    ap.add_argument("--encoder", type=Path, default=ENCODER, help="the encoders' config (--features)")
     args = ap.parse_args()
     if args.features and args.config == ap.get_default("config"):
         args.config = Path("configs/embedded_features.toml")
@@ -159,7 +174,7 @@ def main() -> None:
         data, encoders = h5, ""
         if args.features:
             for seed in range(args.seeds):
-                make_features(h5, seed)
+                make_features(h5, seed, args.encoder)
             data, folder_name = features_path(h5, "{seed}"), "features-" + folder_name
             encoders = "\n\nUni-modal encoders behind the features files:\n\n" + encoder_table(h5, args.seeds)
         overrides = {"data": str(data), "epochs": args.epochs}

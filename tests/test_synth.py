@@ -131,8 +131,9 @@ def test_audio_groups_share_the_group_sound(tmp_path):
     }
     assert peak[0] > 5 * np.median(spectrum) and peak[1] < 0.2 * peak[0]
     assert [sound_class(k, 10, 7) for k in range(10)] == [0, 0, 2, 3, 3, 5, 6, 6, 8, 9]
-    with pytest.raises(ValueError, match="--audio-groups 3: must be in 0..classes"):
-        synth_dataset(Path("/nonexistent"), SynthConfig(classes=2, audio_groups=3))
+    assert [sound_class(k, 3, 8) for k in range(3)] == [0, 1, 2]  # G ≥ classes: every class its own sound
+    with pytest.raises(ValueError, match="--audio-groups -1: must be at least 0"):
+        synth_dataset(Path("/nonexistent"), SynthConfig(classes=2, audio_groups=-1))
 
 
 def test_bad_options():

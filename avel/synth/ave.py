@@ -9,9 +9,13 @@ What makes it hard in AVE's ways:
 - an event second has both; a background second has noise and clutter and, with some probability, only one
   of the two (an off-screen sound, a silent object), mostly of the video's own class as in AVE (the dog
   barks off-screen, the silent car is in view), so localizing needs both modalities;
-- the imbalance knobs ``audio_snr_db`` and ``visual_snr`` (object contrast against clutter and distractor
-  objects) default (−11 dB, 0.4), set so that audio alone beats vision alone and fusion beats both, as on
-  AVE (the measured accuracies are in docs/results.md, "The sets").
+- the imbalance knobs: ``audio_snr_db``, ``visual_snr`` (object contrast against clutter and distractor
+  objects) and ``audio_groups`` (G groups of consecutive classes share one sound, so audio alone tells only
+  the group: a ceiling set by the data, not by how well an encoder happens to learn a faint sound). The
+  defaults (−6 dB, 0.45, G = 8: of 10 classes, 0/1 and 5/6 share a sound) are the calibrated set
+  ``ave10-a6g8v45`` of docs/results.md (2026-12-07): over five whole-pipeline seeds audio alone beats vision
+  alone and fusion beats both, as on AVE. The defaults before (−11 dB, 0.4, no groups: ``--audio-snr-db
+  -11 --visual-snr 0.4 --audio-groups 0``) are one option list away.
 
 Every video draws from its own ``numpy`` generator seeded by (seed, index) and x264 runs single-threaded,
 so a seed gives bit-identical files whatever the number of worker processes.
@@ -51,13 +55,13 @@ class SynthConfig:
     channels: int = 1  # 1 mono, 2 stereo
     duration: float = 10.0
     duration_jitter: float = 0.0  # ± seconds, uniform, per clip
-    audio_snr_db: float = -11.0  # class sound vs noise + off-screen distractor sounds
-    visual_snr: float = 0.4  # object contrast against the clutter (0..1); lower = weaker vision
+    audio_snr_db: float = -6.0  # class sound vs noise + off-screen distractor sounds
+    visual_snr: float = 0.45  # object contrast against the clutter (0..1); lower = weaker vision
     distractors: int = 2  # random objects of no class in every frame
     p_background_audio_only: float = 0.3  # a background second with a sound of some class, no object
     p_background_visual_only: float = 0.3  # a background second with a silent object of some class
     p_background_own_class: float = 0.8  # that sound / object is the video's own class (else a random one)
-    audio_groups: int = 0  # 0: one sound per class; G: G groups of consecutive classes share one sound
+    audio_groups: int = 8  # G groups of consecutive classes share one sound; 0 or ≥ classes: one per class
     workers: int = 2
 
 
@@ -79,7 +83,8 @@ def class_traits(k: int) -> dict[str, Any]:
 
 def sound_class(k: int, classes: int, groups: int) -> int:
     """The class whose sound class ``k`` plays: itself, or with ``groups`` G > 0 the first class of its
-    group (classes with equal ``k * G // classes`` share one sound, so audio alone tells only the group)."""
+    group (classes with equal ``k * G // classes`` share one sound, so audio alone tells only the group;
+    G ≥ classes leaves every class its own sound)."""
     if not groups:
         return k
     return min(j for j in range(classes) if j * groups // classes == k * groups // classes)
@@ -264,7 +269,7 @@ def check_synth_config(cfg: SynthConfig) -> None:
         ("--duration-jitter", cfg.duration_jitter, 0 <= cfg.duration_jitter < cfg.duration - 1, "in [0, 9)"),
         ("--visual-snr", cfg.visual_snr, 0 < cfg.visual_snr <= 1, "in (0, 1]"),
         ("--audio-snr-db", cfg.audio_snr_db, -60 <= cfg.audio_snr_db <= 60, "in -60..60"),
-        ("--audio-groups", cfg.audio_groups, 0 <= cfg.audio_groups <= cfg.classes, "in 0..classes"),
+        ("--audio-groups", cfg.audio_groups, cfg.audio_groups >= 0, "at least 0 (0 or ≥ classes: no groups)"),
         ("workers", cfg.workers, cfg.workers >= 1, "at least 1"),
     ]
     for name, value, ok, allowed in checks:

@@ -104,6 +104,7 @@ class ClipSynthConfig:
             audio_snr_db=self.audio_snr_db,
             visual_snr=self.visual_snr,
             distractors=self.distractors,
+            audio_groups=0,  # the clip's sound class is chosen here (``sound_class``), not again there
         )
 
 

@@ -1,0 +1,26 @@
+"""`avel demo`: the embedded set, AVEL concat end to end without and with PMR, one table beside the floor."""
+
+from __future__ import annotations
+
+import json
+
+from avel.tools.demo import run_demo
+
+
+def test_demo_trains_both_runs_and_prints_each_modality_beside_the_floor(tmp_path, capsys):
+    res = run_demo(tmp_path, videos=12, classes=3, epochs=1)
+    assert set(res) == {"none", "pmr"}
+    out = capsys.readouterr().out
+    table = out[out.index("[5/5]") :].splitlines()[1:]
+    assert table[0].split() == ["fused", "audio", "visual", "always-background"]
+    floor = 100 * res["none"]["test_always_background"]
+    for line, balance in zip(table[1:3], ("none", "pmr"), strict=True):
+        r = res[balance]
+        assert line.endswith(f"{floor:.1f}%")
+        cells = [float(c.rstrip("%")) for c in line.split()[-4:-1]]
+        assert cells == [round(100 * r[k], 1) for k in ("test_accuracy", "test_audio_accuracy",
+                                                          "test_visual_accuracy")]  # fmt: skip
+    config = json.loads((tmp_path / "run-avel-concat-pmr-s0" / "config.json").read_text())
+    assert config["balance"] == "pmr" and config["audio_pool"] == "freq" and config["pmr_window"] == [0, 1]
+    metrics = (tmp_path / "run-avel-concat-pmr-s0" / "metrics.jsonl").read_text().splitlines()
+    assert "rho" in json.loads(metrics[-1])  # PMR's ρ, logged per epoch
