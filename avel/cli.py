@@ -327,11 +327,7 @@ def train(
         None, help="avel: concat | dmrn; resnet18, cgmnist: concat | sum | film | gated | mmtm | centralnet"
     ),
     modality: str = typer.Option(None, help="both | audio | visual (cgmnist: gray | colored): uni-modal"),
-    balance: str = typer.Option(
-        None,
-        help="none | pmr | ogm-ge | ogm | opm | iprm | dropout | gblend | mmcosine | umt | ume | mbsd | cml "
-        "| mmpareto | lfm",
-    ),
+    balance: str = typer.Option(None, help="a rebalancing method: none, pmr, ogm-ge, ... (`avel balancers`)"),
     pmr: bool = typer.Option(False, "--pmr", help="short for --balance pmr"),
     optimizer: str = typer.Option(None, help="sgd | adam | adagrad"),
     lr: float = typer.Option(None),
@@ -367,7 +363,11 @@ def train(
     ),
     pmr_momentum: float = typer.Option(None, help="prototype momentum ε (Eq. 12)"),
     pmr_coef: str = typer.Option(None, help="paper (Eq. 11) | step (released code)"),
-    set_: list[str] = typer.Option(None, "--set", help="any config key: --set ogm_alpha=0.3"),
+    set_: list[str] = typer.Option(
+        None,
+        "--set",
+        help="any config key: --set lr=1e-3, a balancer's option --set ogm_alpha=0.3 (`avel balancers`)",
+    ),
     progress: bool = typer.Option(None, "--progress/--no-progress"),
     tensorboard: bool = typer.Option(
         None, "--tensorboard/--no-tensorboard", help="TensorBoard event files in the run directory (rank 0)"
@@ -627,6 +627,15 @@ def demo(
     from avel.tools.demo import run_demo
 
     run_demo(workdir, videos=videos, classes=classes, epochs=epochs)
+
+
+@command()
+def balancers() -> None:
+    """Each rebalancing method (--balance NAME) and its options: [table] option = default, its flat key
+    (--set pmr_alpha=1), what it does and its allowed values."""
+    from avel.balance import describe_balancers
+
+    typer.echo(describe_balancers())
 
 
 @command(app, "demo-cgmnist")

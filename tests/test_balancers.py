@@ -70,7 +70,9 @@ def test_registry_names_and_errors():
         *("mmcosine", "umt", "ume", "mbsd", "cml", "mmpareto", "lfm"),
         *("agm", "amco", "mla", "greedy", "relearning", "valuation", "reconboost"),
     }
-    with pytest.raises(ValueError, match=r"unknown balancer 'pgm'; valid: \['none', 'pmr', 'ogm-ge'"):
+    with pytest.raises(
+        ValueError, match=r"unknown balancer 'pgm'; valid: \['none', 'dropout', 'gblend', 'ogm-ge'"
+    ):
         build_balancer("pgm")
     with pytest.raises(ValueError, match=r"balancer 'ogm-ge' does not take option\(s\) \['q_base'\]"):
         build_balancer("ogm-ge", q_base=0.5)
@@ -274,7 +276,9 @@ def test_droppathway_drops_the_whole_batchs_audio_with_probability_p():
         assert keep_a.unique().numel() == 1  # the whole batch or nothing
     rate = sum(float(keep_a[0, 0, 0] == 0) for keep_a, _, _ in batches) / len(batches)
     assert rate == pytest.approx(0.3, abs=0.03)
-    with pytest.raises(ValueError, match="unknown dropout variant 'batch'"):
+    with pytest.raises(
+        ValueError, match='dropout variant: "batch" is not allowed: must be one of sample, droppathway'
+    ):
         ModalityDropout(variant="batch")
 
 
@@ -339,7 +343,7 @@ def test_lambda_slides_variant():
     assert torch.isclose(model.lam, torch.tensor(0.2)) and torch.isclose(model.lam_next, torch.tensor(0.2))
     model.update_lambda(torch.tensor(0.7), alpha=0.8, variant="slides")  # 0.8·0.2 + 0.2·0.7, eval at λ_2
     assert torch.isclose(model.lam, torch.tensor(0.3)) and torch.isclose(model.lam_next, torch.tensor(0.3))
-    with pytest.raises(ValueError, match="unknown IPRM variant 'paper'; valid: \\['code', 'slides'\\]"):
+    with pytest.raises(ValueError, match='IPRM variant: "paper" is not allowed: must be one of code, slides'):
         IPRM(variant="paper")
 
 

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import torch
 
+from avel.balance.gblend import GBlendModel
 from avel.balance.iprm import IPRMModel
 from avel.data.splits import segment_window
-from avel.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from avel.engine.checkpoint import config_of, load_checkpoint, model_from_checkpoint
 from avel.engine.config import load_config
 from avel.engine.evaluate import evaluate_checkpoint
 from avel.engine.train import run_training
@@ -55,6 +56,26 @@ def test_pre_move_checkpoints_evaluate(tiny_h5, features_h5, tmp_path):
         rep = json.loads((tmp_path / name / "eval.json").read_text())
         assert rep["rows"] > 0 and 0.0 <= rep["accuracy"] <= 1.0
         assert f"{100 * rep['accuracy']:7.2f}%" in text
+
+
+def test_pre_registry_checkpoint_gives_the_same_logits_and_options():
+    # written before the balancer registry (tests/data/make_pre_registry.py): flat config keys, G-Blend with
+    # predict = mean (its logits: the mean of the fused and uni-modal heads), options of other tables too
+    model, ckpt = model_from_checkpoint(DATA / "pre_registry_resnet18_gblend.pt")
+    probe = ckpt["probe"]
+    g = torch.Generator().manual_seed(probe["seed"])
+    audio, visual = torch.randn(probe["audio"], generator=g), torch.randn(probe["visual"], generator=g)
+    with torch.no_grad():
+        logits = model(audio, visual).logits
+    torch.testing.assert_close(logits, probe["logits"], rtol=1e-4, atol=1e-5)
+    assert isinstance(model, GBlendModel) and model.predict == "mean"
+    cfg = config_of(ckpt, "pre_registry")
+    assert (cfg.balance, cfg.balancers["gblend"].holdout, cfg.balancers["gblend"].super_epoch) == (
+        "gblend",
+        0.2,
+        2,
+    )
+    assert (cfg.balancers["pmr"].alpha, cfg.balancers["ogm"].warmup) == (1.5, 3)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from avel.balance import build_balancer
 from avel.engine.config import TrainConfig, balancer_options, load_config
 
 
@@ -14,7 +15,7 @@ def test_precedence_defaults_file_cli(tmp_path):
     assert cfg.fusion == "dmrn"  # from the file
     assert cfg.lr == 0.5  # the command line wins
     assert cfg.epochs == 7  # None on the command line means "not given"
-    assert cfg.pmr_alpha == 1.0 and isinstance(cfg.pmr_alpha, float)  # [pmr] alpha -> pmr_alpha
+    assert cfg.balancers["pmr"].alpha == 1.0 and isinstance(cfg.balancers["pmr"].alpha, float)  # [pmr] alpha
     assert cfg.batch_size == TrainConfig().batch_size  # untouched default
 
 
@@ -27,18 +28,41 @@ def test_unknown_key_in_file_is_an_error_naming_it(tmp_path):
 
 def test_cli_strings_are_coerced_to_field_types():
     cfg = load_config(None, {"pmr_window": "0,30", "amp": "true", "milestones": "10,20", "pmr-subset": "val"})
-    assert cfg.pmr_window == [0, 30]
+    assert cfg.balancers["pmr"].window == [0, 30]
     assert cfg.amp is True
     assert cfg.milestones == [10, 20]
-    assert cfg.pmr_subset == "val"
+    assert cfg.balancers["pmr"].subset == "val"
 
 
-def test_balancer_options_strip_their_prefix():
-    cfg = load_config(None, {"balance": "pmr", "pmr_alpha": 1.0, "pmr_subset": "0.5"})
+def test_balancer_options_come_from_their_table_or_the_flat_key(tmp_path):
+    # the one mapping: option NAME of table T is `[T] NAME` in a file and `T_NAME` as a flat key (the form of
+    # the command line, grids and of configs saved before the tables)
+    tables, flat = tmp_path / "tables.toml", tmp_path / "flat.toml"
+    tables.write_text('balance = "pmr"\n[pmr]\nalpha = 1\nsubset = "0.5"\n[ogm]\nwarmup = 3\n')
+    flat.write_text('balance = "pmr"\npmr_alpha = 1.0\npmr_subset = "0.5"\nogm_warmup = 3\n')
+    cfg = load_config(tables)
+    cli = {"balance": "pmr", "pmr_alpha": 1, "pmr_subset": "0.5", "ogm_warmup": 3}
+    assert cfg == load_config(flat) == load_config(None, cli)
     opts = balancer_options(cfg)
-    assert opts["alpha"] == 1.0 and opts["subset"] == 0.5 and opts["window"] == (0, 70)
-    assert "q_base" not in opts
-    assert balancer_options(load_config(None, {"balance": "none"})) == {}
+    assert opts["options"].alpha == 1.0 and opts["seed"] == cfg.seed
+    pmr = build_balancer(cfg.balance, **opts)
+    assert (pmr.alpha, pmr.subset, pmr.window) == (1.0, 0.5, (0, 70))
+    ogm = load_config(tables, {"balance": "ogm"})
+    assert build_balancer("ogm", **balancer_options(ogm)).warmup == 3  # [ogm] is OGM-GE's and OGM's table
+    assert balancer_options(load_config(None, {"balance": "none"})) == {"seed": 0}
+
+
+def test_balancer_option_errors_name_the_key_and_the_rule(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[pmr]\nalpha = 1\ncoef = "code"\n')
+    with pytest.raises(
+        ValueError, match=r'bad.toml:3: pmr_coef: "code" is not allowed: must be one of paper, step'
+    ):
+        load_config(bad)
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['pmr_beta'\]"):
+        load_config(None, {"pmr_beta": 1})
+    with pytest.raises(ValueError, match=r"--ogm-window: expected a list like \[0, 50\]"):
+        load_config(None, {"ogm_window": 3})
 
 
 def test_missing_config_file():
@@ -53,3 +77,17 @@ CONFIGS = sorted(Path(__file__).parents[1].glob("avel/configs/*.toml"))
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)  # an unknown or mistyped key raises, naming the file
     assert cfg.model in ("avel", "resnet18", "cgmnist") and cfg.epochs >= 1
+
+
+def test_avel_balancers_lists_each_method_and_its_options_from_the_registry():
+    from typer.testing import CliRunner
+
+    from avel.balance import BALANCERS
+    from avel.cli import app
+
+    result = CliRunner().invoke(app, ["balancers"])
+    assert result.exit_code == 0, result.output
+    listed = [line.split(" ")[0] for line in result.output.splitlines() if not line.startswith(" ")]
+    assert listed == list(BALANCERS)
+    assert "  [pmr] alpha = 2.0  (pmr_alpha): α of Eq. 10 (PCE weight); >= 0\n" in result.output
+    assert "  [ogm] warmup = -1  (ogm_warmup): " in result.output  # OGM-GE's and OGM's table

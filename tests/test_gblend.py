@@ -49,9 +49,13 @@ def test_holdout_is_a_seeded_disjoint_part_of_train():
 
 
 def test_options_are_checked():
-    with pytest.raises(ValueError, match=r"holdout must be a fraction in \(0, 1\), got 0.0"):
+    with pytest.raises(
+        ValueError, match=r"Gradient-Blending holdout: 0.0 is not allowed: must be in \(0, 1\)"
+    ):
         build_balancer("gblend", holdout=0.0)
-    with pytest.raises(ValueError, match=r"unknown G-Blend predict 'sum'; valid: \['fused', 'mean'\]"):
+    with pytest.raises(
+        ValueError, match='Gradient-Blending predict: "sum" is not allowed: must be one of fused, mean'
+    ):
         build_balancer("gblend", predict="sum")
 
 

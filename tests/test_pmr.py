@@ -283,9 +283,11 @@ def test_state_dict_round_trip_gives_the_same_loss():
 
 
 def test_invalid_options():
-    with pytest.raises(ValueError, match="PMR subset must be a fraction in"):
+    with pytest.raises(
+        ValueError, match=r"PMR subset: 0.0 is not allowed: must be 'val' or a fraction of train in \(0, 1\]"
+    ):
         PMR(subset=0.0)
-    with pytest.raises(ValueError, match="unknown PMR coef"):
+    with pytest.raises(ValueError, match='PMR coef: "code" is not allowed: must be one of paper, step'):
         PMR(coef="code")
 
 
@@ -380,7 +382,7 @@ def test_guard_refreshes_prototypes_from_the_batches_every_n_steps():
 
 
 def test_new_pmr_options_are_checked():
-    with pytest.raises(ValueError, match="unknown PMR absent 'drop'; valid: \\['mask', 'zero'\\]"):
+    with pytest.raises(ValueError, match='PMR absent: "drop" is not allowed: must be one of mask, zero'):
         PMR(absent="drop")
-    with pytest.raises(ValueError, match="proto_every and pce_cap must be >= 0"):
+    with pytest.raises(ValueError, match="PMR proto_every: -1 is not allowed: must be >= 0"):
         PMR(proto_every=-1)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from avel.balance import build_balancer
 from avel.cli import app
 from avel.engine import config as config_mod
 from avel.engine.config import UNSET, TrainConfig, balancer_options, load_config
@@ -41,16 +42,29 @@ def test_saved_config_is_valid_toml_with_every_key_and_round_trips(tmp_path):
                              "betas": "0.9,0.99", "lr": 1e-7, "pmr_subset": "val", "amp": True})  # fmt: skip
     config_mod.save_config(cfg, tmp_path / "config.toml")
     table = tomllib.loads((tmp_path / "config.toml").read_text())
-    assert sorted(table) == sorted(config_mod.field_names())  # every value written, none left to a default
+    flat = {
+        f"{k}_{o}" if isinstance(v, dict) else k
+        for k, v in table.items()
+        for o in (v if isinstance(v, dict) else [0])
+    }
+    assert sorted(flat) == sorted(config_mod.field_names())  # every value written, none left to a default
     assert load_config(tmp_path / "config.toml") == cfg
-    assert json.loads((tmp_path / "config.json").read_text()) == dataclasses.asdict(cfg)
+    assert json.loads((tmp_path / "config.json").read_text()) == config_mod.to_dict(cfg)  # flat keys
+    assert "\n[pmr]\n" in (tmp_path / "config.toml").read_text()  # each balancer's options: its own table
 
 
 def test_unset_warmup_is_written_and_means_the_methods_own():
     cfg = load_config(None, {"balance": "ogm"})
-    assert cfg.ogm_warmup == UNSET and "ogm_warmup = -1\n" in config_mod.to_toml(cfg)
-    assert "warmup" not in balancer_options(cfg)  # the balancer keeps its default (5 for ogm)
-    assert balancer_options(load_config(None, {"balance": "ogm", "ogm_warmup": 0}))["warmup"] == 0
+    assert cfg.balancers["ogm"].warmup == UNSET and "\n[ogm]\n" in config_mod.to_toml(cfg)
+    assert "warmup = -1\n" in config_mod.to_toml(cfg).split("[ogm]")[1]
+    assert build_balancer("ogm", **balancer_options(cfg)).warmup == 6  # the method's own
+    assert build_balancer("ogm-ge", **balancer_options(cfg)).warmup == 0
+    assert (
+        build_balancer(
+            "ogm", **balancer_options(load_config(None, {"balance": "ogm", "ogm_warmup": 0}))
+        ).warmup
+        == 0
+    )
 
 
 def test_a_run_reruns_from_its_own_config(features_h5, tmp_path):

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avel.balance.base import BalancerHooks, StepResult
+from avel.balance.base import NON_NEGATIVE, WINDOW, BalancerHooks, StepResult, option
 from avel.engine.distributed import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, event_weights
 
@@ -120,26 +121,34 @@ def clip_when_head_exceeds(model: AVModel, clip: float) -> None:
         g.mul_(coef.to(g.dtype))
 
 
+@dataclass(frozen=True)
+class AGMOptions:
+    alpha: float = option(1.0, "AGM: k = exp(alpha min(optimal ratio - ratio, cap))", NON_NEGATIVE)
+    window: list[int] = option([0, 19], "the code's epochs 1..20, inclusive", WINDOW)
+    variant: str = option(
+        "code",
+        "code: phi^a = (f(a,v) - f(0,v) + f(a,0))/2 | paper: Shapley with f(0,0)",
+        (lambda v: v in ("code", "paper"), "code or paper"),
+    )
+    cap: float = option(10.0, "cap", NON_NEGATIVE)
+    clip: float = option(
+        1.0, "clip to this total norm when a head-weight gradient leaves [-clip, clip]; 0 = off", NON_NEGATIVE
+    )
+
+
 class AGM(BalancerHooks):
     """Adaptive gradient modulation: Shapley mono-modal responses, each one's gradient scaled by k^m."""
 
     name = "agm"
+    method = "AGM"
+    Options = AGMOptions
     weighs_event_segments = True
     runs_forward = False  # three forward passes per step: gradients averaged by the loop, not DDP
 
-    def __init__(
-        self,
-        *,
-        alpha: float = 1.0,
-        window: tuple[int, int] = (0, 19),
-        variant: str = "code",
-        cap: float = 10.0,
-        clip: float = 1.0,
-    ) -> None:
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown AGM variant {variant!r}; valid: {list(VARIANTS)}")
-        if len(window) != 2:
-            raise ValueError(f"AGM window must be (start, end), got {window!r}")
+    def __init__(self, options: AGMOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        o = self.options
+        alpha, window, variant, cap, clip = o.alpha, o.window, o.variant, o.cap, o.clip
         self.alpha, self.cap, self.clip, self.variant = float(alpha), float(cap), float(clip), variant
         self.window = (int(window[0]), int(window[1]))
         self.epoch = 0

@@ -25,12 +25,13 @@ its config is unused by its code and not taken.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import BalancerHooks, StepResult, task_loss
+from avel.balance.base import UNIT, WINDOW, BalancerHooks, StepResult, option, task_loss
 from avel.balance.ogm import split_logits_reason
 from avel.engine.distributed import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel, event_weights
@@ -81,24 +82,25 @@ class AMCoModel(WrappedModel):
         return ModelOutput(self.linear_star(la + lv), z_audio, z_visual, la, lv, out.aux_logits)
 
 
+@dataclass(frozen=True)
+class AMCoOptions:
+    sigma: float = option(0.5, "AMCo: a modality is dependent above this softmax mass", UNIT)
+    eps: float = option(0.3, "mask rate sin(pi/2 min(eps, l_t)/eps)", (lambda v: v > 0, "> 0"))
+    window: list[int] = option([0, 80], "window", WINDOW)
+
+
 class AMCo(BalancerHooks):
     """Mask the dependent modality's logits at a rising rate; uni-modal losses beside the fused one."""
 
     name = "amco"
+    method = "AMCo"
+    Options = AMCoOptions
     weighs_event_segments = True
 
-    def __init__(
-        self,
-        *,
-        sigma: float = 0.5,
-        eps: float = 0.3,
-        window: tuple[int, int] = (0, 80),
-        seed: int = 0,
-    ) -> None:
-        if not 0.0 < eps:
-            raise ValueError(f"AMCo eps must be > 0, got {eps!r}")
-        if len(window) != 2:
-            raise ValueError(f"AMCo window must be (start, end), got {window!r}")
+    def __init__(self, options: AMCoOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        o = self.options
+        sigma, eps, window = o.sigma, o.eps, o.window
         self.sigma, self.eps = float(sigma), float(eps)
         self.window = (int(window[0]), int(window[1]))
         self.seed = int(seed)

@@ -16,14 +16,22 @@ optimizer step and everything after. The loop calls, in this order:
         logs = balancer.epoch_logs()                 # per-epoch extras (the loop averages result.logs itself)
 
 ``BalancerHooks`` holds the no-op defaults, so a method writes only the hooks where it acts.
+
+Each method's options are one typed dataclass (``Options``) whose fields are made by ``option``: default,
+help and allowed values written once. The config reads them from the method's TOML table (``[pmr]
+alpha = 2``, the flat key ``pmr_alpha``), the CLI and saved configs list them, ``build_balancer`` checks
+them (``check_options``).
 ``DeviceGenerator`` and ``sample_mask_shape`` serve the stochastic methods (dropout, OGM-GE noise, OPM).
 Logged values are detached device tensors; nothing here calls ``.item()`` or synchronises per step.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +62,64 @@ class Balancer(Protocol):
     def epoch_logs(self) -> dict[str, float]: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
+
+
+# ------------------------------------------------------------------------------------------- options
+
+# An integer option set to UNSET takes the method's own default (every saved value stays explicit: TOML has
+# no null, and a saved config must say what it ran with)
+UNSET = -1
+Rule = tuple[Callable[[Any], bool], str]  # (test, the allowed values in words, for the message)
+NON_NEGATIVE: Rule = (lambda v: v >= 0, ">= 0")
+UNIT: Rule = (lambda v: 0 <= v <= 1, "in [0, 1]")
+UNIT_OPEN: Rule = (lambda v: 0 <= v < 1, "in [0, 1)")
+WINDOW: Rule = (lambda v: len(v) == 2 and 0 <= v[0] <= v[1], "two epochs [start, end] with 0 <= start <= end")
+
+
+def one_of(*choices: str) -> Rule:
+    return (lambda v: v in choices, "one of " + ", ".join(choices))
+
+
+def option(default: Any, help: str, rule: Rule | None = None) -> Any:
+    """A field of a balancer's ``Options``: its default, its help (CLI, docs) and its allowed values."""
+    meta = {"help": help, "rule": rule}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A method without options (none)."""
+
+
+def check_option(f: dataclasses.Field, value: Any) -> None:
+    """ValueError saying the allowed values when ``value`` is outside the rule of option ``f``."""
+    rule = f.metadata.get("rule")
+    if rule is not None and not rule[0](value):
+        raise ValueError(f"{json.dumps(value)} is not allowed: must be {rule[1]}")
+
+
+def check_options(options: Any, owner: str) -> None:
+    """Every option of ``options`` within its rule; errors name ``owner`` (the method) and the option."""
+    for f in dataclasses.fields(options):
+        try:
+            check_option(f, getattr(options, f.name))
+        except ValueError as e:
+            raise ValueError(f"{owner} {f.name}: {e}") from None
+
+
+def make_options(options_type: type, options: Any, values: dict[str, Any], name: str, label: str) -> Any:
+    """``options`` (default: ``options_type()``) with ``values`` replaced, checked; unknown names refused."""
+    if options is not None and type(options) is not options_type:
+        raise ValueError(f"balancer {name!r} takes {options_type.__name__}, not {type(options).__name__}")
+    valid = sorted(f.name for f in dataclasses.fields(options_type))
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(f"balancer {name!r} does not take option(s) {unknown}; valid options: {valid}")
+    options = dataclasses.replace(options if options is not None else options_type(), **values)
+    check_options(options, label)
+    return options
 
 
 def task_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -136,7 +202,17 @@ class BalancerHooks:
     """
 
     name = "hooks"
+    method = ""  # its name in tables and messages (PMR, OGM-GE); "" = ``name``
+    Options: type = NoOptions  # the typed options (defaults written once, there)
+    table = ""  # TOML table of the options and prefix of their flat keys ([pmr] alpha, pmr_alpha); "" = name
+    # rows of ``avel ablate balancers``: (label, config overrides beyond ``balance``); () = not in the grid
+    grid_rows: tuple[tuple[str, dict[str, Any]], ...] | None = None  # None: one row, labelled ``method``
     epoch = 0
+
+    def __init__(self, options: Any = None, *, seed: int = 0, **values: Any) -> None:
+        self.options = make_options(self.Options, options, values, self.name, self.method or self.name)
+        self.seed = int(seed)
+
     # training_loss runs the model's forward (``model(audio, visual)``), which DDP's gradient hooks see;
     # methods that call ``encode`` / ``fuse`` / heads directly have their gradients averaged by the loop
     runs_forward = False
@@ -154,6 +230,10 @@ class BalancerHooks:
     def train_indices(self, train: SplitData) -> Tensor | None:
         """Rows of the train split the loop trains on; None: all (Gradient-Blending holds some out)."""
         return None
+
+    def event_splits(self) -> tuple[str, ...]:
+        """The splits whose event segments a method that ``weighs_event_segments`` reads."""
+        return ("train",)
 
     def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:
         self.epoch = epoch
@@ -180,6 +260,7 @@ class NoBalance(BalancerHooks):
 
     name = "none"
     runs_forward = True
+    grid_rows = (("naive", {}),)
 
     def training_loss(self, model: AVModel, batch: Batch) -> StepResult:
         out = model(batch.audio, batch.visual)

@@ -25,12 +25,22 @@ On AVEL every segment is a sample (background included: its confidence is calibr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
+from avel.balance.base import (
+    NON_NEGATIVE,
+    WINDOW,
+    BalancerHooks,
+    StepResult,
+    one_of,
+    option,
+    output_loss,
+    task_loss,
+)
 from avel.engine.distributed import all_reduce_sum, world_size
 from avel.models.base import AVModel, flatten_samples
 
@@ -80,27 +90,25 @@ def removed_modality(seed: int, epoch: int) -> str:
     return MODALITIES[order[-1]]
 
 
+@dataclass(frozen=True)
+class CMLOptions:
+    lam: float = option(0.1, "λ of the confidence penalty", NON_NEGATIVE)
+    window: list[int] = option([0, 80], "epochs [start, end] of the penalty, inclusive", WINDOW)
+    reduce: str = option("batch", "batch (max(0, Σ_i), the code) | sample (Σ_i max(0, ·))", one_of(*REDUCE))
+
+
 class CML(BalancerHooks):
     """Task loss on both and on one modality, plus λ · the confidence that rises when it is removed."""
 
     name = "cml"
+    method = "CML"
+    Options = CMLOptions
+    grid_rows = ()  # BalanceBenchmark's rows: avel.experiments.ablate._balance_benchmark_cells
 
-    def __init__(
-        self,
-        *,
-        lam: float = 0.1,
-        window: tuple[int, int] = (0, 80),
-        reduce: str = "batch",
-        seed: int = 0,
-    ) -> None:
-        if lam < 0:
-            raise ValueError(f"CML lam must be >= 0, got {lam!r}")
-        if reduce not in REDUCE:
-            raise ValueError(f"unknown CML reduce {reduce!r}; valid: {list(REDUCE)}")
-        if len(window) != 2:
-            raise ValueError(f"CML window must be (start, end), got {window!r}")
-        self.lam, self.reduce, self.seed = float(lam), reduce, int(seed)
-        self.window = (int(window[0]), int(window[1]))
+    def __init__(self, options: CMLOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        self.lam, self.reduce = float(self.options.lam), self.options.reduce
+        self.window = (int(self.options.window[0]), int(self.options.window[1]))
         self.epoch = 0
 
     def on_epoch_start(self, model: AVModel, data: DataSplits, epoch: int) -> None:

@@ -12,15 +12,19 @@ the dropped representations.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from avel.balance.base import (
+    UNIT_OPEN,
     BalancerHooks,
     DeviceGenerator,
     StepResult,
+    one_of,
+    option,
     output_loss,
     sample_mask_shape,
 )
@@ -30,17 +34,25 @@ if TYPE_CHECKING:
     from avel.data.splits import Batch
 
 
+@dataclass(frozen=True)
+class DropoutOptions:
+    p: float = option(0.3, "probability that a sample loses a modality", UNIT_OPEN)
+    variant: str = option(
+        "sample",
+        "sample (per sample, either modality) | droppathway (audio, per batch)",
+        one_of("sample", "droppathway"),
+    )
+
+
 class ModalityDropout(BalancerHooks):
     """With probability p per sample, zero the audio or the visual representation (uniform choice)."""
 
     name = "dropout"
+    Options = DropoutOptions
 
-    def __init__(self, *, p: float = 0.3, variant: str = "sample", seed: int = 0) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout p must be in [0, 1], got {p!r}")
-        if variant not in ("sample", "droppathway"):
-            raise ValueError(f"unknown dropout variant {variant!r}; valid: ['sample', 'droppathway']")
-        self.p, self.variant = float(p), variant
+    def __init__(self, options: DropoutOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        self.p, self.variant = float(self.options.p), self.options.variant
         self.rng = DeviceGenerator(seed)
         self.epoch = 0
 

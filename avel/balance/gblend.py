@@ -25,12 +25,13 @@ the mean of the three heads' logits (``predict="mean"``, the PMR authors' three-
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
+from avel.balance.base import BalancerHooks, StepResult, one_of, option, output_loss, task_loss
 from avel.models.base import AVModel, ModelOutput, WrappedModel
 
 if TYPE_CHECKING:
@@ -109,26 +110,30 @@ def head_losses(model: GBlendModel, split: SplitData, rows: Tensor, batch_size: 
     return (sums / count).float().cpu()
 
 
+@dataclass(frozen=True)
+class GBlendOptions:
+    super_epoch: int = option(
+        5, "epochs between weight estimates (online G-Blend)", (lambda v: v >= 1, ">= 1")
+    )
+    holdout: float = option(
+        0.1, "fraction of train held out of training to measure G and O", (lambda v: 0 < v < 1, "in (0, 1)")
+    )
+    predict: str = option(
+        "fused", "fused (paper) | mean (of the fused and uni-modal heads)", one_of(*PREDICT)
+    )
+
+
 class GradientBlending(BalancerHooks):
     """Online G-Blend: uni-modal heads + the fused head, loss weights re-estimated every super-epoch."""
 
     name = "gblend"
+    method = "Gradient-Blending"
+    Options = GBlendOptions
 
-    def __init__(
-        self, *, super_epoch: int = 5, holdout: float = 0.1, predict: str = "fused", seed: int = 0
-    ) -> None:
-        if super_epoch < 1:
-            raise ValueError(f"G-Blend super_epoch must be >= 1 epoch, got {super_epoch!r}")
-        if not 0.0 < holdout < 1.0:
-            raise ValueError(f"G-Blend holdout must be a fraction in (0, 1), got {holdout!r}")
-        if predict not in PREDICT:
-            raise ValueError(f"unknown G-Blend predict {predict!r}; valid: {list(PREDICT)}")
-        self.super_epoch, self.holdout, self.predict, self.seed = (
-            int(super_epoch),
-            float(holdout),
-            predict,
-            seed,
-        )
+    def __init__(self, options: GBlendOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        o = self.options
+        self.super_epoch, self.holdout, self.predict = int(o.super_epoch), float(o.holdout), o.predict
         self.epoch = 0
         self.weights = torch.full((3,), 1.0 / 3)  # (audio, visual, fused); equal in the first super-epoch
         self.last: tuple[Tensor, Tensor] | None = None  # (L^T, L^V) at the start of the super-epoch

@@ -26,12 +26,13 @@ average on every rank); the window logic runs on the device (no host read per st
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import BalancerHooks, StepResult, output_loss
+from avel.balance.base import NON_NEGATIVE, BalancerHooks, StepResult, option, output_loss
 from avel.engine.distributed import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel
 from avel.models.intermediate import MMTM
@@ -122,17 +123,31 @@ class GreedyModel(WrappedModel):
         return self.base.encode(audio, visual)
 
 
+@dataclass(frozen=True)
+class GreedyOptions:
+    eps: float = option(0.01, "Greedy: re-balance when |BDR_a - BDR_v| > eps", NON_NEGATIVE)
+    steps: int = option(5, "re-balancing steps per window", (lambda v: v >= 1, ">= 1"))
+    start: int = option(2, "first epoch that may re-balance", NON_NEGATIVE)
+    average: str = option(
+        "code",
+        "code: both running averages from the audio gate | own",
+        (lambda v: v in ("code", "own"), "code or own"),
+    )
+
+
 class Greedy(BalancerHooks):
     """Re-balancing steps in MMTM models, triggered by the conditional learning speeds."""
 
     name = "greedy"
+    method = "Greedy"
+    Options = GreedyOptions
+    grid_rows = ()  # a column of the intermediate grid (avel.experiments.ablate._intermediate)
     runs_forward = True
 
-    def __init__(self, *, eps: float = 0.01, steps: int = 5, start: int = 2, average: str = "code") -> None:
-        if average not in AVERAGES:
-            raise ValueError(f"unknown Greedy average {average!r}; valid: {list(AVERAGES)}")
-        if steps < 1:
-            raise ValueError(f"Greedy steps (of a re-balancing window) must be >= 1, got {steps!r}")
+    def __init__(self, options: GreedyOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        o = self.options
+        eps, steps, start, average = o.eps, o.steps, o.start, o.average
         self.eps, self.steps, self.start, self.average = float(eps), int(steps), int(start), average
         self.epoch = 0
         self.sums = torch.zeros(4)  # M^a_bypass, M^v_bypass, M^a_main, M^v_main

@@ -22,15 +22,19 @@ are the unimodal heads' logits (they are not a split of the summed logits).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avel.balance.base import (
+    UNIT,
     BalancerHooks,
     StepResult,
+    one_of,
+    option,
     task_loss,
 )
 from avel.engine.distributed import all_reduce_sum
@@ -124,19 +128,30 @@ def probe(model: IPRMModel, z_audio: Tensor, z_visual: Tensor, weights: Tensor) 
     return {"kl_audio": kl_a, "kl_visual": kl_v, "omega_audio": omega_a}
 
 
+@dataclass(frozen=True)
+class IPRMOptions:
+    alpha: float = option(0.8, "α of the λ update", UNIT)
+    variant: str = option(
+        "code",
+        "code: λ_1 = α/2 + (1−α)ω_0, eval at λ_T | slides: λ_1 = ω_0, at λ_{T+1}",
+        one_of("code", "slides"),
+    )
+
+
 class IPRM(BalancerHooks):
     """Instantaneous probe-and-rebalance with geodesic multimodal mixup."""
 
     name = "iprm"
+    method = "IPRM"
+    Options = IPRMOptions
     weighs_event_segments = True
 
-    def __init__(self, *, alpha: float = 0.8, variant: str = "code", dim: int | None = None) -> None:
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"IPRM alpha must be in [0, 1], got {alpha!r}")
-        if variant not in ("code", "slides"):
-            raise ValueError(f"unknown IPRM variant {variant!r}; valid: ['code', 'slides']")
-        self.alpha, self.variant = float(alpha), variant
-        self.dim = dim
+    def __init__(
+        self, options: IPRMOptions | None = None, *, seed: int = 0, dim: int | None = None, **values: Any
+    ) -> None:
+        super().__init__(options, seed=seed, **values)
+        self.alpha, self.variant = float(self.options.alpha), self.options.variant
+        self.dim = dim  # the heads' input size; None: taken from the model (or the first batch)
         self.epoch = 0
 
     def applies_to(self, model: AVModel) -> str | None:

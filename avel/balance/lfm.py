@@ -24,12 +24,22 @@ Needs split logits (concat or sum fusion).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
+from avel.balance.base import (
+    NON_NEGATIVE,
+    WINDOW,
+    BalancerHooks,
+    StepResult,
+    one_of,
+    option,
+    output_loss,
+    task_loss,
+)
 from avel.balance.ogm import split_logits_reason
 from avel.models.base import AVModel, flatten_samples
 
@@ -77,31 +87,33 @@ def alpha_gradient(model: AVModel, batch: Batch, alpha: tuple[float, float], js:
     return float(first.mean())
 
 
+@dataclass(frozen=True)
+class LFMOptions:
+    alpha: list[float] = option(
+        [0.95, 0.05], "(α_0, α_1) at the start", (lambda v: len(v) == 2, "two numbers")
+    )
+    lr_alpha: float = option(1e-4, "η_α, halved at every 20th epoch", NON_NEGATIVE)
+    js: str = option("code", "code (½(KL(m‖p) + KL(m‖q))) | paper (Jensen-Shannon)", one_of(*JS))
+    alpha_data: str = option("val", "rows that fit α_1: val (the code) | train", one_of(*ALPHA_DATA))
+    probe_size: int = option(8, "that many first rows", (lambda v: v >= 1, ">= 1"))
+    window: list[int] = option([0, 80], "epochs [start, end] of the alignment term, inclusive", WINDOW)
+
+
 class LFM(BalancerHooks):
     """2(α_0 CE + α_1 alignment of the uni-modal predictions), α_1 fitted by a Hessian-vector step."""
 
     name = "lfm"
+    method = "LFM"
+    Options = LFMOptions
+    grid_rows = ()  # BalanceBenchmark's rows: avel.experiments.ablate._balance_benchmark_cells
 
-    def __init__(
-        self,
-        *,
-        alpha: tuple[float, float] = (0.95, 0.05),
-        lr_alpha: float = 1e-4,
-        js: str = "code",
-        alpha_data: str = "val",
-        probe_size: int = 8,
-        window: tuple[int, int] = (0, 80),
-    ) -> None:
-        if js not in JS:
-            raise ValueError(f"unknown LFM js {js!r}; valid: {list(JS)}")
-        if alpha_data not in ALPHA_DATA:
-            raise ValueError(f"unknown LFM alpha_data {alpha_data!r}; valid: {list(ALPHA_DATA)}")
-        if len(alpha) != 2 or len(window) != 2:
-            raise ValueError(f"LFM alpha and window are pairs, got {alpha!r}, {window!r}")
-        self.alpha = (float(alpha[0]), float(alpha[1]))
-        self.lr_alpha, self.js, self.alpha_data = float(lr_alpha), js, alpha_data
-        self.window = (int(window[0]), int(window[1]))
-        self.probe_size = int(probe_size)
+    def __init__(self, options: LFMOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        o = self.options
+        self.alpha = (float(o.alpha[0]), float(o.alpha[1]))
+        self.lr_alpha, self.js, self.alpha_data = float(o.lr_alpha), o.js, o.alpha_data
+        self.window = (int(o.window[0]), int(o.window[1]))
+        self.probe_size = int(o.probe_size)
         self.alpha_grad = 0.0
         self.epoch = 0
 

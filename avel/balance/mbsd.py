@@ -24,12 +24,13 @@ batch (equal shares: DDP-free gradient averaging gives the global mean).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
+from avel.balance.base import WINDOW, BalancerHooks, StepResult, one_of, option, output_loss, task_loss
 from avel.balance.ogm import split_logits_reason
 from avel.models.base import AVModel, flatten_samples
 
@@ -61,18 +62,26 @@ def mbsd_terms(logits_a: Tensor, logits_v: Tensor, labels: Tensor, kl: str = "co
     return {"w": w, "rs": rs, "kl": kl_i, "loss_rs": (w * rs).sum() / n, "loss_kl": (w * kl_i).sum() / n}
 
 
+@dataclass(frozen=True)
+class MBSDOptions:
+    window: list[int] = option([0, 80], "epochs [start, end] of the distillation terms, inclusive", WINDOW)
+    kl: str = option(
+        "code", "code (kl_div on the scores as BalanceBenchmark) | scores (Bernoulli KL)", one_of(*KL)
+    )
+
+
 class MBSD(BalancerHooks):
     """Uni-modal cross-entropies plus the weighted logit distance and score distillation."""
 
     name = "mbsd"
+    method = "MBSD"
+    Options = MBSDOptions
+    grid_rows = ()  # BalanceBenchmark's rows: avel.experiments.ablate._balance_benchmark_cells
 
-    def __init__(self, *, window: tuple[int, int] = (0, 80), kl: str = "code") -> None:
-        if kl not in KL:
-            raise ValueError(f"unknown MBSD kl {kl!r}; valid: {list(KL)}")
-        if len(window) != 2:
-            raise ValueError(f"MBSD window must be (start, end), got {window!r}")
-        self.kl = kl
-        self.window = (int(window[0]), int(window[1]))
+    def __init__(self, options: MBSDOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        self.kl = self.options.kl
+        self.window = (int(self.options.window[0]), int(self.options.window[1]))
         self.epoch = 0
 
     def applies_to(self, model: AVModel) -> str | None:

@@ -28,12 +28,13 @@ other clips of its batch). The fusion is the model's forward: ``avel evaluate`` 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import BalancerHooks, StepResult, task_loss
+from avel.balance.base import BalancerHooks, StepResult, option, task_loss
 from avel.engine.distributed import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel, flatten_samples
 
@@ -93,17 +94,34 @@ class MLAModel(WrappedModel):
         return ModelOutput(logits, z_audio, z_visual, la, lv)
 
 
+@dataclass(frozen=True)
+class MLAOptions:
+    fusion: str = option(
+        "sample",
+        "MLA test-time entropy fusion: sample (paper) | batch (released code)",
+        (lambda v: v in ("sample", "batch"), "sample or batch"),
+    )
+    projection: str = option(
+        "none",
+        "none (released code: its test never matches) | paper | balancemm",
+        (lambda v: v in ("none", "paper", "balancemm"), "none, paper or balancemm"),
+    )
+
+
 class MLA(BalancerHooks):
     """Alternating uni-modal steps through a shared head; test-time entropy-weighted fusion."""
 
     name = "mla"
+    method = "MLA"
+    Options = MLAOptions
     steps_per_batch = 2  # one optimizer step per modality on each batch
 
-    def __init__(self, *, fusion: str = "sample", projection: str = "none", dim: int | None = None) -> None:
-        if fusion not in FUSIONS:
-            raise ValueError(f"unknown MLA fusion {fusion!r}; valid: {list(FUSIONS)}")
-        if projection not in PROJECTIONS:
-            raise ValueError(f"unknown MLA projection {projection!r}; valid: {list(PROJECTIONS)}")
+    def __init__(
+        self, options: MLAOptions | None = None, *, seed: int = 0, dim: int | None = None, **values: Any
+    ) -> None:
+        super().__init__(options, seed=seed, **values)
+        o = self.options
+        fusion, projection = o.fusion, o.projection
         self.fusion, self.projection, self.dim = fusion, projection, dim
         self.epoch = 0
         self.turn = 0  # 0: the audio step of a batch, 1: its visual step

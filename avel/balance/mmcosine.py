@@ -22,13 +22,14 @@ the plain cross-entropy on the fused head (bias included) outside it: ``scale = 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
+from avel.balance.base import WINDOW, BalancerHooks, StepResult, option, output_loss, task_loss
 from avel.models.base import AVModel, ModelOutput, WrappedModel
 from avel.models.fusion import ConcatFusion, SumFusion
 
@@ -81,18 +82,32 @@ class MMCosineModel(WrappedModel):
         return ModelOutput(logits_a + logits_v, z_audio, z_visual, logits_a, logits_v)
 
 
+@dataclass(frozen=True)
+class MMCosineOptions:
+    scale: float = option(
+        10.0,
+        "s: logits s·cos(z^m, W^m_c) (the release's --scaling; BalanceBenchmark 15)",
+        (lambda v: v > 0, "> 0"),
+    )
+    window: list[int] = option(
+        [0, EVERY_EPOCH],
+        "epochs [start, end] of the cosine loss: every epoch as the release (BalanceBenchmark: [0, 80])",
+        WINDOW,
+    )
+
+
 class MMCosine(BalancerHooks):
     """Cross-entropy on the sum of each modality's scaled cosine logits."""
 
     name = "mmcosine"
+    method = "MMCosine"
+    Options = MMCosineOptions
+    grid_rows = ()  # BalanceBenchmark's rows: avel.experiments.ablate._balance_benchmark_cells
 
-    def __init__(self, *, scale: float = 10.0, window: tuple[int, int] = (0, EVERY_EPOCH)) -> None:
-        if scale <= 0:
-            raise ValueError(f"MMCosine scale must be > 0, got {scale!r}")
-        if len(window) != 2:
-            raise ValueError(f"MMCosine window must be (start, end), got {window!r}")
-        self.scale = float(scale)
-        self.window = (int(window[0]), int(window[1]))
+    def __init__(self, options: MMCosineOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        self.scale = float(self.options.scale)
+        self.window = (int(self.options.window[0]), int(self.options.window[1]))
         self.epoch = 0
 
     def applies_to(self, model: AVModel) -> str | None:

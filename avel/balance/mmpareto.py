@@ -27,12 +27,13 @@ summed gradient, ``mmpareto_gradients`` all-reduces g_mm and g_u), so every rank
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
+from avel.balance.base import WINDOW, BalancerHooks, StepResult, one_of, option, output_loss, task_loss
 from avel.balance.heads import UniHeadsModel
 from avel.balance.ogm import split_logits_reason
 from avel.engine.distributed import all_reduce_sum, world_size
@@ -93,22 +94,27 @@ def mean_over_ranks(grads: list[Tensor]) -> list[Tensor]:
     return out
 
 
+@dataclass(frozen=True)
+class MMParetoOptions:
+    gamma: float = option(1.5, "γ: the integrated gradient's scale", (lambda v: v > 0, "> 0"))
+    heads: str = option(
+        "separate", "separate (uni-modal heads, released code) | split (BalanceBenchmark)", one_of(*HEADS)
+    )
+    window: list[int] = option([0, 80], "epochs [start, end] of the Pareto integration, inclusive", WINDOW)
+
+
 class MMPareto(BalancerHooks):
     """L_mm + Σ_m L_m, each encoder's gradient replaced by the Pareto integration of g_mm and g_u."""
 
     name = "mmpareto"
+    method = "MMPareto"
+    Options = MMParetoOptions
+    grid_rows = ()  # BalanceBenchmark's rows: avel.experiments.ablate._balance_benchmark_cells
 
-    def __init__(
-        self, *, gamma: float = 1.5, heads: str = "separate", window: tuple[int, int] = (0, 80)
-    ) -> None:
-        if heads not in HEADS:
-            raise ValueError(f"unknown MMPareto heads {heads!r}; valid: {list(HEADS)}")
-        if gamma <= 0:
-            raise ValueError(f"MMPareto gamma must be > 0, got {gamma!r}")
-        if len(window) != 2:
-            raise ValueError(f"MMPareto window must be (start, end), got {window!r}")
-        self.gamma, self.heads = float(gamma), heads
-        self.window = (int(window[0]), int(window[1]))
+    def __init__(self, options: MMParetoOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        self.gamma, self.heads = float(self.options.gamma), self.options.heads
+        self.window = (int(self.options.window[0]), int(self.options.window[1]))
         self.pending: dict[str, tuple[list[Tensor], list[Tensor]]] = {}
         self.epoch = 0
 

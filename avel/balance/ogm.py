@@ -20,12 +20,22 @@ Deviations from the released code (github.com/GeWu-Lab/OGM-GE_CVPR2022):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import BalancerHooks, DeviceGenerator, StepResult, output_loss
+from avel.balance.base import (
+    NON_NEGATIVE,
+    UNSET,
+    WINDOW,
+    BalancerHooks,
+    DeviceGenerator,
+    StepResult,
+    option,
+    output_loss,
+)
 from avel.engine.distributed import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, event_weights
 
@@ -107,6 +117,18 @@ def modulate_gradients(params: list[nn.Parameter], k: Tensor, noise: torch.Gener
             g.add_((torch.randn(g.shape, generator=noise, device=g.device) * std).to(g.dtype))
 
 
+@dataclass(frozen=True)
+class OGMOptions:  # OGM-GE's and OGM's, one table: [ogm]
+    alpha: float = option(0.1, "α of k = 1 − tanh(α ρ)", NON_NEGATIVE)
+    window: list[int] = option([0, 50], "epochs [start, end] of modulation, inclusive", WINDOW)
+    ge: bool = option(True, "GE noise (on for ogm-ge and ogm, as BML's script runs it; false: noise-free)")
+    warmup: int = option(
+        UNSET,
+        "epochs without modulation; -1: the method's own (0 for ogm-ge, 6 for ogm)",
+        (lambda v: v >= 0 or v == UNSET, ">= 0, or -1 for the method's own"),
+    )
+
+
 class OGMGE(BalancerHooks):
     """OGM-GE: gradient modulation of the dominant branch plus Gaussian noise (GE)."""
 
@@ -114,20 +136,16 @@ class OGMGE(BalancerHooks):
     weighs_event_segments = True
     runs_forward = True
     method = "OGM-GE"
+    Options = OGMOptions
+    table = "ogm"
+    own_warmup = 0  # the warm-up when the option is left at -1
 
-    def __init__(
-        self,
-        *,
-        alpha: float = 0.1,
-        window: tuple[int, int] = (0, 50),
-        ge: bool = True,
-        warmup: int = 0,
-        seed: int = 0,
-    ) -> None:
-        if len(window) != 2:
-            raise ValueError(f"{self.method} window must be (start, end), got {window!r}")
-        self.alpha, self.ge, self.warmup = float(alpha), bool(ge), int(warmup)
-        self.window = (int(window[0]), int(window[1]))
+    def __init__(self, options: OGMOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        o = self.options
+        self.alpha, self.ge = float(o.alpha), bool(o.ge)
+        self.warmup = self.own_warmup if o.warmup == UNSET else int(o.warmup)
+        self.window = (int(o.window[0]), int(o.window[1]))
         self.rng = DeviceGenerator(seed)
         self.epoch = 0
 
@@ -160,22 +178,14 @@ class OGM(OGMGE):
 
     name = "ogm"
     method = "OGM"
-
-    def __init__(
-        self,
-        *,
-        alpha: float = 0.1,
-        window: tuple[int, int] = (0, 50),
-        ge: bool = True,
-        warmup: int = 6,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(alpha=alpha, window=window, ge=ge, warmup=warmup, seed=seed)
+    own_warmup = 6  # the released code's `epoch <= 5`
+    grid_rows = ()  # not in PMR's Table 2
 
 
 __all__ = [
     "OGM",
     "OGMGE",
+    "OGMOptions",
     "modality_scores",
     "modulate_gradients",
     "modulated_parameters",

@@ -22,13 +22,24 @@ The execution draw, the masks and the scores stay on the device (a 0/1 tensor mu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avel.balance.base import BalancerHooks, DeviceGenerator, StepResult, sample_mask_shape, weighted_mean
+from avel.balance.base import (
+    NON_NEGATIVE,
+    UNIT,
+    BalancerHooks,
+    DeviceGenerator,
+    StepResult,
+    one_of,
+    option,
+    sample_mask_shape,
+    weighted_mean,
+)
 from avel.balance.ogm import modality_scores
 from avel.models.base import AVModel
 
@@ -73,30 +84,29 @@ def keep_masks(
     return masks[0], masks[1]
 
 
+@dataclass(frozen=True)
+class OPMOptions:
+    q_base: float = option(0.5, "q_base: the drop probability's base", UNIT)
+    lam: float = option(0.5, "λ: how fast q grows with the dominance", NON_NEGATIVE)
+    p_exe: float = option(0.7, "probability that a batch is modulated at all", UNIT)
+    warmup: int = option(6, "epochs without modulation (the released code: epoch <= 5)", NON_NEGATIVE)
+    rescale: str = option("code", "kept features' scale: code | dominant", one_of("code", "dominant"))
+    drop_both: bool = option(False, "drop either modality, not only the dominant one")
+
+
 class OPM(BalancerHooks):
     """Drop the dominant modality's features with probability q in the forward pass."""
 
     name = "opm"
+    method = "OPM"
+    Options = OPMOptions
     weighs_event_segments = True
 
-    def __init__(
-        self,
-        *,
-        q_base: float = 0.5,
-        lam: float = 0.5,
-        p_exe: float = 0.7,
-        warmup: int = 6,
-        rescale: str = "code",
-        drop_both: bool = False,
-        seed: int = 0,
-    ) -> None:
-        if rescale not in ("code", "dominant"):
-            raise ValueError(f"unknown OPM rescale {rescale!r}; valid: ['code', 'dominant']")
-        for key, value in (("q_base", q_base), ("p_exe", p_exe)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"OPM {key} must be in [0, 1], got {value!r}")
-        self.q_base, self.lam, self.p_exe = float(q_base), float(lam), float(p_exe)
-        self.warmup, self.drop_both, self.rescale = int(warmup), bool(drop_both), rescale
+    def __init__(self, options: OPMOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        o = self.options
+        self.q_base, self.lam, self.p_exe = float(o.q_base), float(o.lam), float(o.p_exe)
+        self.warmup, self.drop_both, self.rescale = int(o.warmup), bool(o.drop_both), o.rescale
         self.rng = DeviceGenerator(seed)
         self.epoch = 0
 

@@ -31,15 +31,21 @@ which outlier batches do not dominate.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from avel.balance.base import (
+    NON_NEGATIVE,
+    UNIT_OPEN,
+    WINDOW,
     BalancerHooks,
     StepResult,
+    one_of,
+    option,
     output_loss,
     weighted_mean,
 )
@@ -145,46 +151,61 @@ def capped(term: Tensor, cap: float, reference: Tensor) -> Tensor:
     return term * scale
 
 
+def _fraction_or_val(v: Any) -> bool:
+    try:
+        return v in ("val", "test") or 0 < float(v) <= 1
+    except (TypeError, ValueError):
+        return False
+
+
+SUBSET = (_fraction_or_val, "'val', 'test' (protocol = 'released') or a fraction of train in (0, 1]")
+
+
+@dataclass(frozen=True)
+class PMROptions:
+    alpha: float = option(2.0, "α of Eq. 10 (PCE weight)", NON_NEGATIVE)
+    mu: float = option(1e-3, "μ of Eq. 13 (PER weight; 0: no PER)", NON_NEGATIVE)
+    reg_epochs: int = option(10, "E_r: PER in the first E_r epochs", NON_NEGATIVE)
+    window: list[int] = option([0, 70], "epochs [start, end] PMR is active in, inclusive", WINDOW)
+    subset: str = option(
+        "0.1", "prototype subset: a fraction of train, 'val', or 'test' (protocol released)", SUBSET
+    )
+    momentum: float = option(0.0, "prototype momentum ε of Eq. 12", UNIT_OPEN)
+    coef: str = option("paper", "β, γ: paper (Eq. 11) | step (the released code)", one_of("paper", "step"))
+    absent: str = option(
+        "mask",
+        "classes without a prototype: mask (out of softmax/PCE/ρ) | zero (literal)",
+        one_of("mask", "zero"),
+    )
+    proto_every: int = option(
+        0, "high-lr guard: prototypes also from the batches every N steps (0 = off)", NON_NEGATIVE
+    )
+    pce_cap: float = option(
+        0.0, "high-lr guard: each PCE term at most cap × the task loss (0 = off)", NON_NEGATIVE
+    )
+
+
 class PMR(BalancerHooks):
     """Prototypical modal rebalance: L = L_CE + αβ PCE^a + αγ PCE^v − μγ H(p^a) − μβ H(p^v) (Eqs. 10, 13)."""
 
     name = "pmr"
+    method = "PMR"
+    Options = PMROptions
+    grid_rows = (("PMR w/o PER", {"pmr_mu": 0.0}), ("PMR", {}))  # μ = 0 removes Eq. 13's term
     weighs_event_segments = True
     runs_forward = True
 
     def __init__(
-        self,
-        *,
-        alpha: float = 2.0,
-        mu: float = 1e-3,
-        reg_epochs: int = 10,
-        window: tuple[int, int] = (0, 70),
-        subset: float | str = 0.1,
-        momentum: float = 0.0,
-        coef: str = "paper",
-        absent: str = "mask",
-        proto_every: int = 0,
-        pce_cap: float = 0.0,
-        batch_size: int = 256,
-        seed: int = 0,
+        self, options: PMROptions | None = None, *, seed: int = 0, batch_size: int = 256, **values: Any
     ) -> None:
-        if coef not in ("paper", "step"):
-            raise ValueError(f"unknown PMR coef {coef!r}; valid: ['paper', 'step']")
-        if absent not in ("mask", "zero"):
-            raise ValueError(f"unknown PMR absent {absent!r}; valid: ['mask', 'zero']")
-        if proto_every < 0 or pce_cap < 0:
-            raise ValueError(f"PMR proto_every and pce_cap must be >= 0, got {proto_every!r}, {pce_cap!r}")
-        if subset not in ("val", "test") and not (isinstance(subset, int | float) and 0 < subset <= 1):
-            raise ValueError(f"PMR subset must be a fraction in (0, 1], 'val' or 'test', got {subset!r}")
-        if len(window) != 2:
-            raise ValueError(f"PMR window must be (start, end), got {window!r}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"PMR momentum must be in [0, 1), got {momentum!r}")
-        self.alpha, self.mu, self.reg_epochs = float(alpha), float(mu), int(reg_epochs)
-        self.window = (int(window[0]), int(window[1]))
-        self.subset, self.momentum, self.coef = subset, float(momentum), coef
-        self.absent, self.proto_every, self.pce_cap = absent, int(proto_every), float(pce_cap)
-        self.batch_size, self.seed = int(batch_size), int(seed)
+        super().__init__(options, seed=seed, **values)
+        o = self.options
+        self.alpha, self.mu, self.reg_epochs = float(o.alpha), float(o.mu), int(o.reg_epochs)
+        self.window = (int(o.window[0]), int(o.window[1]))
+        self.subset = o.subset if o.subset in ("val", "test") else float(o.subset)
+        self.momentum, self.coef = float(o.momentum), o.coef
+        self.absent, self.proto_every, self.pce_cap = o.absent, int(o.proto_every), float(o.pce_cap)
+        self.batch_size = int(batch_size)  # rows per forward pass when computing prototypes
         self.present: Tensor | None = None  # (K,) classes that have a prototype
         self.running: list[Tensor] | None = None  # guard: [sums_a, sums_v, counts] since the last refresh
         self.steps = 0  # training steps in this epoch
@@ -193,6 +214,9 @@ class PMR(BalancerHooks):
         self.indices: Tensor | None = None  # the fixed train subset D_s
         self.prototypes: tuple[Tensor, Tensor] | None = None  # (c_audio (K, D), c_visual (K, D))
         self.counts: Tensor | None = None
+
+    def event_splits(self) -> tuple[str, ...]:
+        return ("train", "val") if self.subset == "val" else ("train",)  # prototypes from val's events
 
     @property
     def active(self) -> bool:

@@ -26,13 +26,14 @@ stepped) and the run's schedule applies per epoch. The code selects its best sta
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avel.balance.base import BalancerHooks, StepResult, task_loss
+from avel.balance.base import NON_NEGATIVE, BalancerHooks, StepResult, option, task_loss
 from avel.models.base import AVModel, ModelOutput, WrappedModel, flatten_samples
 
 if TYPE_CHECKING:
@@ -86,28 +87,49 @@ def boosting_loss(
     return (-w1 * log_p + w2 * q * log_p) / c, q
 
 
+@dataclass(frozen=True)
+class ReconBoostOptions:
+    boost_epochs: int = option(
+        4, "ReconBoost: epochs boosting one modality per stage ...", (lambda v: v >= 1, ">= 1")
+    )
+    correct_epochs: int = option(4, "... then epochs correcting the ensemble", NON_NEGATIVE)
+    w1: float = option(5.0, "w1", NON_NEGATIVE)
+    w2: float = option(1.0, "w2", NON_NEGATIVE)
+    alpha: float = option(0.5, "weight of the reconcilement term", NON_NEGATIVE)
+    boost_rate: float = option(1.0, "initial beta")
+    reconcile: str = option(
+        "code",
+        "code: the term detached on both sides (no gradient) | paper",
+        (lambda v: v in ("code", "paper"), "code or paper"),
+    )
+
+
 class ReconBoost(BalancerHooks):
     """Alternating modality boosting with correction phases; the model predicts with the ensemble."""
 
     name = "reconboost"
+    method = "ReconBoost"
+    Options = ReconBoostOptions
 
     def __init__(
         self,
+        options: ReconBoostOptions | None = None,
         *,
-        boost_epochs: int = 4,
-        correct_epochs: int = 4,
-        w1: float = 5.0,
-        w2: float = 1.0,
-        alpha: float = 0.5,
-        boost_rate: float = 1.0,
-        reconcile: str = "code",
+        seed: int = 0,
         dim: int | None = None,
+        **values: Any,
     ) -> None:
-        if boost_epochs < 1 or correct_epochs < 0:
-            got = f"{boost_epochs}, {correct_epochs}"
-            raise ValueError(f"ReconBoost needs boost_epochs >= 1 and correct_epochs >= 0, got {got}")
-        if reconcile not in RECONCILE:
-            raise ValueError(f"unknown ReconBoost reconcile {reconcile!r}; valid: {list(RECONCILE)}")
+        super().__init__(options, seed=seed, **values)
+        o = self.options
+        boost_epochs, correct_epochs, w1, w2, alpha, boost_rate, reconcile = (
+            o.boost_epochs,
+            o.correct_epochs,
+            o.w1,
+            o.w2,
+            o.alpha,
+            o.boost_rate,
+            o.reconcile,
+        )
         self.boost_epochs, self.correct_epochs = int(boost_epochs), int(correct_epochs)
         self.w1, self.w2, self.alpha, self.boost_rate = float(w1), float(w2), float(alpha), float(boost_rate)
         self.reconcile, self.dim = reconcile, dim

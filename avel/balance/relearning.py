@@ -23,12 +23,13 @@ The re-initialisation happens at the start of epoch e + 1 (the loop's hook), the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from avel.balance.base import BalancerHooks, StepResult, output_loss
+from avel.balance.base import NON_NEGATIVE, BalancerHooks, StepResult, option, output_loss
 from avel.engine.distributed import world_size
 from avel.models.base import AVModel, event_weights
 
@@ -136,15 +137,27 @@ def diagnose(z_train: Tensor, y_train: Tensor, z_val: Tensor, y_val: Tensor, k: 
     return p_train, p_val
 
 
+@dataclass(frozen=True)
+class ReLearningOptions:
+    lam: float = option(3.0, "ReLearning: alpha = tanh(lam * purity gap)", NON_NEGATIVE)
+    every: int = option(
+        20, "re-initialise after epochs e > 0 with e % every == 0 ...", (lambda v: v >= 1, ">= 1")
+    )
+    times: int = option(3, "... at most this many times", NON_NEGATIVE)
+
+
 class ReLearning(BalancerHooks):
     """Diagnose each encoder by its train/val clustering purity gap and softly re-initialise it."""
 
     name = "relearning"
+    method = "ReLearning"
+    Options = ReLearningOptions
     runs_forward = True
 
-    def __init__(self, *, lam: float = 3.0, every: int = 20, times: int = 3, seed: int = 0) -> None:
-        if every < 1:
-            raise ValueError(f"ReLearning every must be >= 1 epoch, got {every!r}")
+    def __init__(self, options: ReLearningOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        o = self.options
+        lam, every, times = o.lam, o.every, o.times
         self.lam, self.every, self.times, self.seed = float(lam), int(every), int(times), int(seed)
         self.epoch = 0
         self.done = 0

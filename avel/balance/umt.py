@@ -21,14 +21,15 @@ eval mode without gradients; they are not part of the student's checkpoint (thei
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avel.balance.base import BalancerHooks, StepResult, output_loss, task_loss
+from avel.balance.base import NON_NEGATIVE, WINDOW, BalancerHooks, StepResult, option, output_loss, task_loss
 from avel.balance.heads import UniHeadsModel
 from avel.models import modality_slot
 from avel.models.base import AVModel
@@ -48,6 +49,8 @@ class UME(BalancerHooks):
     """Uni-modal ensemble: CE(h_a(z^a)) + CE(h_v(z^v)); predicts h_a(z^a) + h_v(z^v)."""
 
     name = "ume"
+    method = "UME"
+    grid_rows = ()  # BalanceBenchmark's rows: avel.experiments.ablate._balance_benchmark_cells
 
     def applies_to(self, model: AVModel) -> str | None:
         if model.fusion_name in INTERMEDIATE:
@@ -89,26 +92,30 @@ def load_teacher(path: str, modality: str, device: torch.device) -> AVModel:
     return teacher.eval()
 
 
+@dataclass(frozen=True)
+class UMTOptions:
+    scale: float = option(
+        10.0, "weight of the feature distillation MSE (BalanceBenchmark's scaling)", NON_NEGATIVE
+    )
+    window: list[int] = option([0, 80], "epochs [start, end] of the distillation, inclusive", WINDOW)
+    teacher_audio: str = option("", "best.pt of an `avel train --modality audio` run of the same model")
+    teacher_visual: str = option("", "best.pt of an `avel train --modality visual` run of the same model")
+
+
 class UMT(BalancerHooks):
     """Uni-modal teachers: CE + s · Σ_m MSE(z^m_teacher, z^m)."""
 
     name = "umt"
+    method = "UMT"
+    Options = UMTOptions
+    grid_rows = ()  # BalanceBenchmark's rows: avel.experiments.ablate._balance_benchmark_cells
 
-    def __init__(
-        self,
-        *,
-        scale: float = 10.0,
-        window: tuple[int, int] = (0, 80),
-        teacher_audio: str = "",
-        teacher_visual: str = "",
-    ) -> None:
-        if scale < 0:
-            raise ValueError(f"UMT scale must be >= 0, got {scale!r}")
-        if len(window) != 2:
-            raise ValueError(f"UMT window must be (start, end), got {window!r}")
-        self.scale = float(scale)
-        self.window = (int(window[0]), int(window[1]))
-        self.paths = {"audio": str(teacher_audio), "visual": str(teacher_visual)}
+    def __init__(self, options: UMTOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        o = self.options
+        self.scale = float(o.scale)
+        self.window = (int(o.window[0]), int(o.window[1]))
+        self.paths = {"audio": str(o.teacher_audio), "visual": str(o.teacher_visual)}
         self.teachers: dict[str, AVModel] = {}
         self.epoch = 0
 

@@ -31,12 +31,13 @@ process only (each rank's resampled shard would take a different number of steps
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from avel.balance.base import BalancerHooks, StepResult, output_loss
+from avel.balance.base import NON_NEGATIVE, BalancerHooks, StepResult, option, output_loss
 from avel.engine.distributed import world_size
 from avel.models.base import AVModel, ModelOutput
 
@@ -122,16 +123,34 @@ def value_samples(model: AVModel, split: SplitData, batch_size: int = 256) -> tu
     return phi[:, 0], phi[:, 1]
 
 
+@dataclass(frozen=True)
+class ValuationOptions:
+    warmup: int = option(5, "sample-level valuation: epochs on the plain train split first", NON_NEGATIVE)
+    level: str = option(
+        "sample",
+        "sample | modality (the paper's modality-level method)",
+        (lambda v: v in ("sample", "modality"), "sample or modality"),
+    )
+    part: float = option(
+        0.2,
+        "modality level: share of train whose mean contributions give the gaps",
+        (lambda v: 0 < v <= 1, "in (0, 1]"),
+    )
+    alpha: float = option(1.0, "modality level: re-sampled share = alpha * 2/3 |gap_a - gap_v|", NON_NEGATIVE)
+
+
 class Valuation(BalancerHooks):
     """Re-sample train each epoch by each sample's Shapley modality contributions."""
 
     name = "valuation"
+    method = "Valuation"
+    Options = ValuationOptions
+    grid_rows = (("valuation", {}),)
 
-    def __init__(
-        self, *, warmup: int = 5, level: str = "sample", part: float = 0.2, alpha: float = 1.0, seed: int = 0
-    ) -> None:
-        if level not in LEVELS:
-            raise ValueError(f"unknown valuation level {level!r}; valid: {list(LEVELS)}")
+    def __init__(self, options: ValuationOptions | None = None, *, seed: int = 0, **values: Any) -> None:
+        super().__init__(options, seed=seed, **values)
+        o = self.options
+        warmup, level, part, alpha = o.warmup, o.level, o.part, o.alpha
         self.warmup, self.level, self.part, self.alpha = int(warmup), level, float(part), float(alpha)
         self.generator = torch.Generator().manual_seed(int(seed))  # the modality level's draws
         self.epoch = 0

@@ -54,6 +54,13 @@ def model_from_kwargs(kwargs: dict[str, Any], balancer_options: dict[str, Any] |
     return balancer.prepare_model(build_model(**args))
 
 
+def config_of(ckpt: dict[str, Any], source: str) -> config_mod.TrainConfig:
+    """The config a checkpoint was trained with (flat keys, as every version stored them; keys this code
+    does not know are left out, keys added since take their defaults)."""
+    stored = {k: v for k, v in ckpt.get("config", {}).items() if k in config_mod.field_names()}
+    return config_mod.apply(config_mod.TrainConfig(), stored, source)
+
+
 def model_from_checkpoint(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[AVModel, dict[str, Any]]:
@@ -61,8 +68,7 @@ def model_from_checkpoint(
     ckpt = load_checkpoint(path, map_location=device)
     if "model_kwargs" not in ckpt:
         raise ValueError(f"{path}: not an avel checkpoint (no model_kwargs)")
-    stored = {k: v for k, v in ckpt.get("config", {}).items() if k in config_mod.field_names()}
-    cfg = config_mod.apply(config_mod.TrainConfig(), stored, str(path))
+    cfg = config_of(ckpt, str(path))
     kwargs = {"balancer": cfg.balance, **ckpt["model_kwargs"]}  # older checkpoints: the config's balancer
     model = model_from_kwargs(kwargs, config_mod.balancer_options(cfg))
     model.load_state_dict(ckpt["model"])

@@ -3,6 +3,12 @@
 
 Precedence: dataclass defaults < config file < command-line options. Unknown keys are errors that list the
 valid keys, so a typo in a config file never silently trains the wrong model.
+
+Each balancer's options are its own typed dataclass (``avel.balance``), held in ``TrainConfig.balancers``
+by table. The one mapping between a table and flat keys: option ``NAME`` of table ``T`` is ``[T] NAME``
+in a TOML file and ``T_NAME`` as a flat key (``[pmr] alpha = 2`` is ``pmr_alpha = 2``; ``--pmr-alpha``,
+``--set pmr_alpha=2``, a grid's overrides and the configs that runs saved before the tables all use the
+flat form). OGM-GE and OGM share the table ``[ogm]``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from avel.balance.base import UNSET  # noqa: F401 (the sentinel of options left to the method's own default)
 
 if TYPE_CHECKING:
     import torch
@@ -69,122 +77,62 @@ class TrainConfig:
     measures: bool = True  # BalanceBenchmark's measures in results.json (linear probe, Shapley, complexity)
     sync_bn: bool = False  # several processes (torchrun): BatchNorm statistics over the global batch
     tensorboard: bool = False  # TensorBoard event files beside metrics.jsonl (rank 0; needs tensorboard)
-    # rebalancing: none | pmr | ogm-ge | ogm | opm | iprm | dropout | gblend
-    #   | mmcosine | umt | ume | mbsd | cml | mmpareto | lfm (BalanceBenchmark's objective-level methods)
-    #   | agm | amco | mla | greedy | relearning | valuation | reconboost (its other methods)
+    # rebalancing: a name of avel.balance.BALANCERS (none, pmr, ogm-ge, ...: `avel balancers` lists them)
     balance: str = "none"
-    pmr_alpha: float = 2.0  # Eq. 10
-    pmr_mu: float = 1e-3  # Eq. 13
-    pmr_reg_epochs: int = 10  # E_r: PER in the first E_r epochs
-    pmr_window: list[int] = field(default_factory=lambda: [0, 70])  # PMR active in [start, end], inclusive
-    pmr_subset: str = "0.1"  # fraction of train for prototypes, "val", or "test" (protocol = "released" only)
-    pmr_momentum: float = 0.0  # ε of Eq. 12
-    pmr_coef: str = "paper"  # paper (Eq. 11) | step (released code)
-    pmr_absent: str = "mask"  # classes without a prototype: mask (out of softmax/PCE/ρ) | zero (literal)
-    pmr_proto_every: int = 0  # high-lr guard: prototypes also from the batches every N steps (0 = off)
-    pmr_pce_cap: float = 0.0  # high-lr guard: each PCE term at most cap × the task loss (0 = off)
-    ogm_alpha: float = 0.1
-    ogm_window: list[int] = field(default_factory=lambda: [0, 50])
-    ogm_ge: bool = True  # GE noise: on for ogm-ge and ogm (as BML's script runs it); false: noise-free OGM
-    ogm_warmup: int = -1  # epochs without modulation; -1 = the method's own (0 for ogm-ge, 6 for ogm)
-    opm_q_base: float = 0.5
-    opm_lam: float = 0.5
-    opm_p_exe: float = 0.7
-    opm_warmup: int = 6  # epochs without modulation (the released code: epoch <= 5)
-    iprm_alpha: float = 0.8
-    iprm_variant: str = "code"  # code: λ_1 = α/2 + (1−α)ω_0, eval at λ_T | slides: λ_1 = ω_0, at λ_{T+1}
-    dropout_p: float = 0.3
-    dropout_variant: str = "sample"  # sample (per sample, either modality) | droppathway (audio, per batch)
-    gblend_super_epoch: int = 5  # Gradient-Blending: epochs between weight estimates (online G-Blend)
-    gblend_holdout: float = 0.1  # fraction of train held out of training to measure G and O
-    gblend_predict: str = "fused"  # fused (paper) | mean (of the fused and uni-modal heads)
-    mmcosine_scale: float = 10.0  # s: logits s·cos(z^m, W^m_c) (the release's --scaling; BalanceBenchmark 15)
-    # cosine loss in [start, end]: every epoch as the release (BalanceBenchmark: [0, 80])
-    mmcosine_window: list[int] = field(default_factory=lambda: [0, 1_000_000])
-    umt_scale: float = 10.0  # weight of the feature distillation MSE (BalanceBenchmark's scaling)
-    umt_window: list[int] = field(default_factory=lambda: [0, 80])
-    umt_teacher_audio: str = ""  # best.pt of an `avel train --modality audio` run of the same model
-    umt_teacher_visual: str = ""  # best.pt of an `avel train --modality visual` run of the same model
-    mbsd_window: list[int] = field(default_factory=lambda: [0, 80])
-    mbsd_kl: str = "code"  # code (kl_div on the scores as BalanceBenchmark) | scores (Bernoulli KL)
-    cml_lam: float = 0.1  # λ of the confidence penalty
-    cml_window: list[int] = field(default_factory=lambda: [0, 80])
-    cml_reduce: str = "batch"  # batch (max(0, Σ_i), the code) | sample (Σ_i max(0, ·))
-    mmpareto_gamma: float = 1.5  # γ: the integrated gradient's scale
-    mmpareto_heads: str = "separate"  # separate (uni-modal heads, released code) | split (BalanceBenchmark)
-    mmpareto_window: list[int] = field(default_factory=lambda: [0, 80])
-    lfm_alpha: list[float] = field(default_factory=lambda: [0.95, 0.05])  # (α_0, α_1) at the start
-    lfm_lr_alpha: float = 1e-4  # η_α, halved at every 20th epoch
-    lfm_js: str = "code"  # code (½(KL(m‖p) + KL(m‖q))) | paper (Jensen-Shannon)
-    lfm_alpha_data: str = "val"  # rows that fit α_1: val (the code) | train
-    lfm_probe_size: int = 8  # that many first rows
-    lfm_window: list[int] = field(default_factory=lambda: [0, 80])
-    agm_alpha: float = 1.0  # AGM: k = exp(alpha min(optimal ratio - ratio, cap))
-    agm_window: list[int] = field(default_factory=lambda: [0, 19])  # the code's epochs 1..20, inclusive
-    agm_variant: str = "code"  # code: phi^a = (f(a,v) - f(0,v) + f(a,0))/2 | paper: Shapley with f(0,0)
-    agm_cap: float = 10.0
-    agm_clip: float = 1.0  # clip to this total norm when a head-weight gradient leaves [-clip, clip]; 0 = off
-    amco_sigma: float = 0.5  # AMCo: a modality is dependent above this softmax mass
-    amco_eps: float = 0.3  # mask rate sin(pi/2 min(eps, l_t)/eps)
-    amco_window: list[int] = field(default_factory=lambda: [0, 80])
-    mla_fusion: str = "sample"  # MLA test-time entropy fusion: sample (paper) | batch (released code)
-    mla_projection: str = "none"  # none (released code: its test never matches) | paper | balancemm
-    greedy_eps: float = 0.01  # Greedy: re-balance when |BDR_a - BDR_v| > eps
-    greedy_steps: int = 5  # re-balancing steps per window
-    greedy_start: int = 2  # first epoch that may re-balance
-    greedy_average: str = "code"  # code: both running averages from the audio gate | own
-    relearning_lam: float = 3.0  # ReLearning: alpha = tanh(lam * purity gap)
-    relearning_every: int = 20  # re-initialise after epochs e > 0 with e % every == 0 ...
-    relearning_times: int = 3  # ... at most this many times
-    valuation_warmup: int = 5  # sample-level valuation: epochs on the plain train split first
-    valuation_level: str = "sample"  # sample | modality (the paper's modality-level method)
-    valuation_part: float = 0.2  # modality level: share of train whose mean contributions give the gaps
-    valuation_alpha: float = 1.0  # modality level: re-sampled share = alpha * 2/3 |gap_a - gap_v|
-    reconboost_boost_epochs: int = 4  # ReconBoost: epochs boosting one modality per stage ...
-    reconboost_correct_epochs: int = 4  # ... then epochs correcting the ensemble
-    reconboost_w1: float = 5.0
-    reconboost_w2: float = 1.0
-    reconboost_alpha: float = 0.5  # weight of the reconcilement term
-    reconboost_boost_rate: float = 1.0  # initial beta
-    reconboost_reconcile: str = "code"  # code: the term detached on both sides (no gradient) | paper
+    # every balancer's options by table ([pmr] alpha, flat key pmr_alpha): defaults in each balancer's Options
+    balancers: dict[str, Any] = field(default_factory=lambda: default_balancer_options())
 
 
-# An integer option set to UNSET takes the method's own default (every saved value stays explicit: TOML has
-# no null, and a saved config must say what it ran with)
-UNSET = -1
+BALANCERS_FIELD = "balancers"
 
-BALANCER_PREFIX = {
-    "pmr": "pmr_",
-    "ogm-ge": "ogm_",
-    "ogm": "ogm_",
-    "opm": "opm_",
-    "iprm": "iprm_",
-    "dropout": "dropout_",
-    "gblend": "gblend_",
-    "mmcosine": "mmcosine_",
-    "umt": "umt_",
-    "mbsd": "mbsd_",
-    "cml": "cml_",
-    "mmpareto": "mmpareto_",
-    "lfm": "lfm_",
-    "agm": "agm_",
-    "amco": "amco_",
-    "mla": "mla_",
-    "greedy": "greedy_",
-    "relearning": "relearning_",
-    "valuation": "valuation_",
-    "reconboost": "reconboost_",
-}
+
+def default_balancer_options() -> dict[str, Any]:
+    """Each registered options table with its defaults."""
+    from avel.balance import option_tables
+
+    return {table: options_type() for table, options_type in option_tables().items()}
+
+
+def option_keys() -> dict[str, tuple[str, dataclasses.Field]]:
+    """Each balancer option's flat key -> (table, its field): ``pmr_alpha`` -> ("pmr", alpha)."""
+    from avel.balance import option_tables
+
+    return {
+        f"{table}_{f.name}": (table, f)
+        for table, options_type in option_tables().items()
+        for f in dataclasses.fields(options_type)
+    }
+
+
+def general_names() -> list[str]:
+    """The config's own keys (the balancers' options aside)."""
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.name != BALANCERS_FIELD]
 
 
 def field_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(TrainConfig)]
+    """Every flat key a config takes: its own and each balancer option's (``pmr_alpha``)."""
+    return [*general_names(), *option_keys()]
+
+
+def value_of(cfg: TrainConfig, key: str) -> Any:
+    """The value of a flat key in ``cfg``: ``lr``, or a balancer option's ``pmr_alpha``."""
+    if key in option_keys():
+        table, f = option_keys()[key]
+        return getattr(cfg.balancers[table], f.name)
+    return getattr(cfg, key)
+
+
+def default_of(key: str) -> Any:
+    if key in option_keys():
+        table, f = option_keys()[key]
+        return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return getattr(TrainConfig(), key)
 
 
 def _coerce(name: str, value: Any) -> Any:
     """Convert a value (possibly a CLI string) to the type of the field's default; a value of another
     type (``lr = "fast"``, ``epochs = 1.5``) raises ValueError saying which type is expected."""
-    default = getattr(TrainConfig(), name)
+    default = default_of(name)
     if isinstance(value, str) and not isinstance(default, str):
         if isinstance(default, bool):
             if value.lower() not in {"true", "false", "1", "0", "yes", "no"}:
@@ -235,14 +183,19 @@ def apply(
     if unknown:
         raise ValueError(f"{source}: unknown config key(s) {unknown}; valid keys: {sorted(names)}")
     values = {k.replace("-", "_"): v for k, v in values.items() if v is not None}
-    changes = {}
+    changes, balancers, options = {}, dict(cfg.balancers), option_keys()
     for key, value in values.items():
         try:
-            changes[key] = _coerce(key, value)
-            check_value(key, changes[key])
+            value = _coerce(key, value)
+            check_value(key, value)
         except ValueError as e:
             raise ValueError(f"{_where(source, key, lines)}: {e}") from None
-    return dataclasses.replace(cfg, **changes)
+        if key in options:
+            table, f = options[key]
+            balancers[table] = dataclasses.replace(balancers[table], **{f.name: value})
+        else:
+            changes[key] = value
+    return dataclasses.replace(cfg, **changes, balancers=balancers)
 
 
 def _where(source: str, key: str, lines: dict[str, int] | None) -> str:
@@ -325,8 +278,6 @@ POSITIVE = (lambda v: v > 0, "> 0")
 AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
 NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
 UNIT = (lambda v: 0 <= v <= 1, "in [0, 1]")
-UNIT_OPEN = (lambda v: 0 <= v < 1, "in [0, 1)")
-WINDOW = (lambda v: len(v) == 2 and 0 <= v[0] <= v[1], "two epochs [start, end] with 0 <= start <= end")
 # each key's allowed values, as (test, words for the message)
 RULES: dict[str, tuple[Any, str]] = {
     "width": AT_LEAST_1,
@@ -349,83 +300,21 @@ RULES: dict[str, tuple[Any, str]] = {
         "one of none, step, multistep, cosine",
     ),
     "device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v), "auto, cpu, cuda or cuda:N"),
-    "pmr_alpha": NON_NEGATIVE,
-    "pmr_mu": NON_NEGATIVE,
-    "pmr_reg_epochs": NON_NEGATIVE,
-    "pmr_window": WINDOW,
-    "pmr_subset": (
-        lambda v: v in ("val", "test") or _fraction(v),
-        "'val', 'test' (protocol = 'released') or a fraction of train in (0, 1]",
-    ),
-    "protocol": (lambda v: v in ("clean", "released"), "clean or released"),
-    "pmr_momentum": UNIT_OPEN,
-    "pmr_coef": (lambda v: v in ("paper", "step"), "paper or step"),
     "audio_pool": (lambda v: v in ("mean", "freq"), "mean or freq"),
-    "ogm_alpha": NON_NEGATIVE,
-    "ogm_window": WINDOW,
-    "ogm_warmup": (lambda v: v >= 0 or v == UNSET, ">= 0, or -1 for the method's own"),
-    "opm_q_base": UNIT,
-    "opm_lam": NON_NEGATIVE,
-    "opm_p_exe": UNIT,
-    "opm_warmup": NON_NEGATIVE,
-    "iprm_alpha": UNIT,
-    "dropout_p": UNIT_OPEN,
-    "mmcosine_window": WINDOW,
-    "umt_scale": NON_NEGATIVE,
-    "umt_window": WINDOW,
-    "mbsd_window": WINDOW,
-    "mbsd_kl": (lambda v: v in ("code", "scores"), "code or scores"),
-    "cml_lam": NON_NEGATIVE,
-    "cml_window": WINDOW,
-    "cml_reduce": (lambda v: v in ("batch", "sample"), "batch or sample"),
-    "mmpareto_heads": (lambda v: v in ("separate", "split"), "separate or split"),
-    "mmpareto_window": WINDOW,
-    "lfm_js": (lambda v: v in ("code", "paper"), "code or paper"),
-    "lfm_alpha_data": (lambda v: v in ("val", "train"), "val or train"),
-    "lfm_probe_size": AT_LEAST_1,
-    "lfm_window": WINDOW,
-    "agm_alpha": NON_NEGATIVE,
-    "agm_window": WINDOW,
-    "agm_variant": (lambda v: v in ("code", "paper"), "code or paper"),
-    "agm_cap": NON_NEGATIVE,
-    "agm_clip": NON_NEGATIVE,
-    "amco_sigma": UNIT,
-    "amco_eps": (lambda v: v > 0, "> 0"),
-    "amco_window": WINDOW,
-    "mla_fusion": (lambda v: v in ("sample", "batch"), "sample or batch"),
-    "mla_projection": (lambda v: v in ("none", "paper", "balancemm"), "none, paper or balancemm"),
-    "greedy_eps": NON_NEGATIVE,
-    "greedy_steps": (lambda v: v >= 1, ">= 1"),
-    "greedy_start": NON_NEGATIVE,
-    "greedy_average": (lambda v: v in ("code", "own"), "code or own"),
-    "relearning_lam": NON_NEGATIVE,
-    "relearning_every": (lambda v: v >= 1, ">= 1"),
-    "relearning_times": NON_NEGATIVE,
-    "valuation_warmup": NON_NEGATIVE,
-    "valuation_level": (lambda v: v in ("sample", "modality"), "sample or modality"),
-    "valuation_part": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "valuation_alpha": NON_NEGATIVE,
-    "reconboost_boost_epochs": (lambda v: v >= 1, ">= 1"),
-    "reconboost_correct_epochs": NON_NEGATIVE,
-    "reconboost_w1": NON_NEGATIVE,
-    "reconboost_w2": NON_NEGATIVE,
-    "reconboost_alpha": NON_NEGATIVE,
-    "reconboost_reconcile": (lambda v: v in ("code", "paper"), "code or paper"),
-}
-
-
-def _fraction(v: str) -> bool:
-    try:
-        return 0 < float(v) <= 1
-    except ValueError:
-        return False
+    "protocol": (lambda v: v in ("clean", "released"), "clean or released"),
+}  # each balancer option's rule is in its Options field (avel.balance.base.option)
 
 
 def check_value(key: str, value: Any) -> None:
     """ValueError saying the allowed range when ``value`` is outside the one of ``key``."""
-    test, allowed = RULES.get(key, (None, ""))
-    if value == getattr(TrainConfig(), key, None):  # a default is always allowed (e.g. a sentinel)
+    from avel.balance.base import check_option
+
+    if value == default_of(key):  # a default is always allowed (e.g. a sentinel)
         return
+    if key in option_keys():
+        check_option(option_keys()[key][1], value)
+        return
+    test, allowed = RULES.get(key, (None, ""))
     if test is not None and not test(value):
         raise ValueError(f"{json.dumps(value)} is not allowed: must be {allowed}")
 
@@ -436,12 +325,11 @@ def validate(cfg: TrainConfig) -> None:
     from avel.balance import BALANCERS
     from avel.models import FUSIONS, MODALITY_NAMES, MODEL_FAMILIES
 
-    for key in RULES:
-        if hasattr(cfg, key):
-            try:
-                check_value(key, getattr(cfg, key))
-            except ValueError as e:
-                raise ValueError(f"{key} (--{key.replace('_', '-')}): {e}") from None
+    for key in [*RULES, *option_keys()]:
+        try:
+            check_value(key, value_of(cfg, key))
+        except ValueError as e:
+            raise ValueError(f"{key} (--{key.replace('_', '-')}): {e}") from None
     choices = {
         "model": list(MODEL_FAMILIES),
         "fusion": list(FUSIONS.get(cfg.model, ())),
@@ -460,7 +348,7 @@ def validate(cfg: TrainConfig) -> None:
 def check_protocol(cfg: TrainConfig) -> None:
     """Prototypes from test only under the released protocol, and PMR under it takes them from test (as
     the released CG-MNIST script): a clean run can never read test through its prototypes."""
-    test_protos = cfg.balance == "pmr" and cfg.pmr_subset == "test"
+    test_protos = cfg.balance == "pmr" and cfg.balancers["pmr"].subset == "test"
     if test_protos and cfg.protocol != "released":
         raise ValueError(
             "pmr_subset (--pmr-subset) = 'test' reads the test split while training: only with "
@@ -474,42 +362,37 @@ def check_protocol(cfg: TrainConfig) -> None:
 
 
 def balancer_options(cfg: TrainConfig) -> dict[str, Any]:
-    """The options the chosen balancer takes, from the config keys with its prefix (pmr_alpha -> alpha);
-    a balancer that takes a ``seed`` gets the run's seed."""
-    from avel.balance import balancer_option_names
+    """What ``build_balancer(cfg.balance, **...)`` takes: the options of its table and the run's seed."""
+    from avel.balance import BALANCERS, table_of
 
-    prefix = BALANCER_PREFIX.get(cfg.balance)
-    if prefix is None:
-        return {}
-    opts: dict[str, Any] = {}
-    for name in balancer_option_names(cfg.balance):
-        value = getattr(cfg, prefix + name, None)
-        if value is not None and not (value == UNSET and getattr(TrainConfig(), prefix + name) == UNSET):
-            opts[name] = value
-        elif name == "seed":
-            opts[name] = cfg.seed
-    if "subset" in opts:
-        opts["subset"] = opts["subset"] if opts["subset"] in ("val", "test") else float(opts["subset"])
-    if "window" in opts:
-        opts["window"] = tuple(opts["window"])
-    return opts
+    table = table_of(BALANCERS[cfg.balance]) if cfg.balance in BALANCERS else None
+    return {"seed": cfg.seed} | ({"options": cfg.balancers[table]} if table in cfg.balancers else {})
 
 
 def to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """Every value under its flat key (``pmr_alpha``): what results.json and checkpoints store."""
+    flat = {k: v for k, v in dataclasses.asdict(cfg).items() if k != BALANCERS_FIELD}
+    for table, options in cfg.balancers.items():
+        flat.update({f"{table}_{k}": v for k, v in dataclasses.asdict(options).items()})
+    return flat
 
 
 def save_config(cfg: TrainConfig, path: Path) -> None:
     """The resolved config: ``config.toml`` (every key, valid TOML: ``avel train -c`` re-runs it) and the
-    same values as ``config.json``."""
+    same values as ``config.json`` (flat keys)."""
     path.write_text(to_toml(cfg))
     path.with_suffix(".json").write_text(json.dumps(to_dict(cfg), indent=2))
 
 
 def to_toml(cfg: TrainConfig) -> str:
-    """Every field of ``cfg`` as a flat TOML table, one ``key = value`` line each; round-trips through
-    ``load_config``."""
-    return "".join(f"{k} = {_toml_value(k, v)}\n" for k, v in to_dict(cfg).items())
+    """Every value of ``cfg``, one ``key = value`` line each: the config's own keys, then each balancer's
+    options under its table (``[pmr]``); round-trips through ``load_config``."""
+    general = {k: v for k, v in dataclasses.asdict(cfg).items() if k != BALANCERS_FIELD}
+    lines = [f"{k} = {_toml_value(k, v)}\n" for k, v in general.items()]
+    for table, options in cfg.balancers.items():
+        lines.append(f"\n[{table}]\n")
+        lines += [f"{k} = {_toml_value(k, v)}\n" for k, v in dataclasses.asdict(options).items()]
+    return "".join(lines)
 
 
 def _toml_value(key: str, value: Any) -> str:

@@ -232,8 +232,7 @@ def check_splits(cfg: TrainConfig, data: DataSplits) -> None:
     if not BALANCERS[cfg.balance].weighs_event_segments or cfg.model != "avel":
         return
     background = data.meta["num_classes"] - 1
-    need = ("train", "val") if cfg.balance == "pmr" and cfg.pmr_subset == "val" else ("train",)
-    for name in need:
+    for name in build_balancer(cfg.balance, **config_mod.balancer_options(cfg)).event_splits():
         if not bool((getattr(data, name).labels != background).any()):
             raise ValueError(
                 f"{cfg.data}: the {name} split has no event segment (every segment is background); "

@@ -133,31 +133,22 @@ def _subset(model: str) -> list[Cell]:
 
 # BalanceBenchmark's optimization-, forward- and data-level methods (issue 28); Greedy needs MMTM: it is a
 # column of the intermediate grid instead
-BALANCEBENCHMARK_PART2 = [
-    ("AGM", {"balance": "agm"}),
-    ("AMCo", {"balance": "amco"}),
-    ("MLA", {"balance": "mla"}),
-    ("ReLearning", {"balance": "relearning"}),
-    ("valuation", {"balance": "valuation"}),
-    ("ReconBoost", {"balance": "reconboost"}),
-]
-
-
 def _balancers(model: str) -> list[Cell]:
-    rows = [
-        ("naive", {"balance": "none"}),
-        ("dropout", {"balance": "dropout"}),
-        ("Gradient-Blending", {"balance": "gblend"}),
-        ("OGM-GE", {"balance": "ogm-ge"}),
-        ("OPM", {"balance": "opm"}),
-        ("IPRM", {"balance": "iprm"}),
-        ("PMR w/o PER", {"balance": "pmr", "pmr_mu": 0.0}),  # Eq. 10 only: μ = 0 removes Eq. 13's term
-        ("PMR", {"balance": "pmr"}),
-    ]
+    """Table 2: each registered balancer's ``grid_rows`` (default: one row, its ``method`` or name)."""
+    from avel.balance import BALANCERS
+
+    rows = []
+    for name, cls in BALANCERS.items():
+        own = cls.grid_rows if cls.grid_rows is not None else ((cls.method or name, {}),)
+        rows += [(label, {"balance": name, **overrides}) for label, overrides in own]
     rows = [r for r in rows if r[0] not in BALANCERS_NOT_IN_PAPER.get(model, ())]
     columns = [(FUSION_LABEL[f], {"fusion": f}) for f in BALANCER_FUSIONS[model]]
-    part2 = _cells(BALANCEBENCHMARK_PART2, columns)
-    return _cells(rows, columns) + _balance_benchmark_cells(model, columns) + part2
+    paper = 1 + max(i for i, r in enumerate(rows) if r[1]["balance"] == "pmr")  # PMR's Table 2 ends with PMR
+    return (
+        _cells(rows[:paper], columns)
+        + _balance_benchmark_cells(model, columns)
+        + _cells(rows[paper:], columns)
+    )
 
 
 def _balance_benchmark_cells(model: str, columns: list[tuple[str, dict]]) -> list[Cell]:
@@ -647,7 +638,7 @@ def _train(cfg: TrainConfig, seed: int, run_dir: Path, cell: Cell, log: Callable
     # are "{grid}/<cell>/seed{seed}/best.pt": the grid's uni-modal runs of this seed
     changes = {"seed": seed, "out": str(run_dir), "data": cfg.data.replace("{seed}", str(seed))}
     for key in ("umt_teacher_audio", "umt_teacher_visual"):
-        value = getattr(cfg, key)
+        value = config_mod.value_of(cfg, key)
         if value:
             changes[key] = value.replace("{seed}", str(seed)).replace("{grid}", str(run_dir.parent.parent))
     cfg = config_mod.apply(cfg, changes, "grid")
