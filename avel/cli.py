@@ -418,7 +418,7 @@ def evaluate(
     device: str = typer.Option("auto"),
 ) -> None:
     """Segment-level accuracy (AVE protocol), per class, background/event, detection F1, each modality."""
-    from avel.engine.evaluate import evaluate_checkpoint
+    from avel.tools.evaluate import evaluate_checkpoint
 
     try:
         text = evaluate_checkpoint(checkpoint, data, split=split, out_dir=out, device=device)

@@ -23,10 +23,10 @@ from avel.balance.iprm import IPRMModel
 from avel.data.splits import segment_window
 from avel.engine.checkpoint import config_of, load_checkpoint, model_from_checkpoint
 from avel.engine.config import load_config
-from avel.engine.evaluate import evaluate_checkpoint
 from avel.engine.train import run_training
 from avel.preprocessing.pipeline import decode_clip
 from avel.synth.ave import AAC_PRIMING, write_video
+from avel.tools.evaluate import evaluate_checkpoint
 from avel.tools.extract import extract_features
 from avel.tools.predict import clip_inputs, predict_video
 

@@ -106,8 +106,8 @@ def test_measures_of_a_model_and_uni_modal_runs():
 def test_run_results_and_avel_evaluate_carry_the_measures(features_h5, tmp_path):
     from test_train import _cfg
 
-    from avel.engine.evaluate import evaluate_checkpoint
     from avel.engine.train import run_training
+    from avel.tools.evaluate import evaluate_checkpoint
 
     res = run_training(_cfg(features_h5, tmp_path / "ume", balance="ume", epochs=2, measures=True), log=print)
     m = res["measures"]

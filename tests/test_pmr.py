@@ -284,7 +284,8 @@ def test_state_dict_round_trip_gives_the_same_loss():
 
 def test_invalid_options():
     with pytest.raises(
-        ValueError, match=r"PMR subset: 0.0 is not allowed: must be 'val' or a fraction of train in \(0, 1\]"
+        ValueError,
+        match=r"PMR subset: 0.0 is not allowed: must be 'val', 'test' \(protocol = 'released'\) or a",
     ):
         PMR(subset=0.0)
     with pytest.raises(ValueError, match='PMR coef: "code" is not allowed: must be one of paper, step'):

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avel.balance.base import NON_NEGATIVE, WINDOW, BalancerHooks, StepResult, option
-from avel.engine.distributed import all_reduce_sum
+from avel.collectives import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, event_weights
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from avel.balance.base import UNIT, WINDOW, BalancerHooks, StepResult, option, task_loss
 from avel.balance.ogm import split_logits_reason
-from avel.engine.distributed import all_reduce_sum
+from avel.collectives import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel, event_weights
 
 if TYPE_CHECKING:

@@ -69,6 +69,7 @@ class Balancer(Protocol):
 # An integer option set to UNSET takes the method's own default (every saved value stays explicit: TOML has
 # no null, and a saved config must say what it ran with)
 UNSET = -1
+LoadRun = Callable[[str, torch.device], tuple[AVModel, dict]]  # a checkpoint -> (model, its record)
 Rule = tuple[Callable[[Any], bool], str]  # (test, the allowed values in words, for the message)
 NON_NEGATIVE: Rule = (lambda v: v >= 0, ">= 0")
 UNIT: Rule = (lambda v: 0 <= v <= 1, "in [0, 1]")
@@ -207,6 +208,9 @@ class BalancerHooks:
     table = ""  # TOML table of the options and prefix of their flat keys ([pmr] alpha, pmr_alpha); "" = name
     # rows of ``avel ablate balancers``: (label, config overrides beyond ``balance``); () = not in the grid
     grid_rows: tuple[tuple[str, dict[str, Any]], ...] | None = None  # None: one row, labelled ``method``
+    # the loop's checkpoint reader (avel.engine.checkpoint.model_from_checkpoint), for methods that read
+    # other runs (UMT's teachers); set by the loop, so that no balancer imports the engine
+    load_run: LoadRun | None = None
     epoch = 0
 
     def __init__(self, options: Any = None, *, seed: int = 0, **values: Any) -> None:

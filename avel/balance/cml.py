@@ -41,7 +41,7 @@ from avel.balance.base import (
     output_loss,
     task_loss,
 )
-from avel.engine.distributed import all_reduce_sum, world_size
+from avel.collectives import all_reduce_sum, world_size
 from avel.models.base import AVModel, flatten_samples
 
 if TYPE_CHECKING:

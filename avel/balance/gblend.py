@@ -103,7 +103,7 @@ def head_losses(model: GBlendModel, split: SplitData, rows: Tensor, batch_size: 
     if sums is None:
         raise ValueError("Gradient-Blending: no rows to measure the head losses on")
     if split.sharded:  # every rank's rows: the same estimates on every rank
-        from avel.engine.distributed import all_reduce_sum
+        from avel.collectives import all_reduce_sum
 
         sums = all_reduce_sum(sums.float())
         count = int(all_reduce_sum(torch.tensor(float(count), device=sums.device)))

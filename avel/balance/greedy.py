@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from avel.balance.base import NON_NEGATIVE, BalancerHooks, StepResult, option, output_loss
-from avel.engine.distributed import all_reduce_sum
+from avel.collectives import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel
 from avel.models.intermediate import MMTM
 

@@ -37,7 +37,7 @@ from avel.balance.base import (
     option,
     task_loss,
 )
-from avel.engine.distributed import all_reduce_sum
+from avel.collectives import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel, event_weights, flatten_samples
 
 if TYPE_CHECKING:

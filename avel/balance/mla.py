@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from avel.balance.base import BalancerHooks, StepResult, option, task_loss
-from avel.engine.distributed import all_reduce_sum
+from avel.collectives import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel, flatten_samples
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from avel.balance.base import WINDOW, BalancerHooks, StepResult, one_of, option, output_loss, task_loss
 from avel.balance.heads import UniHeadsModel
 from avel.balance.ogm import split_logits_reason
-from avel.engine.distributed import all_reduce_sum, world_size
+from avel.collectives import all_reduce_sum, world_size
 from avel.models.base import AVModel
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ from avel.balance.base import (
     option,
     output_loss,
 )
-from avel.engine.distributed import all_reduce_sum
+from avel.collectives import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, event_weights
 
 if TYPE_CHECKING:

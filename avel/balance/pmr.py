@@ -49,7 +49,7 @@ from avel.balance.base import (
     output_loss,
     weighted_mean,
 )
-from avel.engine.distributed import all_reduce_sum
+from avel.collectives import all_reduce_sum
 from avel.models.base import AVModel, event_weights, flatten_samples
 from avel.models.prototypes import compute_prototypes, prototype_logits
 

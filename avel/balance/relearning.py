@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from avel.balance.base import NON_NEGATIVE, BalancerHooks, StepResult, option, output_loss
-from avel.engine.distributed import world_size
+from avel.collectives import world_size
 from avel.models.base import AVModel, event_weights
 
 if TYPE_CHECKING:

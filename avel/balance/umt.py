@@ -29,7 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avel.balance.base import NON_NEGATIVE, WINDOW, BalancerHooks, StepResult, option, output_loss, task_loss
+from avel.balance.base import (
+    NON_NEGATIVE,
+    WINDOW,
+    BalancerHooks,
+    LoadRun,
+    StepResult,
+    option,
+    output_loss,
+    task_loss,
+)
 from avel.balance.heads import UniHeadsModel
 from avel.models import modality_slot
 from avel.models.base import AVModel
@@ -70,10 +79,9 @@ class UME(BalancerHooks):
         return StepResult(loss_a + loss_v, out, logs)
 
 
-def load_teacher(path: str, modality: str, device: torch.device) -> AVModel:
-    """A uni-modal run's checkpoint as a frozen teacher; refuses a missing file or a multi-modal run."""
-    from avel.engine.checkpoint import model_from_checkpoint
-
+def load_teacher(path: str, modality: str, device: torch.device, load_run: LoadRun | None) -> AVModel:
+    """A uni-modal run's checkpoint as a frozen teacher (``load_run``: the loop's checkpoint reader); refuses
+    a missing file or a multi-modal run."""
     if not path:
         raise ValueError(
             f"UMT distils uni-modal teachers: set umt_teacher_{modality} to the best.pt of an "
@@ -81,7 +89,9 @@ def load_teacher(path: str, modality: str, device: torch.device) -> AVModel:
         )
     if not Path(path).is_file():
         raise ValueError(f"{path}: no such checkpoint (umt_teacher_{modality})")
-    teacher, ckpt = model_from_checkpoint(path, device)
+    if load_run is None:
+        raise ValueError("UMT reads its teachers' checkpoints through the training loop (avel train)")
+    teacher, ckpt = load_run(path, device)
     trained = ckpt["config"].get("modality", "both")
     if modality_slot(ckpt["config"].get("model", ""), trained) != modality:  # gray: the audio slot
         raise ValueError(
@@ -130,7 +140,7 @@ class UMT(BalancerHooks):
 
     def teacher(self, modality: str, device: torch.device) -> AVModel:
         if modality not in self.teachers:
-            self.teachers[modality] = load_teacher(self.paths[modality], modality, device)
+            self.teachers[modality] = load_teacher(self.paths[modality], modality, device, self.load_run)
         return self.teachers[modality]
 
     @torch.no_grad()

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from avel.balance.base import NON_NEGATIVE, BalancerHooks, StepResult, option, output_loss
-from avel.engine.distributed import world_size
+from avel.collectives import world_size
 from avel.models.base import AVModel, ModelOutput
 
 if TYPE_CHECKING:

@@ -34,6 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from avel.collectives import all_reduce_sum, world_size
+
 if TYPE_CHECKING:
     from avel.data.splits import SplitData
 
@@ -76,20 +78,6 @@ def init(device: str) -> tuple[Dist, str]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), ctx.local_rank), device
-
-
-def world_size() -> int:
-    """Processes in the current group; 1 when none is initialised."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def all_reduce_sum(t: Tensor) -> Tensor:
-    """The sum of ``t`` over every rank (``t`` itself in a single process); no gradient flows through it."""
-    if world_size() == 1:
-        return t
-    out = t.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
 
 
 def mean_logs(logs: dict[str, float]) -> dict[str, float]:

@@ -1,16 +1,14 @@
 """Evaluate a model on a split: the AVE segment accuracy, and each modality on its own.
 
 ``evaluate`` is what the training loop calls every epoch (cheap, on the device); ``report`` is the full
-picture behind ``avel evaluate`` (per-class, background vs event, event-detection P/R/F1, confusion matrix).
-Each modality's accuracy is measured with the prototype classifier of PMR (Eq. 7) on its representation
-(h^a_t / h^v_t on AVEL, the pooled encoder output on the classifiers), prototypes from the train split;
-on AVEL only event segments are scored, over the event classes.
+picture behind ``avel evaluate`` (``avel.tools.evaluate``) (per-class, background vs event, event-detection
+P/R/F1, confusion matrix). Each modality's accuracy is measured with the prototype classifier of PMR (Eq. 7)
+on its representation (h^a_t / h^v_t on AVEL, the pooled encoder output on the classifiers), prototypes from
+the train split; on AVEL only event segments are scored, over the event classes.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -216,82 +214,3 @@ def check_data_params(ckpt: dict[str, Any], meta: dict[str, Any], path: str) -> 
     trained, now = ckpt["data_meta"].get("classes"), meta.get("classes")
     if trained and now and list(trained) != list(now):
         raise ValueError(f"{path}: its class list differs from the one the model was trained on")
-
-
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    data_path: str | Path,
-    *,
-    split: str = "test",
-    out_dir: str | Path | None = None,
-    device: str = "auto",
-) -> str:
-    """``avel evaluate``: full report of a checkpoint on one split: eval.json, confusion.png, a table."""
-    from avel.data.splits import load_splits
-    from avel.engine.checkpoint import check_checkpoint_data, model_from_checkpoint
-    from avel.engine.config import resolve_device
-
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown split {split!r}; valid: ['train', 'val', 'test']")
-    dev = resolve_device(device)
-    model, ckpt = model_from_checkpoint(checkpoint, dev)
-    check_checkpoint_data(ckpt, checkpoint, data_path)
-    cfg = ckpt["config"]
-    data = load_splits(
-        data_path,
-        family=cfg["model"],
-        device=dev,
-        frames=cfg.get("frames", 4),
-        eval_frames=cfg.get("eval_frames", 0),
-        audio_norm=cfg.get("audio_norm", "clip"),
-    )
-    check_data_params(ckpt, data.meta, str(data_path))
-    classes = data.meta["classes"]
-    has_both = cfg.get("modality", "both") == "both"
-    rep = report(model, getattr(data, split), classes, train=data.train if has_both else None)
-    rep["measures"] = checkpoint_measures(model, ckpt, checkpoint, data, split, has_both)
-    out = Path(out_dir) if out_dir else Path(checkpoint).parent
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(
-        json.dumps({"checkpoint": str(checkpoint), "split": split, **rep}, indent=2)
-    )
-    save_confusion_png(rep["confusion"], classes, str(out / "confusion.png"))
-    title = f"{Path(checkpoint)} on {split} ({rep['rows']} rows)"
-    from avel.engine.measures import format_measures
-
-    names = list(data.meta.get("modalities", ("audio", "visual")))
-    text = format_report(rep, title) + "\n\n" + format_measures(rep["measures"], (names[0], names[1]))
-    return text + f"\n\nwrote {out / 'eval.json'} and {out / 'confusion.png'}"
-
-
-def checkpoint_measures(
-    model: AVModel, ckpt: dict[str, Any], checkpoint: str | Path, data: Any, split: str, both: bool
-) -> dict[str, Any]:
-    """BalanceBenchmark's measures of a checkpoint on ``split`` (the probe trains on train, selects on
-    val); its run's complexity from the run directory (metrics.jsonl epoch times, results.json's peak
-    memory) and the parameters its balancer adds to the base model."""
-    from avel.data.splits import DataSplits
-    from avel.engine.checkpoint import model_from_kwargs
-    from avel.engine.measures import balance_measures
-
-    run_dir = Path(checkpoint).parent
-    metrics_path, results_path = run_dir / "metrics.jsonl", run_dir / "results.json"
-    times = []
-    if metrics_path.is_file():
-        rows = [json.loads(ln) for ln in metrics_path.read_text().splitlines() if ln.strip()]
-        times = [r["train_time_s"] for r in rows if "train_time_s" in r]
-    peak = None
-    if results_path.is_file():
-        peak = json.loads(results_path.read_text()).get("measures", {}).get("peak_memory_mib")
-    base = model_from_kwargs({**ckpt["model_kwargs"], "balancer": "none"})
-    splits = DataSplits(data.train, data.val, getattr(data, split), data.meta)
-    seed = int(ckpt["config"].get("seed", 0))
-    return balance_measures(
-        model,
-        splits,
-        base_parameters=sum(p.numel() for p in base.parameters()),
-        epoch_times=times,
-        peak_mib=peak,
-        seed=seed,
-        both=both,
-    )

@@ -31,6 +31,7 @@ from avel.engine import distributed
 from avel.engine.checkpoint import (
     load_checkpoint,
     load_matching_weights,
+    model_from_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -215,7 +216,9 @@ def make_balancer(cfg: TrainConfig, model: AVModel) -> Balancer:
     reason = check_applicable(cfg, model)
     if reason:
         raise NotApplicable(cfg.balance, reason)
-    return build_balancer(cfg.balance, **config_mod.balancer_options(cfg))
+    balancer = build_balancer(cfg.balance, **config_mod.balancer_options(cfg))
+    balancer.load_run = model_from_checkpoint  # UMT's teachers
+    return balancer
 
 
 def check_splits(cfg: TrainConfig, data: DataSplits) -> None:
@@ -599,8 +602,6 @@ def _finish(
     """Test, once each, the checkpoint selected on val and the last epoch's (every rank evaluates; rank 0
     writes results.json with BalanceBenchmark's measures of the val-selected checkpoint, ``measures``).
     Under the released protocol ``test_accuracy`` is the best test epoch's."""
-    from avel.engine.checkpoint import model_from_checkpoint
-
     data.test.seal(None)  # training is over: test is read from here on
     model, _ = model_from_checkpoint(run_dir / "best.pt", device)
     test = evaluate_split(model, data, data.test, cfg, with_modalities=True)

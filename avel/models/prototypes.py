@@ -56,7 +56,7 @@ def compute_prototypes(
     if sums_a is None:
         raise ValueError("compute_prototypes: no samples (empty split or empty indices)")
     if split.sharded:
-        from avel.engine.distributed import all_reduce_sum
+        from avel.collectives import all_reduce_sum
 
         sums_a, sums_v, counts = all_reduce_sum(sums_a), all_reduce_sum(sums_v), all_reduce_sum(counts)
     denom = counts.clamp_min(1.0)[:, None]
