@@ -55,6 +55,12 @@ HELD_PREPROCESS = (  # `avel preprocess` whose first video waits until the file 
 )
 
 
+def blocked_on_flock(pid: int) -> bool:
+    """The kernel lists process ``pid`` as waiting for an flock (``/proc/locks``: ``N: -> FLOCK ... PID``)."""
+    lines = [line.split() for line in Path("/proc/locks").read_text().splitlines()]
+    return any("->" in parts and "FLOCK" in parts and str(pid) in parts for parts in lines)
+
+
 def test_second_preprocess_on_one_output_refuses_or_waits(small_ave, tmp_path):
     out = tmp_path / "out.h5"
     args = ["preprocess", str(small_ave), str(out), "--frame-size", "32", "--no-progress"]
@@ -78,7 +84,10 @@ def test_second_preprocess_on_one_output_refuses_or_waits(small_ave, tmp_path):
     waiting = subprocess.Popen(
         [*AVEL, *args, "--wait"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    time.sleep(1.0)
+    deadline = time.time() + 120
+    while not blocked_on_flock(waiting.pid) and time.time() < deadline and waiting.poll() is None:
+        time.sleep(0.02)
+    assert blocked_on_flock(waiting.pid)  # the waiter sits in flock on the held lock, before the release
     release.touch()
     stdout, stderr = (s.decode() for s in waiting.communicate(timeout=300))
     assert first.wait(timeout=300) == 0, first.stderr.read().decode()
