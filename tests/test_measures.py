@@ -3,7 +3,10 @@ degree and the complexity figures, against hand computations and real runs."""
 
 from __future__ import annotations
 
+import gc
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,13 +86,25 @@ def test_linear_probe_sees_which_encoder_carries_the_class():
 
 def test_peak_memory_sees_an_allocation_after_a_reset():
     cpu = torch.device("cpu")
+    gc.collect()  # nothing freed between the reading below and the allocation lowers the resident set
     reset_peak_memory(cpu)
-    before = peak_memory_mib(cpu)
-    if before is None:
+    if peak_memory_mib(cpu) is None:
         pytest.skip("no /proc/self/status on this system")
+    high = torch.ones(128 * 2**20 // 4)  # 128 MiB, touched: the peak holds it
+    held = peak_memory_mib(cpu)
+    del high
+    reset_peak_memory(cpu)
+    assert peak_memory_mib(cpu) < held - 100  # the reset forgot the earlier peak
+    before = _resident_mib()
     block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
     assert peak_memory_mib(cpu) >= before + 60
     del block
+
+
+def _resident_mib() -> float:
+    found = re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    assert found
+    return int(found.group(1)) / 1024
 
 
 def test_measures_of_a_model_and_uni_modal_runs():

@@ -337,7 +337,8 @@ def test_event_balancers_need_event_segments(features_h5, tmp_path):
         (
             "--pmr-subset",
             "2",
-            "--pmr-subset: \"2\" is not allowed: must be 'val' or a fraction of train in (0, 1]",
+            "--pmr-subset: \"2\" is not allowed: must be 'val', 'test' (protocol = 'released') or a fraction"
+            " of train in (0, 1]",
         ),
     ],
 )
