@@ -1,8 +1,10 @@
 """Forward + backward time of the encoders on CPU: contiguous NCHW (avel's CPU layout) vs channels_last (the
 layout before issue #24), interleaved in one process, as a ratio (not a test: figures go to BENCHMARKS.md).
+Times are the process's CPU time (one torch thread by default), so other work on a shared machine does not
+count.
 
-The channels_last baseline is the path that segfaults on Intel Xeon (AVX-512 / AMX) at width 8; run this
-script on a CPU where it does not (AMD EPYC here), or pass ``--skip-baseline-width 8``.
+The channels_last baseline is the path that segfaults at width 8 on 224 px frames (Intel Xeon and AMD EPYC),
+so the cases stop at 112 px; ``--skip-baseline-width 8`` leaves out width 8 on a CPU where 112 px crashes too.
 
     python scripts/bench_layout.py                  # every case, 1 thread, 7 interleaved rounds
     python scripts/bench_layout.py --rounds 15 --threads 2
@@ -47,12 +49,12 @@ def cases(skip_width: int | None) -> dict[str, tuple[torch.nn.Module, Callable[[
 def step_time(module: torch.nn.Module, inputs: tuple, channels_last: bool, steps: int) -> float:
     """Seconds per forward + backward with the encoders' CPU layout set to channels_last or NCHW."""
     encoders.CHANNELS_LAST_DEVICES = frozenset({"cuda", "cpu"} if channels_last else {"cuda"})
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for _ in range(steps):
         out = module(*inputs)
         out = out[0] if isinstance(out, tuple) else out
         (out.logits if hasattr(out, "logits") else out).float().square().mean().backward()
-    return (time.perf_counter() - t0) / steps
+    return (time.process_time() - t0) / steps
 
 
 def main() -> None:
@@ -70,7 +72,7 @@ def main() -> None:
     print(
         f"CPU {cpu}, torch {torch.__version__}, {args.threads} thread(s), {args.rounds} rounds x {args.steps}"
     )
-    print("| case | NCHW s/step | channels_last s/step | NCHW / channels_last |")
+    print("| case | NCHW CPU s/step | channels_last CPU s/step | NCHW / channels_last |")
     print("|---|---|---|---|")
     for name, (module, make) in cases(args.skip_baseline_width).items():
         inputs = make()

@@ -30,7 +30,8 @@ def _cases() -> list:
     for encoder in ENCODERS:
         for width in WIDTHS if encoder in WIDE else (0,):
             for size in SIZES:
-                slow = size == 224 or (width == 64 and size == 112)
+                # width 8 at 224 px is where channels_last crashes (on AMD EPYC as on Intel Xeon): fast tier
+                slow = (size == 224 and width != 8) or (width == 64 and size == 112)
                 marks = [pytest.mark.slow] if slow else []
                 cases.append(pytest.param(case_name(encoder, width, size), marks=marks))
     # issue #24's reproducer through avel's visual encoder: layer2's downsample on (48, 8, 56, 56)

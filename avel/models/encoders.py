@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 # Devices whose convolutions get channels_last input (cuDNN's fast path). On CPU the encoders use contiguous
 # NCHW: PyTorch's CPU kernel for the backward of a 1x1 stride-2 conv on a channels_last input with 8 -> 16
-# channels (ResNet18's layer2 downsample at width 8) segfaults on Intel Xeon with AVX-512 / AMX (issue #24),
-# and NCHW is not slower on CPU for the widths avel trains there (BENCHMARKS.md, scripts/bench_layout.py).
+# channels (ResNet18's layer2 downsample at width 8, 224 px frames) segfaults on Intel Xeon (AVX-512 / AMX)
+# and on AMD EPYC alike (issue #24). NCHW costs up to ~1.3x on narrow CPU models (BENCHMARKS.md).
 CHANNELS_LAST_DEVICES = frozenset({"cuda"})
 
 
@@ -33,17 +33,6 @@ def conv_layout(x: Tensor) -> Tensor:
     if x.device.type in CHANNELS_LAST_DEVICES:
         return x.contiguous(memory_format=torch.channels_last)
     return x.contiguous()
-
-
-class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` that pools a CPU map in channels_last and hands back contiguous NCHW: PyTorch's
-    NCHW max pool with indices is several times slower on CPU (the one op where the NCHW layout costs,
-    scripts/bench_layout.py); a pool is no convolution, so the layout change is safe."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.device.type in CHANNELS_LAST_DEVICES or x.dim() != 4:
-            return super().forward(x)
-        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class BasicBlock(nn.Module):
@@ -78,7 +67,7 @@ class ResNet18(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = MaxPool2d(3, 2, 1)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
         planes = [width, 2 * width, 4 * width, 8 * width]
         self.layer1 = nn.Sequential(BasicBlock(width, planes[0]), BasicBlock(planes[0], planes[0]))
         for k in range(1, 4):
@@ -232,7 +221,7 @@ class CGConvNet(nn.Module):
         self.bn0 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, 32, 5, 1, 2)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = MaxPool2d(3, 2, 1)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
         self.conv2 = nn.Conv2d(32, 32, 3, 1, 1)
         self.conv3 = nn.Conv2d(32, 64, 3, 2, 1)
         self.conv4 = nn.Conv2d(64, 64, 3, 1, 1)
