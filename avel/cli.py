@@ -11,9 +11,44 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
+
+# typer's UsageError (unknown option, missing argument, bad value), wherever this typer version keeps click
+UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class OneLineErrors(TyperGroup):
+    """``avel``'s command group: a usage error is the same one line as every other error (``error: ...``,
+    exit 2), not click's usage box; the rest is typer's own handling."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError" or e.ctx is None:  # `avel` alone: the help
+                return super().main(args, prog_name, complete_var, True, **extra)
+            typer.secho(f"error: {usage_line(e)}", fg=typer.colors.RED, err=True)
+            sys.exit(2)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def usage_line(e: Exception) -> str:
+    """``avel train: no such option: --foo (possible options: --fusion, --out); `avel train --help` lists
+    the options``: the command, click's message on one line, where the options are listed."""
+    command = e.ctx.command_path
+    message = " ".join(e.format_message().split()).rstrip(".")
+    listed = "commands" if "command" in message else "options"
+    return f"{command}: {message[:1].lower()}{message[1:]}; `{command} --help` lists the {listed}"
+
 
 app = typer.Typer(
     help="avel: audio-visual event localization with modality rebalancing (PMR, OGM-GE, OPM, IPRM).",
+    cls=OneLineErrors,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -301,16 +336,20 @@ def cgmnist(
 @command()
 def info(
     path: Path = typer.Argument(..., help="an avel HDF5 file"),
-    verify: bool = typer.Option(False, "--verify", help="read every chunk and name the damaged rows"),
+    verify: bool = typer.Option(
+        False, "--verify", help="read every chunk; name the damaged rows and the rows holding NaN / Inf"
+    ),
 ) -> None:
     """Show what is in an avel HDF5 file: videos, splits, class counts, parameters."""
-    from avel.preprocessing.h5 import describe, describe_damage
+    from avel.preprocessing.h5 import describe, describe_damage, nonfinite_error
     from avel.preprocessing.h5 import verify as verify_file
 
     if verify:
-        checked, damaged = verify_file(path)
+        checked, damaged, nonfinite = verify_file(path)
         if damaged:
             _fail(describe_damage(path, damaged))
+        if nonfinite:
+            _fail(f"{nonfinite_error(path, nonfinite)}; training refuses them: write the file again")
     typer.echo(describe(path))
     if verify:
         typer.echo(checked)
@@ -551,6 +590,9 @@ def _ablate(kind: str):
         rows: list[str] = typer.Option(None, "--row", help="train only this row (repeatable)"),
         columns: list[str] = typer.Option(None, "--column", help="train only this column (repeatable)"),
         dry_run: bool = typer.Option(False, "--dry-run", help="print the grid, train nothing"),
+        progress: bool = typer.Option(
+            None, "--progress/--no-progress", help="each run's progress bar (default: the config's)"
+        ),
     ) -> None:
         from avel.experiments.ablate import run_grid
 
@@ -559,8 +601,8 @@ def _ablate(kind: str):
             overrides["data"] = str(data)
         try:
             table = run_grid(
-                kind, out_dir, config=config, seeds=seeds, model=model, overrides=overrides,
-                dry_run=dry_run, rows=rows or None, columns=columns or None, log=typer.echo,
+                kind, out_dir, config=config, seeds=seeds, model=model, overrides=overrides, dry_run=dry_run,
+                rows=rows or None, columns=columns or None, log=typer.echo, progress=progress,
             )  # fmt: skip
         except (ValueError, FileNotFoundError, RuntimeError) as e:
             _fail(str(e))
@@ -621,12 +663,13 @@ def demo(
     videos: int = typer.Option(400, help="videos in the embedded set"),
     classes: int = typer.Option(10, help="the first K AVE classes"),
     epochs: int = typer.Option(6, help="training epochs"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars"),
 ) -> None:
     """Embedded set -> preprocess -> summary -> AVEL concat end to end without and with PMR -> the fused
     accuracy and each modality's beside the always-background floor, in minutes on a CPU."""
     from avel.tools.demo import run_demo
 
-    run_demo(workdir, videos=videos, classes=classes, epochs=epochs)
+    run_demo(workdir, videos=videos, classes=classes, epochs=epochs, progress=progress)
 
 
 @command()
@@ -644,11 +687,12 @@ def demo_cgmnist(
     epochs: int = typer.Option(6, help="training epochs of each run"),
     train: int = typer.Option(1500, help="rendered train digits"),
     test: int = typer.Option(500, help="rendered test digits"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars"),
 ) -> None:
     """CG-MNIST's modality imbalance and what PMR does: naive vs PMR concat, per-modality accuracy, ρ plot."""
     from avel.tools.demo import run_cgmnist_demo
 
-    run_cgmnist_demo(workdir, epochs=epochs, train=train, test=test)
+    run_cgmnist_demo(workdir, epochs=epochs, train=train, test=test, progress=progress)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -93,8 +93,8 @@ def test_second_preprocess_on_one_output_refuses_or_waits(small_ave, tmp_path):
     assert first.wait(timeout=300) == 0, first.stderr.read().decode()
     assert waiting.returncode == 0, stderr
     assert "6 rows from 6/6 videos" in stdout
-    _, damaged = verify(out)
-    assert damaged == {}
+    _, damaged, nonfinite = verify(out)
+    assert damaged == {} and nonfinite == {}
     with h5py.File(out, "r") as f:
         assert all(name in f for name in ("duration", "fps", "source_sample_rate"))
         assert (f["frames"][()].reshape(6, -1).max(axis=1) > 0).all()  # no all-zero row

@@ -18,11 +18,14 @@ from avel.preprocessing.audio import num_columns, spec_from_params
 from avel.preprocessing.h5 import (
     CGMNIST_KIND,
     CLIPS_KIND,
+    DATA_ARRAYS,
     FEATURES_KIND,
     PREPROCESS_KIND,
     SPLIT_NAMES,
     attr_value,
     damage_error,
+    nonfinite_error,
+    nonfinite_rows,
     open_avel,
 )
 
@@ -214,6 +217,15 @@ def _rows(ds: h5py.Dataset, rows: np.ndarray, dtype=None) -> np.ndarray:
             ds.id.read(h5s.create_simple((n, *tail)), file_space, out[at : at + n])
     except OSError as e:  # a chunk failing its checksum: name the file, the dataset and its damaged rows
         raise damage_error(ds.file.filename, ds, e) from None
+    name = ds.name.lstrip("/")
+    checked = out if name in DATA_ARRAYS else out[:0]
+    bad = [
+        int(rows[at + i]) for at in range(0, len(checked), 256) for i in nonfinite_rows(out[at : at + 256])
+    ]
+    if bad:  # never trained on: name the file rows (``avel info --verify`` lists every one)
+        raise ValueError(
+            f"{nonfinite_error(ds.file.filename, {name: bad})}; write the file again without them"
+        )
     return out
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +28,27 @@ from avel.preprocessing.h5 import (
     open_avel,
 )
 
+# tests only: "last.pt:1" stops the write of last.pt for epoch 1 halfway and waits there (to be killed)
+PAUSE_ENV = "AVEL_TEST_PAUSE_IN_CHECKPOINT"
+
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` into ``PATH.tmp``, then renamed onto ``path``: a process killed while writing leaves the
+    previous checkpoint (tests/test_faults.py kills one inside the write)."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        if os.environ.get(PAUSE_ENV) == f"{path.name}:{state.get('epoch')}":
+            _pause_halfway(f, tmp)
     os.replace(tmp, path)
+
+
+def _pause_halfway(f, tmp: Path) -> None:
+    """Leave ``tmp`` half written, say so on stderr, and wait to be killed."""
+    f.truncate(f.tell() // 2)
+    f.flush()
+    print(f"paused writing {tmp}", file=sys.stderr, flush=True)
+    time.sleep(3600)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -380,8 +380,10 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 def save_config(cfg: TrainConfig, path: Path) -> None:
     """The resolved config: ``config.toml`` (every key, valid TOML: ``avel train -c`` re-runs it) and the
     same values as ``config.json`` (flat keys)."""
-    path.write_text(to_toml(cfg))
-    path.with_suffix(".json").write_text(json.dumps(to_dict(cfg), indent=2))
+    from avel.preprocessing.lock import write_text_atomic
+
+    write_text_atomic(path, to_toml(cfg))
+    write_text_atomic(path.with_suffix(".json"), json.dumps(to_dict(cfg), indent=2))
 
 
 def to_toml(cfg: TrainConfig) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from avel.balance import BALANCERS, build_balancer
 from avel.balance.base import Balancer, EpochMeter
@@ -45,7 +45,7 @@ from avel.models import build_model
 from avel.models.base import AVModel
 from avel.models.encoders import resnet_grid
 from avel.models.prototypes import compute_prototypes
-from avel.preprocessing.lock import output_lock
+from avel.preprocessing.lock import output_lock, write_text_atomic
 
 # config keys that may change when a run is resumed (they do not change what is computed)
 RESUMABLE_CHANGES = {
@@ -263,7 +263,8 @@ def train_one_epoch(
     batches = train.batches(
         batch_size, shuffle=cfg.shuffle, generator=generator, indices=rows, train=True, reuse=True
     )
-    for batch in batches:
+    watch = FiniteWatch(train)
+    for number, batch in enumerate(batches):
         for _ in range(getattr(balancer, "steps_per_batch", 1)):  # MLA: one step per modality
             with torch.autocast(train.device.type, dtype=torch.bfloat16, enabled=amp):
                 result = balancer.training_loss(model, batch)
@@ -272,14 +273,68 @@ def train_one_epoch(
             distributed.sync_gradients(model)  # under torchrun without DDP (see distributed.wrap)
             balancer.before_optimizer_step(model, result)
             if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            else:
+                norm = grad_norm(model.parameters())
+            watch.step(result.loss.detach(), norm, batch.index, number)
             optimizer.step()
             meter.update({"loss": result.loss.detach(), **result.logs})
         if scheduler is not None:
             scheduler.step()
         if progress is not None:
             progress(len(batch.index))
+    watch.check()
     return meter.result()
+
+
+class NonFiniteError(RuntimeError):
+    """A training step gave a non-finite loss or gradient (``step``: 0-based batch of the epoch)."""
+
+    def __init__(self, step: int, rows: Tensor, what: str) -> None:
+        shown = ", ".join(str(int(r)) for r in rows[:8]) + (", ..." if len(rows) > 8 else "")
+        super().__init__(f"batch {step} (file rows {shown}): {what}")
+        self.step, self.rows, self.what = step, rows, what
+
+
+class FiniteWatch:
+    """The first step of an epoch whose loss or gradient norm is not finite, found without a host sync per
+    step on an accelerator: one ``isfinite`` per step accumulated on the device, read at the epoch's end
+    (``check``). On CPU, where reading it costs nothing, ``step`` raises at once."""
+
+    def __init__(self, split: SplitData) -> None:
+        self.split, self.eager = split, split.device.type == "cpu"
+        self.first = torch.full((), -1, dtype=torch.long, device=split.device)  # -1: every step finite
+        self.steps: list[tuple[int, Tensor, Tensor]] = []  # each step's (batch number, batch rows, loss)
+
+    def step(self, loss: Tensor, grad_norm: Tensor, index: Tensor, batch: int) -> None:
+        k = len(self.steps)
+        bad = ~(torch.isfinite(loss.float()) & torch.isfinite(grad_norm.float()))
+        self.first = torch.where((self.first < 0) & bad, k, self.first)
+        self.steps.append((batch, index, loss.float()))
+        if self.eager:
+            self.check()
+
+    def check(self) -> None:
+        k = int(self.first)
+        if k >= 0:
+            batch, index, loss = self.steps[k]
+            what = f"the loss is {float(loss)}" if not torch.isfinite(loss) else "a gradient is not finite"
+            raise NonFiniteError(batch, self.split.rows[index.cpu()], what)
+
+
+def grad_norm(parameters) -> Tensor:
+    """The 2-norm of every gradient together (what ``clip_grad_norm_`` computes): inf or nan when any
+    gradient element is (or the norm overflows)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+def params_finite(model: nn.Module) -> bool:
+    """Every parameter and buffer of ``model`` is finite (one host sync)."""
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
 
 
 def modality_epoch(cfg: TrainConfig, epoch: int) -> bool:
@@ -332,11 +387,20 @@ def _check_resumable(stored: dict[str, Any], cfg: TrainConfig, run_dir: Path) ->
 
 
 def _trim_metrics(path: Path, next_epoch: int) -> None:
-    """Drop metric lines of epochs the checkpoint does not contain (written after it, before a crash)."""
+    """Drop metric lines of epochs the checkpoint does not contain (written after it, before a crash), and
+    a last line a kill cut short."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["epoch"] < next_epoch]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    keep = [ln for ln in path.read_text().splitlines() if _epoch(ln) is not None and _epoch(ln) < next_epoch]
+    write_text_atomic(path, "".join(ln + "\n" for ln in keep))
+
+
+def _epoch(line: str) -> int | None:
+    """The epoch of a metrics line, or None for a blank or cut line."""
+    try:
+        return int(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class _Progress:
@@ -349,14 +413,19 @@ class _Progress:
     def start(self, epoch: int, total: int) -> Callable[[int], None] | None:
         if not self.enabled:
             return None
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        console = Console()
+        if not console.is_terminal:  # a log file or a pipe: epoch lines only, no bar (nor its blank line)
+            return None
         self.bar = Progress(
             TextColumn(f"epoch {epoch:3d}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             transient=True,
+            console=console,
         )
         self.bar.start()
         task = self.bar.add_task("train", total=total)
@@ -465,6 +534,12 @@ def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib
             per_step = scheduler if cfg.lr_step_unit == "iteration" else None
             bar_step = bar.start(epoch, len(data.train))
             logs = train_one_epoch(model, balancer, data.train, optimizer, cfg, order, bar_step, per_step)
+            if not params_finite(model):
+                raise NonFiniteError(
+                    -1, torch.zeros(0), "a parameter is not finite after the epoch's last step"
+                )
+        except NonFiniteError as e:
+            raise _stopped(e, epoch, cfg, run_dir) from None
         finally:
             bar.stop()
         logs.update(balancer.epoch_logs())
@@ -524,6 +599,17 @@ def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib
     results = _finish(run_dir, cfg, data, device, best, log, ctx.main, complexity)
     distributed.close()
     return results
+
+
+def _stopped(e: NonFiniteError, epoch: int, cfg: TrainConfig, run_dir: Path) -> NonFiniteError:
+    """The one line of a run stopped by a non-finite step: where, and which checkpoint it keeps."""
+    where = f"epoch {epoch}, {e}" if e.step >= 0 else f"epoch {epoch}: {e.what}"
+    kept = f"{run_dir / 'last.pt'} keeps epoch {epoch - 1}" if epoch > 0 else "no checkpoint was written"
+    e.args = (
+        f"{cfg.data}: training stopped at {where}; {kept} (a smaller --lr, --set grad_clip=..., or "
+        "`avel info --verify` on the data may help)",
+    )
+    return e
 
 
 def _data_params(meta: dict[str, Any]) -> dict[str, Any]:
@@ -636,7 +722,7 @@ def _finish(
     if main and cfg.measures:
         results["measures"] = run_measures(model, data, cfg, run_dir, complexity or {})
     if main:
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
     if cfg.protocol == "released":
         log(
             f"test accuracy {100 * results['test_accuracy']:.2f}% at the best TEST epoch "

@@ -32,7 +32,7 @@ from avel.engine.provenance import describe
 from avel.experiments import published
 from avel.models import FUSIONS
 from avel.preprocessing.h5 import attr_value
-from avel.preprocessing.lock import OutputLocked
+from avel.preprocessing.lock import OutputLocked, write_text_atomic
 
 GRID_KINDS = ("optimizers", "fusions", "subset", "balancers", "intermediate")
 FAMILIES = ("resnet18", "avel", "cgmnist")
@@ -517,8 +517,8 @@ def _cli_value(v: Any) -> str:
 def write_tables(out_dir: Path) -> Table:
     """Write ``table.md`` and ``table.csv`` into the grid directory; returns the table."""
     table = tabulate(out_dir)
-    (Path(out_dir) / "table.md").write_text(table.markdown())
-    (Path(out_dir) / "table.csv").write_text(table.csv())
+    write_text_atomic(Path(out_dir) / "table.md", table.markdown())
+    write_text_atomic(Path(out_dir) / "table.csv", table.csv())
     return table
 
 
@@ -575,13 +575,15 @@ def run_grid(
     rows: list[str] | None = None,
     columns: list[str] | None = None,
     log: Callable[[str], None] = print,
+    progress: bool | None = None,
 ) -> Table:
     """Train every applicable cell of a grid for seeds 0..seeds-1 (skipping finished runs); returns the table.
 
     Precedence for each run: config defaults < ``config`` file < ``overrides`` < the cell's overrides <
     seed and run directory. ``dry_run`` prints the cells, their overrides and run directories and writes
     nothing. ``rows`` / ``columns`` train only those rows / columns (e.g. to share a grid between machines,
-    or to add a PMR variant without re-training the baselines); the table shows all.
+    or to add a PMR variant without re-training the baselines); the table shows all. ``progress`` sets each
+    run's progress bar (None: the config's); it is not part of the grid, like the run's own option.
     """
     out_dir = Path(out_dir)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -614,7 +616,9 @@ def run_grid(
                 continue  # finished: never re-run
             log(f"[{i}/{len(runnable)}] {cell.row} / {cell.column}, seed {seed} -> {run_dir}")
             try:
-                if not _train(configs[cell.name], seed, run_dir, cell, log):
+                cfg = configs[cell.name]
+                cfg = cfg if progress is None else config_mod.apply(cfg, {"progress": progress}, "--progress")
+                if not _train(cfg, seed, run_dir, cell, log):
                     break
             except OutputLocked as e:  # another grid process trains this seed: go on with the next one
                 log(f"skipped: {e}")
@@ -646,7 +650,7 @@ def _train(cfg: TrainConfig, seed: int, run_dir: Path, cell: Cell, log: Callable
         run_training(cfg, log=log)
     except NotApplicable as e:
         cell.na_reason = e.reason
-        (run_dir.parent / "na.json").write_text(json.dumps({"reason": cell.na_reason}))
+        write_text_atomic(run_dir.parent / "na.json", json.dumps({"reason": cell.na_reason}))
         log(f"n/a: {cell.row} / {cell.column}: {cell.na_reason}")
         return False
     return True
@@ -686,7 +690,7 @@ def _write_grid(out_dir: Path, grid: dict[str, Any]) -> None:
                 "to resume it"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(grid, indent=2))
+    write_text_atomic(path, json.dumps(grid, indent=2))
 
 
 def _describe(grid: dict[str, Any], cells: list[Cell], out_dir: Path) -> str:

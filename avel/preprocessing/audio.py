@@ -128,7 +128,12 @@ def _spectrogram(p: SpecParams) -> torchaudio.transforms.Spectrogram:
 
 
 def log_spectrogram(wave: np.ndarray, p: SpecParams = SpecParams()) -> np.ndarray:
-    """(F=257, L) float32 standardised log spectrogram of a mono waveform, by ``p.transform``."""
+    """(F=257, L) float32 standardised log spectrogram of a mono waveform, by ``p.transform``; a waveform
+    holding NaN or Inf is refused (its video fails, named in the report), never written."""
+    bad = np.flatnonzero(~np.isfinite(wave))
+    if len(bad):
+        at = bad[0] / p.sample_rate
+        raise ValueError(f"the audio holds {len(bad)} NaN / Inf sample(s), the first at {at:.3f} s")
     if p.transform == "pmr":
         return pmr_log_spectrogram(wave, p)
     if p.transform != "avel":

@@ -23,7 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from avel.preprocessing.h5 import CGMNIST_KIND, create, set_attrs, strings, write_h5
+from avel.preprocessing.h5 import (
+    CGMNIST_KIND,
+    create,
+    nonfinite_rows,
+    rows_text,
+    set_attrs,
+    strings,
+    write_h5,
+)
 
 CLASSES = [str(d) for d in range(10)]
 MODALITIES = ("gray", "colored")  # PMR's modality 1 and 2: avel's first (audio) and second (visual) slot
@@ -116,6 +124,10 @@ def colorize(
     color = MEAN_COLORS[color_class] + rng.normal(0.0, np.sqrt(color_var), (len(gray), 3))
     color = np.clip(color, 0.0, 1.0)
     out = gray[..., None].astype(np.float64) * color[:, None, None, :]
+    bad = nonfinite_rows(out)
+    if len(bad):  # a NaN cast to uint8 is an arbitrary byte: refused, never written
+        where = rows_text(bad.tolist())
+        raise ValueError(f"colouring gave NaN or Inf in {where} (colour variance {color_var})")
     return np.round(out).astype(np.uint8)
 
 
@@ -149,8 +161,8 @@ def write_cgmnist(
     """
     if not 0 <= test_color_match <= 1:
         raise ValueError(f"test colour match must be in [0, 1], got {test_color_match}")
-    if color_var < 0:
-        raise ValueError(f"colour variance must be >= 0, got {color_var}")
+    if not 0 <= color_var < np.inf:
+        raise ValueError(f"colour variance must be a finite number >= 0, got {color_var}")
     rng = np.random.default_rng([seed, 1])
     train_rows, val_rows = carve_val(len(train_images), val_fraction, seed)
     train_cc = train_labels.astype(np.int64)  # train and val: the label's colour

@@ -158,15 +158,41 @@ def row_chunked(f: h5py.File, name: str, shape: tuple[int, ...], dtype) -> h5py.
     return create(f, name, shape=shape, dtype=dtype, chunks=chunks)
 
 
-def copy_rows(dst: h5py.Dataset, src, rows: np.ndarray | None = None, dtype=None) -> None:
-    """dst[i] = src[rows[i]] in chunks of CHUNK_ROWS (src: array or h5py dataset, never read whole)."""
+def copy_rows(dst: h5py.Dataset, src, rows: np.ndarray | None = None, dtype=None) -> list[int]:
+    """dst[i] = src[rows[i]] in chunks of CHUNK_ROWS (src: array or h5py dataset, never read whole);
+    returns the rows of ``dst`` that hold a NaN or an infinity (as written: float16 overflow included)."""
     n = dst.shape[0]
     rows = np.arange(n) if rows is None else np.asarray(rows)
+    bad: list[int] = []
     for a in range(0, n, CHUNK_ROWS):
         r = rows[a : a + CHUNK_ROWS]
         contiguous = len(r) and (np.diff(r) == 1).all()
         block = src[int(r[0]) : int(r[-1]) + 1] if contiguous else np.stack([src[int(i)] for i in r])
-        dst[a : a + len(r)] = block.astype(dtype or dst.dtype, copy=False)
+        with np.errstate(over="ignore"):  # a value float16 cannot hold becomes inf: found just below
+            block = block.astype(dtype or dst.dtype, copy=False)
+        bad += [a + int(i) for i in nonfinite_rows(block)]
+        dst[a : a + len(r)] = block
+    return bad
+
+
+def nonfinite_rows(x: np.ndarray) -> np.ndarray:
+    """Indices along the first axis of the rows of ``x`` holding a NaN or an infinity (none for integers)."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.inexact) or x.size == 0:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(1))
+
+
+def nonfinite_error(path: str | Path, what: dict[str, list[int]], ids: Iterable[str] | None = None) -> str:
+    """One line naming the rows of each dataset that hold NaN / Inf (and their ids when given)."""
+    ids = list(ids) if ids is not None else None
+    parts = []
+    for name, rows in what.items():
+        named = (
+            f" ({', '.join(str(ids[r]) for r in rows[:8])}{', ...' if len(rows) > 8 else ''})" if ids else ""
+        )
+        parts.append(f"{name} {rows_text(rows)}{named}")
+    return f"{path}: NaN or Inf values in {'; '.join(parts)}"
 
 
 def write_features_file(
@@ -198,8 +224,14 @@ def write_features_file(
             },
         )
         rows_meta.write(f)
-        copy_rows(row_chunked(f, "audio", (n, *audio.shape[1:]), dtype), audio, rows)
-        copy_rows(row_chunked(f, "visual", (n, *visual.shape[1:]), dtype), visual, rows)
+        bad = {
+            name: copy_rows(row_chunked(f, name, (n, *src.shape[1:]), dtype), src, rows)
+            for name, src in (("audio", audio), ("visual", visual))
+        }
+        bad = {k: v for k, v in bad.items() if v}
+        if bad:  # refused: the file is not written (write_h5 removes it)
+            ids = [str(v) for v in rows_meta.video_id] if any(map(str, rows_meta.video_id)) else None
+            raise ValueError(f"{nonfinite_error(path, bad, ids)}; nothing written")
 
 
 @contextlib.contextmanager
@@ -286,6 +318,7 @@ REQUIRED = {
     CGMNIST_KIND: ("gray", "colored", "color_class"),
     CLIPS_KIND: ("frames", "spectrogram"),
 }
+DATA_ARRAYS = ("frames", "spectrogram", "audio", "visual", "gray", "colored")  # what a model reads
 ROW_DATASETS = ("label", *(f"splits/{k}" for k in SPLIT_NAMES))
 PER_ROW = ("video_id", "category", "quality", "start", "end", "annotation_row", "onehot")
 WRITERS = {
@@ -298,7 +331,7 @@ WRITERS = {
 
 def damage_error(path: str | Path, ds: h5py.Dataset, e: BaseException) -> ValueError:
     rows = damaged_rows(ds)
-    where = _rows_text(rows) if rows else "a chunk"
+    where = rows_text(rows) if rows else "a chunk"
     return ValueError(
         f"{path}: damaged file: dataset {ds.name.lstrip('/')} {where} failed its checksum ({_short(e)}); "
         f"`avel info --verify {path}` lists every damaged row; write the file again"
@@ -376,7 +409,7 @@ def open_avel(path: str | Path, kinds: tuple[str, ...] = KINDS, check: bool = Tr
         yield f
 
 
-def _rows_text(rows: list[int]) -> str:
+def rows_text(rows: list[int]) -> str:
     """``row 3`` / ``rows 3-5, 9``."""
     return f"row{'s' if len(rows) > 1 else ''} {_ranges(rows)}"
 
@@ -394,45 +427,64 @@ def _ranges(rows: list[int]) -> str:
 
 def damaged_rows(ds: h5py.Dataset) -> list[int]:
     """Rows (first index) of ``ds`` in chunks that fail to read (checksum mismatch, bad compression)."""
+    return scan_rows(ds)[0]
+
+
+def scan_rows(ds: h5py.Dataset) -> tuple[list[int], list[int]]:
+    """Read every chunk of ``ds``: (rows in chunks that fail to read, rows holding NaN or Inf)."""
     if ds.chunks is None:
         try:
-            ds[()]
-            return []
+            return [], nonfinite_rows(ds[()]).tolist() if ds.ndim else []
         except OSError:
-            return list(range(ds.shape[0])) if ds.ndim else [0]
+            return (list(range(ds.shape[0])) if ds.ndim else [0]), []
     bad: set[int] = set()
+    nonfinite: set[int] = set()
     for i in range(ds.id.get_num_chunks()):
         offset = ds.id.get_chunk_info(i).chunk_offset
         sel = tuple(slice(o, min(o + c, n)) for o, c, n in zip(offset, ds.chunks, ds.shape, strict=True))
         try:
-            ds[sel]
+            block = ds[sel]
         except OSError:
             bad.update(range(sel[0].start, sel[0].stop))
-    return sorted(bad)
+            continue
+        nonfinite.update(sel[0].start + int(r) for r in nonfinite_rows(block))
+    return sorted(bad), sorted(nonfinite)
 
 
-def verify(path: str | Path) -> tuple[str, dict[str, list[int]]]:
-    """Read every chunk of every dataset: (a line saying what was checked, {dataset: damaged rows}).
-    The structure is checked (``check_file``) only when no chunk is damaged."""
+def verify(path: str | Path) -> tuple[str, dict[str, list[int]], dict[str, list[int]]]:
+    """Read every chunk of every dataset: (a line saying what was checked, {dataset: damaged rows},
+    {dataset: rows holding NaN or Inf}). The structure is checked (``check_file``) only when no chunk is
+    damaged."""
     damaged: dict[str, list[int]] = {}
+    nonfinite: dict[str, list[int]] = {}
     with open_avel(path, check=False) as f:
         checksums = "checksums" in f.attrs
         names: list[str] = []
         f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
         for name in names:
-            rows = damaged_rows(f[name])
+            rows, bad_values = scan_rows(f[name])
+            bad_values = bad_values if name in DATA_ARRAYS else []  # clip start / end: NaN = whole clip
             if rows:
                 damaged[name] = rows
+            if bad_values:
+                nonfinite[name] = bad_values
         if not damaged:
             check_file(f, path)
     if not checksums:
         what = "no checksums to verify (written before avel stored them)"
-        return f"verify: {what}; every chunk of {len(names)} datasets read", damaged
-    return f"verify: every chunk of {len(names)} datasets read, fletcher32 checksums match", damaged
+        return (
+            f"verify: {what}; every chunk of {len(names)} datasets read, every value finite",
+            damaged,
+            nonfinite,
+        )
+    line = (
+        f"verify: every chunk of {len(names)} datasets read, fletcher32 checksums match, every value finite"
+    )
+    return line, damaged, nonfinite
 
 
 def describe_damage(path: str | Path, damaged: dict[str, list[int]]) -> str:
-    parts = [f"{name} {_rows_text(rows)}" for name, rows in damaged.items()]
+    parts = [f"{name} {rows_text(rows)}" for name, rows in damaged.items()]
     return f"{path}: damaged file, chunks failing their checksum: {'; '.join(parts)}; write it again"
 
 

@@ -16,6 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``path`` whole or not at all: ``PATH.PID.tmp`` first, then renamed onto it (a kill -9 leaves the
+    previous file, never a half-written one)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 class OutputLocked(ValueError):
     """Another run holds the lock on the output."""
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from avel.preprocessing.assemble import Assembler, FileRows, assemble_from_shards, shard_path
 from avel.preprocessing.h5 import check_output
-from avel.preprocessing.lock import output_lock
+from avel.preprocessing.lock import output_lock, write_text_atomic
 from avel.preprocessing.workers import run_jobs
 
 
@@ -58,8 +58,9 @@ class PreprocessReport:
         return s
 
     def save(self) -> None:
-        Path(f"{self.out}.report.json").write_text(
-            json.dumps({**asdict(self), "videos_per_s": self.videos_per_s}, indent=2)
+        write_text_atomic(
+            f"{self.out}.report.json",
+            json.dumps({**asdict(self), "videos_per_s": self.videos_per_s}, indent=2),
         )
 
 

@@ -14,7 +14,13 @@ DEMO_RUNS = (("none", "AVEL concat"), ("pmr", "concat + PMR"))
 
 
 def run_demo(
-    workdir: Path, videos: int = 400, classes: int = 10, epochs: int = 6, seed: int = 0, width: int = 8
+    workdir: Path,
+    videos: int = 400,
+    classes: int = 10,
+    epochs: int = 6,
+    seed: int = 0,
+    width: int = 8,
+    progress: bool = True,
 ) -> dict[str, dict]:
     """``avel demo``: the default embedded set, AVEL concat end to end with ``configs/embedded_avel.toml``'s
     recipe for ``epochs`` epochs, naive and with PMR; returns each run's results by balancer."""
@@ -33,7 +39,7 @@ def run_demo(
         synth_dataset(dataset, cfg)
     if not h5.exists():
         print(f"[2/5] preprocessing {dataset} -> {h5}")
-        report = preprocess(dataset, h5, workers=2, frame_size=DEMO_FRAME_SIZE, progress=True)
+        report = preprocess(dataset, h5, workers=2, frame_size=DEMO_FRAME_SIZE, progress=progress)
         print(report.summary())
     print("[3/5] what is in the file")
     print(describe(h5))
@@ -42,7 +48,7 @@ def run_demo(
         print(f"[4/5] training {name} end to end for {epochs} epochs")
         run_dir = workdir / f"run-avel-concat-{balance}-s{seed}"
         overrides = {"data": str(h5), "balance": balance, "epochs": epochs, "width": width, "seed": seed}
-        overrides |= {"pmr_window": [0, epochs], "out": str(run_dir), "device": "cpu"}
+        overrides |= {"pmr_window": [0, epochs], "out": str(run_dir), "device": "cpu", "progress": progress}
         results[balance] = run_training(load_config("embedded_avel", overrides))
     print("[5/5] test segment accuracy (selected on val); each modality = its prototype classifier")
     print(demo_table(results))
@@ -61,7 +67,7 @@ def demo_table(results: dict[str, dict]) -> str:
 
 
 def run_cgmnist_demo(
-    workdir: Path, epochs: int = 6, train: int = 1500, test: int = 500, seed: int = 0
+    workdir: Path, epochs: int = 6, train: int = 1500, test: int = 500, seed: int = 0, progress: bool = True
 ) -> dict[str, dict]:
     """``avel demo-cgmnist``: the modality imbalance of CG-MNIST and what PMR does about it, on a CPU.
 
@@ -85,6 +91,7 @@ def run_cgmnist_demo(
     for step, balance in ((2, "none"), (3, "pmr")):
         print(f"[{step}/4] concat fusion, balance {balance}, {epochs} epochs")
         overrides = {"data": str(h5), "balance": balance, "epochs": epochs, "seed": seed, "device": "cpu"}
+        overrides["progress"] = progress
         overrides.update(out=str(workdir / f"concat-{balance}-s{seed}"), step_size=max(1, int(0.7 * epochs)))
         cfg = load_config("cgmnist", overrides)
         results[balance] = run_training(cfg)
