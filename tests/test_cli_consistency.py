@@ -67,6 +67,7 @@ def test_every_long_running_command_takes_progress_and_no_progress():
 
 def test_epoch_lines_into_a_pipe_have_no_blank_lines_between_them(features_h5, tmp_path):
     proc = _avel("train", features_h5, "--model", "avel", "--epochs", "3", "--device", "cpu", "--progress",
+                 "--set", "measures=false",
                  "--out", tmp_path / "run")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -77,7 +78,7 @@ def test_epoch_lines_into_a_pipe_have_no_blank_lines_between_them(features_h5, t
 def test_ablate_takes_progress_without_making_it_part_of_the_grid(features_h5, tmp_path):
     args = ("ablate", "subset", tmp_path / "grid", "--data", features_h5, "--model", "avel", "--seeds", "1",
             "--row", "baseline", "--set", "epochs=1", "--set", "batch_size=8",
-            "--set", "device=cpu")  # fmt: skip
+            "--set", "device=cpu", "--set", "measures=false")  # fmt: skip
     runner = CliRunner()
     first = runner.invoke(app, [str(a) for a in (*args, "--no-progress")])
     assert first.exit_code == 0, first.output

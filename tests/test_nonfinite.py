@@ -98,7 +98,17 @@ def test_verify_and_train_name_the_nonfinite_rows_of_an_existing_file(features_h
         "write the file again"
     )
     code, text = invoke(
-        "train", bad, "--model", "avel", "--epochs", "1", "--out", tmp_path / "run", "--no-progress"
+        "train",
+        bad,
+        "--model",
+        "avel",
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "run",
+        "--no-progress",
+        "--set",
+        "measures=false",
     )
     assert code == 2
     assert text.strip().startswith(f"error: {bad}: NaN or Inf values in audio row 7")
@@ -111,7 +121,8 @@ def test_verify_and_train_name_the_nonfinite_rows_of_an_existing_file(features_h
 def test_train_stops_at_a_nonfinite_loss_and_keeps_the_last_good_checkpoint(features_h5, tmp_path):
     data, run = tmp_path / "data.h5", tmp_path / "run"
     shutil.copy(features_h5, data)
-    args = ("train", data, "--model", "avel", "--batch-size", "8", "--out", run, "--no-progress")
+    args = ("train", data, "--model", "avel", "--batch-size", "8", "--out", run, "--no-progress",
+            "--set", "measures=false")  # fmt: skip
     code, text = invoke(*args, "--epochs", "2")
     assert code == 0, text
     last, best = (run / "last.pt").read_bytes(), (run / "best.pt").read_bytes()
@@ -134,7 +145,8 @@ def test_a_nonfinite_first_epoch_writes_no_checkpoint(features_h5, tmp_path):
     data, run = tmp_path / "data.h5", tmp_path / "run"
     shutil.copy(features_h5, data)
     _set_row(data, "audio", int(read_rows_meta(data).splits["train"][2]), 3e38, (0,))
-    code, text = invoke("train", data, "--model", "avel", "--epochs", "2", "--out", run, "--no-progress")
+    code, text = invoke("train", data, "--model", "avel", "--epochs", "2", "--out", run, "--no-progress",
+                        "--set", "measures=false")  # fmt: skip
     assert code == 2 and "training stopped at epoch 0, batch 0" in text
     assert "no checkpoint was written" in text
     assert not (run / "last.pt").exists() and not (run / "best.pt").exists()
