@@ -35,6 +35,17 @@ def conv_layout(x: Tensor) -> Tensor:
     return x.contiguous()
 
 
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` that pools a CPU map in channels_last and hands back contiguous NCHW: PyTorch's
+    NCHW max pool with indices is several times slower on CPU (CGConvNet's step: 1.15x in CPU time without
+    this); a pool is no convolution, so the layout change is safe."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type in CHANNELS_LAST_DEVICES or x.dim() != 4:
+            return super().forward(x)
+        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+
+
 class BasicBlock(nn.Module):
     """Two 3×3 convs with a residual connection (torchvision's ``BasicBlock``)."""
 
@@ -67,7 +78,7 @@ class ResNet18(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.maxpool = MaxPool2d(3, 2, 1)
         planes = [width, 2 * width, 4 * width, 8 * width]
         self.layer1 = nn.Sequential(BasicBlock(width, planes[0]), BasicBlock(planes[0], planes[0]))
         for k in range(1, 4):
@@ -221,7 +232,7 @@ class CGConvNet(nn.Module):
         self.bn0 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, 32, 5, 1, 2)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.maxpool = MaxPool2d(3, 2, 1)
         self.conv2 = nn.Conv2d(32, 32, 3, 1, 1)
         self.conv3 = nn.Conv2d(32, 64, 3, 2, 1)
         self.conv4 = nn.Conv2d(64, 64, 3, 1, 1)
