@@ -173,7 +173,7 @@ def test_cgmnist_refuses_a_colour_variance_that_gives_nan(tmp_path):
     out = tmp_path / "cg.h5"
     code, text = invoke("cgmnist", out, "--train", "20", "--test", "10", "--color-var", "nan")
     assert code == 2
-    assert text.strip() == "error: colour variance must be a finite number >= 0, got nan"
+    assert text.strip().splitlines()[-1] == "error: colour variance must be a finite number >= 0, got nan"
     assert not out.exists()
     gray = np.full((3, 28, 28), 200, np.uint8)
     with pytest.raises(ValueError, match=r"colouring gave NaN or Inf in rows 0-2 \(colour variance nan\)"):
