@@ -18,6 +18,9 @@ from avel.experiments import ablate
 from avel.experiments.ablate import Cell, build_grid, format_mean_std, list_grid, run_grid, tabulate
 from avel.preprocessing.lock import OutputLocked, output_lock
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 QUIET = lambda s: None  # noqa: E731
 TINY = {"epochs": 1, "batch_size": 8, "width": 8, "device": "cpu", "progress": False}
 

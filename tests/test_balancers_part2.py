@@ -30,6 +30,9 @@ from avel.engine.checkpoint import model_from_checkpoint
 from avel.engine.config import load_config
 from avel.engine.train import check_applicable, run_training
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 TIMING = {"time_s", "train_time_s", "prototype_time_s", "samples_per_s"}
 
 

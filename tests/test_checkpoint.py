@@ -30,6 +30,9 @@ from avel.tools.evaluate import evaluate_checkpoint
 from avel.tools.extract import extract_features
 from avel.tools.predict import clip_inputs, predict_video
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).parent / "data"
 NAMES = ["avel_e2e_concat", "resnet18_concat", "avel_features_dmrn_iprm"]
 

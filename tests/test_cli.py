@@ -14,6 +14,9 @@ from typer.testing import CliRunner
 
 from avel.cli import app
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 TINY = ["--width", "8", "--batch-size", "8", "--device", "cpu", "--no-progress"]
 

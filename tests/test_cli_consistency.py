@@ -15,6 +15,9 @@ from typer.testing import CliRunner
 
 from avel.cli import app
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 # the commands that run for minutes: decoding, training, grids of runs, the demos, labelling videos

@@ -24,6 +24,9 @@ from avel.preprocessing.cremad import CREMAD_CLASSES, load_cremad, read_list
 from avel.preprocessing.manifest import load_manifest
 from avel.synth.clips import ClipSynthConfig, synth_clips, write_flv, write_wav
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CREMAD = next(  # ../shared/crema-d of the checkout (or of the folder holding the worktrees)
     (

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from avel.tools.demo import run_demo
+
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
 
 
 def test_demo_trains_both_runs_and_prints_each_modality_beside_the_floor(tmp_path, capsys):

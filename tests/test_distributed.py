@@ -30,6 +30,9 @@ from avel.engine.train import _build_args, model_kwargs, seed_everything
 from avel.models import build_model
 from avel.models.base import event_weights
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 B = 8  # the global batch
 WORKER = (

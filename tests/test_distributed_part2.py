@@ -21,6 +21,9 @@ from avel.engine.config import TrainConfig
 from avel.engine.train import _build_args, model_kwargs, seed_everything, train_one_epoch
 from avel.models import build_model
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 ROWS = 8  # train rows 0..7, global batch 4: two steps per epoch
 CASES = {
     "agm": {},

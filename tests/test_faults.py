@@ -18,6 +18,9 @@ import torch
 
 from avel.engine.checkpoint import PAUSE_ENV, load_checkpoint
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # one thread: the same sums each run
 TIMING = {"time_s", "train_time_s", "prototype_time_s", "samples_per_s"}

@@ -15,6 +15,9 @@ from avel.engine.train import model_kwargs, run_training
 from avel.models import build_model
 from avel.models.intermediate import MMTM, CentralSum, excite, fresh_copy, squeeze
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 AUDIO, VISUAL = torch.randn(2, 1, 257, 40), torch.randn(2, 3, 3, 32, 32)
 
 

@@ -10,6 +10,9 @@ from test_train import _cfg, _metrics
 
 from avel.engine.train import check_applicable, run_training
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 METHODS = ["mmcosine", "umt", "ume", "mbsd", "cml", "mmpareto", "lfm"]
 
 

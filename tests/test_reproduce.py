@@ -21,6 +21,9 @@ from avel.engine.config import UNSET, TrainConfig, balancer_options, load_config
 from avel.engine.provenance import describe
 from avel.experiments.ablate import run_grid, tabulate
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 TIMING = {"time_s", "train_time_s", "prototype_time_s", "samples_per_s"}
 SHORT = ["--model", "avel", "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--no-progress"]

@@ -19,6 +19,9 @@ from typer.testing import CliRunner
 from avel.cli import app
 from avel.preprocessing.h5 import describe, verify
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 AVEL = [sys.executable, "-m", "avel"]
 TINY = ["--width", "8", "--batch-size", "8", "--device", "cpu", "--no-progress"]

@@ -8,6 +8,9 @@ import pytest
 
 from avel.preprocessing.workers import run_jobs
 
+# The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
+pytestmark = pytest.mark.slow
+
 
 def _square(job: int) -> dict:
     return {"job": job, "value": job * job, "pid": os.getpid()}
