@@ -22,7 +22,10 @@ Deviations from the released code (github.com/fanyunfeng-bit/Modal-Imbalance-PMR
   (the literal Eq. 6; the released code divides by a zero count and gets NaN prototypes);
 - ``proto_every`` / ``pce_cap`` (off by default) are a guard for high learning rates, not in the paper;
 - ``subset="test"`` is the released CG-MNIST script's source (a fresh random tenth of the **test** split
-  every epoch, its shuffled test loader's first tenth of batches): only under ``protocol = "released"``.
+  every epoch, its shuffled test loader's first tenth of batches): only under ``protocol = "released"``;
+- ``redraw=True`` draws a fresh random subset of train every epoch, as the released script's other branches
+  (CREMA-D, KS, VGGSound: its shuffled train loader's first tenth of batches, main_Prototype_grad.py
+  L539/L557, L429); the default is one fixed subset D_s, drawn once (paper §4).
 
 The window is inclusive, ``start <= epoch <= end``, as the released code's test. Besides the epoch mean of
 ρ (the released code's log), the epoch logs hold the mean of log ρ and the median of ρ over the steps,
@@ -58,15 +61,29 @@ if TYPE_CHECKING:
 
 EPS = 1e-8
 RELEASED_FRACTION = 0.1  # the released script's tenth of the loader's batches (all_num // 10)
+# The split the released script (main_Prototype_grad.py) takes the prototypes from, per avel model family:
+# CGMNIST its test loader (L537, L554: val_dataset = the test set, L489), CREMAD (and KS, VGGSound) its
+# train loader (L539, L557). Other families keep the CG-MNIST rule (no released script runs them).
+RELEASED_SOURCE = {"cgmnist": "test", "resnet18": "train"}
 
 
-def released_test_rows(n: int, seed: int, epoch: int, device: torch.device | str = "cpu") -> Tensor:
-    """The released protocol's prototype rows of epoch ``epoch``: a fresh random tenth of the ``n`` test
-    rows (the released script draws them from a shuffled test loader before every epoch), seeded
-    (seed, epoch) so that the per-epoch test evaluation sees the same prototypes as the next epoch's PMR."""
-    k = max(1, round(RELEASED_FRACTION * n))
+def released_source(model: str) -> str:
+    """'test' or 'train': where the released protocol takes the prototypes from for ``model``."""
+    return RELEASED_SOURCE.get(model, "test")
+
+
+def released_rows(
+    n: int, seed: int, epoch: int, device: torch.device | str = "cpu", fraction: float = RELEASED_FRACTION
+) -> Tensor:
+    """The prototype rows of epoch ``epoch``: a fresh random ``fraction`` of ``n`` rows (the released script
+    draws them from a shuffled loader before every epoch), seeded (seed, epoch) so that the released
+    protocol's per-epoch test evaluation sees the same prototypes as the next epoch's PMR."""
+    k = max(1, round(fraction * n))
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(n, generator=g)[:k].sort().values.to(device)
+
+
+released_test_rows = released_rows  # the test split's rows (the CG-MNIST script's source)
 
 
 def update_prototypes(old: Tensor | None, new: Tensor, counts: Tensor, momentum: float) -> Tensor:
@@ -171,6 +188,9 @@ class PMROptions:
         "0.1", "prototype subset: a fraction of train, 'val', or 'test' (protocol released)", SUBSET
     )
     momentum: float = option(0.0, "prototype momentum ε of Eq. 12", UNIT_OPEN)
+    redraw: bool = option(
+        False, "a fresh random train subset every epoch (the released CREMA-D script), not one fixed D_s"
+    )
     coef: str = option("paper", "β, γ: paper (Eq. 11) | step (the released code)", one_of("paper", "step"))
     absent: str = option(
         "mask",
@@ -203,7 +223,7 @@ class PMR(BalancerHooks):
         self.alpha, self.mu, self.reg_epochs = float(o.alpha), float(o.mu), int(o.reg_epochs)
         self.window = (int(o.window[0]), int(o.window[1]))
         self.subset = o.subset if o.subset in ("val", "test") else float(o.subset)
-        self.momentum, self.coef = float(o.momentum), o.coef
+        self.momentum, self.coef, self.redraw = float(o.momentum), o.coef, bool(o.redraw)
         self.absent, self.proto_every, self.pce_cap = o.absent, int(o.proto_every), float(o.pce_cap)
         self.batch_size = int(batch_size)  # rows per forward pass when computing prototypes
         self.present: Tensor | None = None  # (K,) classes that have a prototype
@@ -238,6 +258,10 @@ class PMR(BalancerHooks):
         elif self.subset == "test":  # the released protocol: reads the test split while training
             split = data.test
             indices = released_test_rows(len(split), self.seed, epoch, split.device)
+            self.indices = indices
+        elif self.redraw:  # the released CREMA-D script: a fresh tenth of its shuffled train loader
+            split = data.train
+            indices = released_rows(len(split), self.seed, epoch, split.device, float(self.subset))
             self.indices = indices
         else:
             split = data.train
@@ -367,6 +391,8 @@ __all__ = [
     "imbalance_ratio",
     "pmr_coefficients",
     "prototype_terms",
+    "released_rows",
+    "released_source",
     "released_test_rows",
     "update_prototypes",
 ]

@@ -67,8 +67,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # bf16 autocast on CUDA or a CPU with native bf16 (AVX512-BF16 / AMX)
     # clean: prototypes from train, test read once per reported model (the val-selected and the last epoch);
-    # released: PMR's released CG-MNIST script (prototypes from a tenth of test, test every epoch, the best
-    # test epoch reported): a labelled measurement that reads the test split while training, never a default
+    # released: PMR's released script (test every epoch, the best test epoch reported; prototypes from a tenth
+    # of test on CG-MNIST, a fresh tenth of train on resnet18/CREMA-D): a labelled measurement that reads the
+    # test split while training, never a default
     protocol: str = "clean"
     out: str = ""  # run directory (default: runs/<model>-<fusion>-<balance>-s<seed>-<time>)
     eval_every: int = 1  # evaluate on val at epochs 0, N, 2N, ... (the AVEL reference: 5) and at the last
@@ -346,18 +347,30 @@ def validate(cfg: TrainConfig) -> None:
 
 
 def check_protocol(cfg: TrainConfig) -> None:
-    """Prototypes from test only under the released protocol, and PMR under it takes them from test (as
-    the released CG-MNIST script): a clean run can never read test through its prototypes."""
+    """Prototypes from test only under the released protocol, and PMR under it takes them where the released
+    script does for the model family (avel.balance.pmr.RELEASED_SOURCE): CG-MNIST from a tenth of test,
+    the clip classifiers (CREMA-D) from a fresh tenth of train every epoch. A clean run never reads test
+    through its prototypes."""
+    from avel.balance.pmr import released_source
+
     test_protos = cfg.balance == "pmr" and cfg.balancers["pmr"].subset == "test"
     if test_protos and cfg.protocol != "released":
         raise ValueError(
             "pmr_subset (--pmr-subset) = 'test' reads the test split while training: only with "
             "protocol = 'released' (a labelled measurement of the released code's protocol)"
         )
-    if cfg.protocol == "released" and cfg.balance == "pmr" and not test_protos:
+    if cfg.protocol != "released" or cfg.balance != "pmr":
+        return
+    if released_source(cfg.model) == "test" and not test_protos:
         raise ValueError(
             "protocol = 'released' takes PMR's prototypes from test as the released CG-MNIST script: "
             "add --set pmr_subset=test"
+        )
+    pmr = cfg.balancers["pmr"]
+    if released_source(cfg.model) == "train" and (pmr.subset in ("test", "val") or not pmr.redraw):
+        raise ValueError(
+            f"protocol = 'released' on --model {cfg.model} takes PMR's prototypes as the released CREMA-D "
+            "script: a fresh tenth of train every epoch (--set pmr_subset=0.1 --set pmr_redraw=true)"
         )
 
 
