@@ -39,6 +39,7 @@ class TrainConfig:
     modality: str = "both"  # both | audio | visual (uni-modal baselines)
     width: int = 64  # ResNet18 base width (64 = standard; 8-16 for CPU runs)
     pretrained: bool = False  # torchvision ImageNet weights for the visual ResNet18
+    compress: bool = False  # resnet18: the released PMR backbone's compress/recover block after layer2
     frames: int = 4  # resnet18 family: frames per clip sample (4 for AVE, 3 of 10 for CREMA-D)
     eval_frames: int = 0  # clip files (avel-clips): frames per clip at evaluation, 0 = all stored
     augment: bool = True  # train-time augmentation of frames (on the device)
@@ -343,6 +344,10 @@ def validate(cfg: TrainConfig) -> None:
             raise ValueError(
                 f"{key} (--{key}) = {getattr(cfg, key)!r}{where}: must be one of {sorted(set(valid))}"
             )
+    if cfg.compress and cfg.model != "resnet18":
+        raise ValueError(
+            f"compress = true is the ResNet18 backbone's block: --model resnet18, not {cfg.model}"
+        )
     check_protocol(cfg)
 
 

@@ -159,6 +159,8 @@ def _model_kwargs(
         kwargs["mmtm_head"] = cfg.mmtm_head
     if cfg.fusion == "centralnet":
         kwargs["centralnet_unimodal_loss"] = cfg.centralnet_unimodal_loss
+    if cfg.compress:  # only when on: checkpoints without it rebuild as before
+        kwargs["compress"] = True
     if cfg.model != "avel":
         return kwargs
     if input_mode == "features":  # visual (N, T, h, w, C)

@@ -61,9 +61,12 @@ def build_model(
     mmtm_head: str = "concat",
     centralnet_unimodal_loss: bool = True,
     audio_pool: str = "mean",
+    compress: bool = False,
 ) -> AVModel:
     """An AVEL localizer (``family="avel"``, per segment, background = the last class) or a ResNet18 clip
-    classifier (``family="resnet18"``). ``regions`` is the attention's grid size h·w (49 on 7×7)."""
+    classifier (``family="resnet18"``). ``regions`` is the attention's grid size h·w (49 on 7×7).
+    ``compress``: the ResNet18 pair with the released PMR backbone's compress / recover block after
+    layer2 (``avel.models.encoders.compress_block``; resnet18 family only)."""
     _check("model family", family, MODEL_FAMILIES)
     _check(f"fusion for {family}", fusion, FUSIONS[family])
     modality = modality_slot(family, modality)
@@ -71,17 +74,24 @@ def build_model(
     _check("input mode", input_mode, INPUT_MODES)
     if family == "resnet18" and input_mode != "e2e":
         raise ValueError("resnet18 classifiers train end to end (input_mode 'e2e'), not on features")
+    if compress and family != "resnet18":
+        raise ValueError(f"compress applies to the resnet18 family, not {family}")
     if fusion in INTERMEDIATE_FUSIONS:
         if modality != "both":
             raise ValueError(f"fusion {fusion!r} fuses inside the encoders: it needs both modalities")
         mmtm = {"gate": mmtm_gate, "head": mmtm_head}
         options = mmtm if fusion == "mmtm" else {"unimodal_loss": centralnet_unimodal_loss}
-        return _intermediate(family, fusion, num_classes, width, pretrained, **options)
+        return _intermediate(family, fusion, num_classes, width, pretrained, compress, **options)
     if family == "cgmnist":
         return CGClassifier(fusion, num_classes=num_classes, modality=modality)
     if family == "resnet18":
         return AVClassifier(
-            fusion, num_classes=num_classes, modality=modality, width=width, pretrained=pretrained
+            fusion,
+            num_classes=num_classes,
+            modality=modality,
+            width=width,
+            pretrained=pretrained,
+            compress=compress,
         )
     return AVELocalizer(
         fusion,
@@ -99,7 +109,7 @@ def build_model(
 
 
 def _intermediate(
-    family: str, fusion: str, num_classes: int, width: int, pretrained: bool, **options
+    family: str, fusion: str, num_classes: int, width: int, pretrained: bool, compress: bool, **options
 ) -> AVModel:
     """MMTM / CentralNet between the stages of two staged encoders (PMR Table 3): the ResNet18 pair (the
     three final residual stages) or the CG-MNIST pair of 4-conv encoders (the last three convolutions)."""
@@ -107,7 +117,8 @@ def _intermediate(
         audio, visual = CGConvNet(1), CGConvNet(3)
         dim = audio.fc.out_features
     else:
-        audio, visual, dim = AudioEncoder(width), VisualEncoder(width, pretrained, pooled=True), 8 * width
+        audio = AudioEncoder(width, compress=compress)
+        visual, dim = VisualEncoder(width, pretrained, pooled=True, compress=compress), 8 * width
     assembly = MMTMClassifier if fusion == "mmtm" else CentralNetClassifier
     model = assembly(audio, visual, num_classes=num_classes, dim=dim, **options)
     model.family = family

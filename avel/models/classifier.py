@@ -28,9 +28,11 @@ class AVClassifier(AVModel):
         modality: str = "both",
         width: int = 64,
         pretrained: bool = False,
+        compress: bool = False,
     ):
         super().__init__()
         self.num_classes, self.background, self.modality = num_classes, None, modality
+        self.compress = compress  # ResNet18 pair: the released backbone's compress / recover block
         self.fusion_name = fusion if modality == "both" else modality
         audio, visual, d = self.make_encoders(width, pretrained)
         self.z_dim = d
@@ -46,7 +48,8 @@ class AVClassifier(AVModel):
 
     def make_encoders(self, width: int, pretrained: bool) -> tuple[nn.Module, nn.Module, int]:
         """(first-slot encoder, second-slot encoder, representation width D)."""
-        return AudioEncoder(width), VisualEncoder(width, pretrained, pooled=True), 8 * width
+        audio = AudioEncoder(width, compress=self.compress)
+        return audio, VisualEncoder(width, pretrained, pooled=True, compress=self.compress), 8 * width
 
     def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
         z_a = self.audio_branch(audio) if self.modality != "visual" else None
@@ -64,6 +67,8 @@ class CGClassifier(AVClassifier):
     any fusion of ``avel.models.fusion``. ``width`` and ``pretrained`` do not apply (ignored)."""
 
     def make_encoders(self, width: int, pretrained: bool) -> tuple[nn.Module, nn.Module, int]:
+        if self.compress:
+            raise ValueError("compress applies to the resnet18 family, not cgmnist")
         return CGConvNet(1), CGConvNet(3), 512
 
 

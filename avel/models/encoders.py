@@ -3,6 +3,7 @@
 - ``ResNet18``: torchvision's architecture and parameter names, with a base ``width``. At ``width=64`` the
   module tree is torchvision's ``resnet18`` without ``avgpool``/``fc``, so its ``state_dict`` (ImageNet
   weights included) loads strictly. Narrower widths (8, 16) keep the same layout for fast CPU runs.
+  ``compress``: the released PMR backbone's compress / recover block after layer2 (off by default).
 - ``AudioEncoder``: a 1-channel ResNet18 on log-spectrograms, average-pooled to D = 8·width, for a clip
   (B, 1, F, L) or per segment (B, T, 1, F, W).
 - ``VisualEncoder``: a ResNet18 on each of K frames, averaged over the frames: the layer4 map per segment
@@ -69,12 +70,68 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNet18(nn.Module):
-    """ResNet18 up to layer4: ``forward`` returns the (B, 8·width, h, w) map (h = w = ⌈S/32⌉)."""
+COMPRESS_MODALITIES = ("audio", "visual")
+COMPRESS_MIN_SIDE = 25  # the smallest layer2 map side the compress block takes (its 4th conv needs 3x3)
 
-    def __init__(self, in_channels: int = 3, width: int = 64):
+
+def compress_block(modality: str, width: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """The released PMR backbone's ``compress_layer`` and ``recover_layer`` (``models/backbone.py``,
+    ``compress=True``, its default), scaled to ``width`` (the release's at 64: C = 128, D = 512).
+
+    compress: the layer2 map (C, h, w) through four 3×3 stride-2 convolutions to (D, 1, 1) on the release's
+    inputs; recover: four transposed convolutions back to a fixed grid, 28 × 28 for ``visual`` (224 px
+    frames' layer2 grid) and 33 × 38 for ``audio`` (a 257 × 299 spectrogram's); layer3 reads that grid.
+    No residual: layer3 sees only what passes the D-wide bottleneck."""
+    if modality not in COMPRESS_MODALITIES:
+        raise ValueError(f"unknown compress modality {modality!r}; valid: {list(COMPRESS_MODALITIES)}")
+    c, d = 2 * width, 8 * width
+    compress = nn.Sequential(
+        nn.Conv2d(c, c, 3, 2, 1),
+        nn.Conv2d(c, c, 3, 2, 1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c, c, 3, 2, 0),
+        nn.Conv2d(c, d, 3, 2, 0),
+        nn.ReLU(inplace=True),
+    )
+    if modality == "visual":
+        kernels, strides = [3, 3, 2, 2], [1, 2, 2, 2]
+    else:
+        kernels, strides = [4, 2, (2, 4), (3, 4)], [1, 2, 2, 2]
+    chans = [d, c, c, c, c]
+    recover = nn.Sequential(
+        *(nn.ConvTranspose2d(chans[i], chans[i + 1], kernels[i], strides[i]) for i in range(4))
+    )
+    return compress, recover
+
+
+class Compress(nn.Module):
+    """layer2's map through the released compress / recover block (``compress_block``); refuses maps too
+    small for it with a message naming the option (torch's own error names a kernel size)."""
+
+    def __init__(self, compress: nn.Module, recover: nn.Module):
+        super().__init__()
+        self.compress, self.recover = compress, recover
+
+    def forward(self, x: Tensor) -> Tensor:
+        if min(x.shape[-2:]) < COMPRESS_MIN_SIDE:
+            raise ValueError(
+                f"compress = true needs a layer2 map of at least {COMPRESS_MIN_SIDE}x{COMPRESS_MIN_SIDE} "
+                f"(inputs of 193 px or more per side); got {tuple(x.shape[-2:])}"
+            )
+        return self.recover(self.compress(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet18 up to layer4: ``forward`` returns the (B, 8·width, h, w) map (h = w = ⌈S/32⌉).
+
+    ``compress`` ("audio" / "visual" / None): the released PMR backbone's compress / recover block between
+    layer2 and layer3 (``compress_block``; parameters ``compress_layer.*`` and ``recover_layer.*``, as the
+    release names them); then layer3 reads the recovered grid and h, w follow from it."""
+
+    def __init__(self, in_channels: int = 3, width: int = 64, compress: str | None = None):
         super().__init__()
         self.width, self.out_channels = width, 8 * width
+        self.compress = compress
         self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
@@ -84,7 +141,9 @@ class ResNet18(nn.Module):
         for k in range(1, 4):
             layer = nn.Sequential(BasicBlock(planes[k - 1], planes[k], 2), BasicBlock(planes[k], planes[k]))
             setattr(self, f"layer{k + 1}", layer)
-        for m in self.modules():  # torchvision's initialisation
+        if compress is not None:  # registered after layer4: the default model's draws are unchanged
+            self.compress_layer, self.recover_layer = compress_block(compress, width)
+        for m in self.modules():  # torchvision's initialisation (the release's: Conv2d, not ConvTranspose2d)
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
@@ -92,7 +151,10 @@ class ResNet18(nn.Module):
         """The network as four stages, stem + layer1, layer2, layer3, layer4 (intermediate fusions sit
         between them); the wrappers are not registered, so parameter names stay torchvision's."""
         stem = nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool, self.layer1)
-        return [stem, self.layer2, self.layer3, self.layer4]
+        if self.compress is None:
+            return [stem, self.layer2, self.layer3, self.layer4]
+        layer2 = nn.Sequential(self.layer2, Compress(self.compress_layer, self.recover_layer))
+        return [stem, layer2, self.layer3, self.layer4]
 
     @property
     def stage_channels(self) -> tuple[int, ...]:
@@ -126,7 +188,11 @@ def load_imagenet(encoder: ResNet18) -> None:
             "($TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth) and copy it here, or train with "
             "--no-pretrained"
         ) from e
-    encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
+    missing, _ = encoder.load_state_dict(
+        {k: v for k, v in state.items() if not k.startswith("fc.")}, strict=encoder.compress is None
+    )
+    if any(not k.startswith(("compress_layer.", "recover_layer.")) for k in missing):
+        raise RuntimeError(f"ImageNet ResNet18 weights left parameters unset: {missing}")
 
 
 AUDIO_POOLS = ("mean", "freq")
@@ -141,11 +207,11 @@ class AudioEncoder(nn.Module):
     stays visible to the layers above. A staged encoder (``avel.models.intermediate.StagedEncoder``) for
     the intermediate fusions."""
 
-    def __init__(self, width: int, pool: str = "mean"):
+    def __init__(self, width: int, pool: str = "mean", compress: bool = False):
         super().__init__()
         if pool not in AUDIO_POOLS:
             raise ValueError(f"unknown audio pool {pool!r}; valid: {list(AUDIO_POOLS)}")
-        self.net = ResNet18(1, width)
+        self.net = ResNet18(1, width, "audio" if compress else None)
         self.stage_channels = self.net.stage_channels
         self.pool_mode = pool
         if pool == "freq":
@@ -180,10 +246,10 @@ class VisualEncoder(nn.Module):
     (..., h, w, C) layer4 map, or with ``pooled`` the (B, C) vector of a clip (B, K, 3, S, S), averaged over
     frames and space together. A staged encoder (``avel.models.intermediate.StagedEncoder``)."""
 
-    def __init__(self, width: int, pretrained: bool = False, pooled: bool = False):
+    def __init__(self, width: int, pretrained: bool = False, pooled: bool = False, compress: bool = False):
         super().__init__()
         self.pooled = pooled
-        self.net = ResNet18(3, width)
+        self.net = ResNet18(3, width, "visual" if compress else None)
         self.stage_channels = self.net.stage_channels
         if pretrained:
             load_imagenet(self.net)
