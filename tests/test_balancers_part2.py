@@ -261,7 +261,7 @@ def test_mla_model_forward_is_the_entropy_weighted_fusion():
         w_a, w_v = gating_weights(la, lv)
         assert torch.allclose(model(batch.audio, batch.visual).logits, w_a * la + w_v * lv)
         assert torch.allclose(w_a + w_v, torch.ones_like(w_a))
-    with pytest.raises(ValueError, match='MLA fusion: "mean" is not allowed: must be sample or batch'):
+    with pytest.raises(ValueError, match='MLA fusion: "mean" is not allowed: must be one of sample, batch'):
         MLA(fusion="mean")
 
 
@@ -352,7 +352,7 @@ def test_mla_checkpoint_predicts_a_video_with_its_fusion(tiny_h5, tiny_ave, tmp_
 
 
 def test_unknown_options_and_refusals_name_why():
-    with pytest.raises(ValueError, match='AGM variant: "shap" is not allowed: must be code or paper'):
+    with pytest.raises(ValueError, match='AGM variant: "shap" is not allowed: must be one of code, paper'):
         build_balancer("agm", variant="shap")
     dmrn = load_config(None, {"model": "avel", "fusion": "dmrn", "balance": "amco"})
     assert (
@@ -610,6 +610,6 @@ def test_valuation_modality_level_resamples_the_larger_gaps_modality_by_hand():
     w.load_state_dict(v.state_dict())  # the draws continue from the checkpoint
     assert torch.equal(torch.rand(3, generator=v.generator), torch.rand(3, generator=w.generator))
     with pytest.raises(
-        ValueError, match='Valuation level: "clip" is not allowed: must be sample or modality'
+        ValueError, match='Valuation level: "clip" is not allowed: must be one of sample, modality'
     ):
         Valuation(level="clip")

@@ -57,7 +57,9 @@ def test_test_prototypes_only_under_the_released_protocol(cg_small, tmp_path):
         validate(paper_cfg(cg_small, tmp_path, balance="pmr", pmr_subset="test"))
     with pytest.raises(ValueError, match="add --set pmr_subset=test"):
         validate(paper_cfg(cg_small, tmp_path, balance="pmr", protocol="released"))
-    with pytest.raises(ValueError, match="clean or released"):
+    with pytest.raises(
+        ValueError, match='--protocol: "paper" is not allowed: must be one of clean, released'
+    ):
         validate(paper_cfg(cg_small, tmp_path, protocol="paper"))
 
 

@@ -91,3 +91,34 @@ def test_avel_balancers_lists_each_method_and_its_options_from_the_registry():
     assert listed == list(BALANCERS)
     assert "  [pmr] alpha = 2.0  (pmr_alpha): α of Eq. 10 (PCE weight); >= 0\n" in result.output
     assert "  [ogm] warmup = -1  (ogm_warmup): " in result.output  # OGM-GE's and OGM's table
+
+
+@pytest.mark.parametrize(
+    ("key", "allowed"),
+    [
+        ("optimizer", "sgd, adam, adagrad"),
+        ("schedule", "none, step, multistep, cosine"),
+        ("lr_step_unit", "epoch, iteration"),
+        ("init", "default, reference"),
+        ("protocol", "clean, released"),
+        ("audio_pool", "mean, freq"),
+        ("audio_norm", "clip, tiled"),
+        ("mmtm_gate", "paper, code"),
+        ("mmtm_head", "concat, mean"),
+        ("mla_fusion", "sample, batch"),
+        ("valuation_level", "sample, modality"),
+        ("pmr_coef", "paper, step"),
+    ],
+)
+def test_every_choice_is_refused_in_one_form(key, allowed):
+    option = "--" + key.replace("_", "-")
+    with pytest.raises(ValueError) as e:
+        load_config(None, {key: "nope"})
+    assert str(e.value) == f'{option}: "nope" is not allowed: must be one of {allowed}'
+
+
+def test_no_choice_is_written_by_hand():
+    """Choices go through avel.rules.one_of (one list of values, one message), never a lambda of their own."""
+    root = Path(__file__).resolve().parents[1] / "avel"
+    hand = [str(p.relative_to(root)) for p in root.rglob("*.py") if "lambda v: v in (" in p.read_text()]
+    assert hand == []

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "avel"
 # low to high: a module imports only from its own folder and lower layers
 LAYERS = [
     ["avel.preprocessing"],
-    ["avel.collectives"],
+    ["avel.collectives", "avel.rules"],
     ["avel.data", "avel.synth"],
     ["avel.models"],
     ["avel.balance"],

@@ -335,7 +335,7 @@ def test_event_balancers_need_event_segments(features_h5, tmp_path):
         (
             "--fusion",
             "film",
-            "fusion (--fusion) = 'film' for --model avel: must be one of ['concat', 'dmrn']",
+            'fusion (--fusion) for --model avel: "film" is not allowed: must be one of concat, dmrn',
         ),
         (
             "--pmr-subset",

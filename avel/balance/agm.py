@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avel.balance.base import NON_NEGATIVE, WINDOW, BalancerHooks, StepResult, option
+from avel.balance.base import NON_NEGATIVE, WINDOW, BalancerHooks, StepResult, one_of, option
 from avel.collectives import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, event_weights
 
@@ -128,7 +128,7 @@ class AGMOptions:
     variant: str = option(
         "code",
         "code: phi^a = (f(a,v) - f(0,v) + f(a,0))/2 | paper: Shapley with f(0,0)",
-        (lambda v: v in ("code", "paper"), "code or paper"),
+        one_of(*VARIANTS),
     )
     cap: float = option(10.0, "cap", NON_NEGATIVE)
     clip: float = option(

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import UNIT, WINDOW, BalancerHooks, StepResult, option, task_loss
+from avel.balance.base import POSITIVE, UNIT, WINDOW, BalancerHooks, StepResult, option, task_loss
 from avel.balance.ogm import split_logits_reason
 from avel.collectives import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel, event_weights
@@ -85,7 +85,7 @@ class AMCoModel(WrappedModel):
 @dataclass(frozen=True)
 class AMCoOptions:
     sigma: float = option(0.5, "AMCo: a modality is dependent above this softmax mass", UNIT)
-    eps: float = option(0.3, "mask rate sin(pi/2 min(eps, l_t)/eps)", (lambda v: v > 0, "> 0"))
+    eps: float = option(0.3, "mask rate sin(pi/2 min(eps, l_t)/eps)", POSITIVE)
     window: list[int] = option([0, 80], "window", WINDOW)
 
 

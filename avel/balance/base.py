@@ -28,7 +28,6 @@ Logged values are detached device tensors; nothing here calls ``.item()`` or syn
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,6 +37,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avel.models.base import AVModel, ModelOutput
+from avel.rules import (  # noqa: F401 (re-exported: a balancer imports its rules from here)
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    POSITIVE,
+    UNIT,
+    UNIT_OPEN,
+    WINDOW,
+    Rule,
+    check,
+    one_of,
+    refusal,
+)
 
 if TYPE_CHECKING:
     from avel.data.splits import Batch, DataSplits, SplitData
@@ -70,17 +81,9 @@ class Balancer(Protocol):
 # no null, and a saved config must say what it ran with)
 UNSET = -1
 LoadRun = Callable[[str, torch.device], tuple[AVModel, dict]]  # a checkpoint -> (model, its record)
-Rule = tuple[Callable[[Any], bool], str]  # (test, the allowed values in words, for the message)
-NON_NEGATIVE: Rule = (lambda v: v >= 0, ">= 0")
-UNIT: Rule = (lambda v: 0 <= v <= 1, "in [0, 1]")
-UNIT_OPEN: Rule = (lambda v: 0 <= v < 1, "in [0, 1)")
-WINDOW: Rule = (lambda v: len(v) == 2 and 0 <= v[0] <= v[1], "two epochs [start, end] with 0 <= start <= end")
 
 
-def one_of(*choices: str) -> Rule:
-    return (lambda v: v in choices, "one of " + ", ".join(choices))
-
-
+# the rules and the one message form live in avel.rules (the config's keys use them too)
 def option(default: Any, help: str, rule: Rule | None = None) -> Any:
     """A field of a balancer's ``Options``: its default, its help (CLI, docs) and its allowed values."""
     meta = {"help": help, "rule": rule}
@@ -98,7 +101,7 @@ def check_option(f: dataclasses.Field, value: Any) -> None:
     """ValueError saying the allowed values when ``value`` is outside the rule of option ``f``."""
     rule = f.metadata.get("rule")
     if rule is not None and not rule[0](value):
-        raise ValueError(f"{json.dumps(value)} is not allowed: must be {rule[1]}")
+        raise ValueError(refusal(value, rule))
 
 
 def check_options(options: Any, owner: str) -> None:

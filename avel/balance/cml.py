@@ -36,6 +36,7 @@ from avel.balance.base import (
     WINDOW,
     BalancerHooks,
     StepResult,
+    check,
     one_of,
     option,
     output_loss,
@@ -74,8 +75,7 @@ def confidence_penalty(
     if reduce == "sample":
         hinge = torch.relu(diff) * (mask if mask is not None else 1.0)
         return hinge.sum() * world_size()
-    if reduce != "batch":
-        raise ValueError(f"unknown CML reduce {reduce!r}; valid: {list(REDUCE)}")
+    check("CML reduce", reduce, one_of(*REDUCE))
     local = diff.sum()
     total = all_reduce_sum(local.detach())
     gate = (total > 0).to(local.dtype)

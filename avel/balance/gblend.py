@@ -31,7 +31,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import BalancerHooks, StepResult, one_of, option, output_loss, task_loss
+from avel.balance.base import (
+    AT_LEAST_1,
+    BalancerHooks,
+    StepResult,
+    check,
+    one_of,
+    option,
+    output_loss,
+    task_loss,
+)
 from avel.models.base import AVModel, ModelOutput, WrappedModel
 
 if TYPE_CHECKING:
@@ -68,8 +77,7 @@ class GBlendModel(WrappedModel):
     """A base model plus uni-modal heads h_a, h_v; ``heads`` gives (fused output, h_a(z^a), h_v(z^v))."""
 
     def __init__(self, base: AVModel, predict: str = "fused", dim: int | None = None) -> None:
-        if predict not in PREDICT:
-            raise ValueError(f"unknown G-Blend prediction {predict!r}; valid: {list(PREDICT)}")
+        check("Gradient-Blending predict", predict, one_of(*PREDICT))
         super().__init__(base)
         self.predict = predict
         self.z_dim = dim = dim or base.z_dim
@@ -112,9 +120,7 @@ def head_losses(model: GBlendModel, split: SplitData, rows: Tensor, batch_size: 
 
 @dataclass(frozen=True)
 class GBlendOptions:
-    super_epoch: int = option(
-        5, "epochs between weight estimates (online G-Blend)", (lambda v: v >= 1, ">= 1")
-    )
+    super_epoch: int = option(5, "epochs between weight estimates (online G-Blend)", AT_LEAST_1)
     holdout: float = option(
         0.1, "fraction of train held out of training to measure G and O", (lambda v: 0 < v < 1, "in (0, 1)")
     )

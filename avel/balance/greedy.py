@@ -32,7 +32,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import NON_NEGATIVE, BalancerHooks, StepResult, option, output_loss
+from avel.balance.base import (
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    BalancerHooks,
+    StepResult,
+    check,
+    one_of,
+    option,
+    output_loss,
+)
 from avel.collectives import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel
 from avel.models.intermediate import MMTM
@@ -79,8 +88,7 @@ class GreedyModel(WrappedModel):
     """An MMTM model whose gates the balancer can replace by their running averages (re-balancing steps)."""
 
     def __init__(self, base: AVModel, average: str = "code") -> None:
-        if average not in AVERAGES:
-            raise ValueError(f"unknown Greedy average {average!r}; valid: {list(AVERAGES)}")
+        check("Greedy average", average, one_of(*AVERAGES))
         super().__init__(base)
         self.average = average
         self.splits_logits, self.z_dim = base.splits_logits, base.z_dim
@@ -126,12 +134,12 @@ class GreedyModel(WrappedModel):
 @dataclass(frozen=True)
 class GreedyOptions:
     eps: float = option(0.01, "Greedy: re-balance when |BDR_a - BDR_v| > eps", NON_NEGATIVE)
-    steps: int = option(5, "re-balancing steps per window", (lambda v: v >= 1, ">= 1"))
+    steps: int = option(5, "re-balancing steps per window", AT_LEAST_1)
     start: int = option(2, "first epoch that may re-balance", NON_NEGATIVE)
     average: str = option(
         "code",
         "code: both running averages from the audio gate | own",
-        (lambda v: v in ("code", "own"), "code or own"),
+        one_of(*AVERAGES),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from avel.models.base import AVModel, ModelOutput, WrappedModel
+from avel.rules import check, one_of
 
 PREDICT = ("fused", "heads")
 
@@ -25,8 +26,7 @@ class UniHeadsModel(WrappedModel):
     """A base model plus a linear head on each modality's representation."""
 
     def __init__(self, base: AVModel, predict: str = "fused", dim: int | None = None) -> None:
-        if predict not in PREDICT:
-            raise ValueError(f"unknown uni-modal heads prediction {predict!r}; valid: {list(PREDICT)}")
+        check("uni-modal heads predict", predict, one_of(*PREDICT))
         super().__init__(base)
         self.predict = predict
         self.z_dim = dim = dim or base.z_dim

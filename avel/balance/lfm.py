@@ -31,10 +31,12 @@ import torch
 from torch import Tensor
 
 from avel.balance.base import (
+    AT_LEAST_1,
     NON_NEGATIVE,
     WINDOW,
     BalancerHooks,
     StepResult,
+    check,
     one_of,
     option,
     output_loss,
@@ -52,15 +54,14 @@ ALPHA_DATA = ("val", "train")
 
 def alignment(logits_a: Tensor, logits_v: Tensor, js: str = "code") -> Tensor:
     """The code's ½(KL(m‖p) + KL(m‖q)) or the Jensen-Shannon ½(KL(p‖m) + KL(q‖m)), batch mean."""
+    check("LFM js", js, one_of(*JS))
     p = torch.softmax(flatten_samples(logits_a).float(), -1)
     q = torch.softmax(flatten_samples(logits_v).float(), -1)
     m = 0.5 * (p + q)
     n = p.shape[0]
     if js == "code":  # F.kl_div(log p, m, 'batchmean') = Σ m (log m − log p) / N
         return 0.5 * ((m * (m.log() - p.log())).sum() + (m * (m.log() - q.log())).sum()) / n
-    if js == "paper":
-        return 0.5 * ((p * (p.log() - m.log())).sum() + (q * (q.log() - m.log())).sum()) / n
-    raise ValueError(f"unknown LFM js {js!r}; valid: {list(JS)}")
+    return 0.5 * ((p * (p.log() - m.log())).sum() + (q * (q.log() - m.log())).sum()) / n  # "paper"
 
 
 def lfm_loss(loss_cls: Tensor, align: Tensor, alpha: tuple[float, float]) -> Tensor:
@@ -95,7 +96,7 @@ class LFMOptions:
     lr_alpha: float = option(1e-4, "η_α, halved at every 20th epoch", NON_NEGATIVE)
     js: str = option("code", "code (½(KL(m‖p) + KL(m‖q))) | paper (Jensen-Shannon)", one_of(*JS))
     alpha_data: str = option("val", "rows that fit α_1: val (the code) | train", one_of(*ALPHA_DATA))
-    probe_size: int = option(8, "that many first rows", (lambda v: v >= 1, ">= 1"))
+    probe_size: int = option(8, "that many first rows", AT_LEAST_1)
     window: list[int] = option([0, 80], "epochs [start, end] of the alignment term, inclusive", WINDOW)
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from avel.balance.base import WINDOW, BalancerHooks, StepResult, one_of, option, output_loss, task_loss
+from avel.balance.base import WINDOW, BalancerHooks, StepResult, check, one_of, option, output_loss, task_loss
 from avel.balance.ogm import split_logits_reason
 from avel.models.base import AVModel, flatten_samples
 
@@ -57,7 +57,7 @@ def mbsd_terms(logits_a: Tensor, logits_v: Tensor, labels: Tensor, kl: str = "co
         pw_c, ps_c = pw.clamp(EPS, 1 - EPS), ps.clamp(EPS, 1 - EPS)
         kl_i = pw_c * torch.log(pw_c / ps_c) + (1 - pw_c) * torch.log((1 - pw_c) / (1 - ps_c))
     else:
-        raise ValueError(f"unknown MBSD kl {kl!r}; valid: {list(KL)}")
+        check("MBSD kl", kl, one_of(*KL))
     n = la.shape[0]
     return {"w": w, "rs": rs, "kl": kl_i, "loss_rs": (w * rs).sum() / n, "loss_kl": (w * kl_i).sum() / n}
 

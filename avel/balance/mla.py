@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import BalancerHooks, StepResult, option, task_loss
+from avel.balance.base import BalancerHooks, StepResult, check, one_of, option, task_loss
 from avel.collectives import all_reduce_sum
 from avel.models.base import AVModel, ModelOutput, WrappedModel, flatten_samples
 
@@ -80,8 +80,7 @@ class MLAModel(WrappedModel):
     """The base model's encoders, one head h shared by both modalities, uncertainty-weighted fusion."""
 
     def __init__(self, base: AVModel, fusion: str = "sample", dim: int | None = None) -> None:
-        if fusion not in FUSIONS:
-            raise ValueError(f"unknown MLA fusion {fusion!r}; valid: {list(FUSIONS)}")
+        check("MLA fusion", fusion, one_of(*FUSIONS))
         super().__init__(base)
         self.fusion = fusion
         self.z_dim = dim = dim or base.z_dim
@@ -99,12 +98,12 @@ class MLAOptions:
     fusion: str = option(
         "sample",
         "MLA test-time entropy fusion: sample (paper) | batch (released code)",
-        (lambda v: v in ("sample", "batch"), "sample or batch"),
+        one_of(*FUSIONS),
     )
     projection: str = option(
         "none",
         "none (released code: its test never matches) | paper | balancemm",
-        (lambda v: v in ("none", "paper", "balancemm"), "none, paper or balancemm"),
+        one_of(*PROJECTIONS),
     )
 
 

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avel.balance.base import WINDOW, BalancerHooks, StepResult, option, output_loss, task_loss
+from avel.balance.base import POSITIVE, WINDOW, BalancerHooks, StepResult, option, output_loss, task_loss
 from avel.models.base import AVModel, ModelOutput, WrappedModel
 from avel.models.fusion import ConcatFusion, SumFusion
 
@@ -87,7 +87,7 @@ class MMCosineOptions:
     scale: float = option(
         10.0,
         "s: logits s·cos(z^m, W^m_c) (the release's --scaling; BalanceBenchmark 15)",
-        (lambda v: v > 0, "> 0"),
+        POSITIVE,
     )
     window: list[int] = option(
         [0, EVERY_EPOCH],

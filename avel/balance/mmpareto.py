@@ -33,7 +33,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from avel.balance.base import WINDOW, BalancerHooks, StepResult, one_of, option, output_loss, task_loss
+from avel.balance.base import (
+    POSITIVE,
+    WINDOW,
+    BalancerHooks,
+    StepResult,
+    one_of,
+    option,
+    output_loss,
+    task_loss,
+)
 from avel.balance.heads import UniHeadsModel
 from avel.balance.ogm import split_logits_reason
 from avel.collectives import all_reduce_sum, world_size
@@ -96,7 +105,7 @@ def mean_over_ranks(grads: list[Tensor]) -> list[Tensor]:
 
 @dataclass(frozen=True)
 class MMParetoOptions:
-    gamma: float = option(1.5, "γ: the integrated gradient's scale", (lambda v: v > 0, "> 0"))
+    gamma: float = option(1.5, "γ: the integrated gradient's scale", POSITIVE)
     heads: str = option(
         "separate", "separate (uni-modal heads, released code) | split (BalanceBenchmark)", one_of(*HEADS)
     )

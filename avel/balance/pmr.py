@@ -47,6 +47,7 @@ from avel.balance.base import (
     WINDOW,
     BalancerHooks,
     StepResult,
+    check,
     one_of,
     option,
     output_loss,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from avel.data.splits import Batch, DataSplits
 
 EPS = 1e-8
+COEF = one_of("paper", "step")  # β, γ of Eq. 11, or the released code's step rule
 RELEASED_FRACTION = 0.1  # the released script's tenth of the loader's batches (all_num // 10)
 # The split the released script (main_Prototype_grad.py) takes the prototypes from, per avel model family:
 # CGMNIST its test loader (L537, L554: val_dataset = the test set, L489), CREMAD (and KS, VGGSound) its
@@ -123,15 +125,14 @@ def pmr_coefficients(rho: Tensor, coef: str = "paper") -> tuple[Tensor, Tensor]:
     "paper": ρ<1: β = clip(1/ρ − 1, 0, 1), γ = 0; ρ≥1: β = 0, γ = clip(ρ − 1, 0, 1).
     "step" (released code): β = 1 if ρ<1, γ = 1 if ρ>1, else 0.
     """
+    check("PMR coef", coef, COEF)
     rho = torch.as_tensor(rho, dtype=torch.float32)
     zero = torch.zeros_like(rho)
     if coef == "paper":
         beta = torch.where(rho < 1, (1.0 / rho.clamp_min(EPS) - 1.0).clamp(0.0, 1.0), zero)  # Eq. 11
         gamma = torch.where(rho >= 1, (rho - 1.0).clamp(0.0, 1.0), zero)  # Eq. 11
         return beta, gamma
-    if coef == "step":
-        return (rho < 1).float(), (rho > 1).float()
-    raise ValueError(f"unknown PMR coef {coef!r}; valid: ['paper', 'step']")
+    return (rho < 1).float(), (rho > 1).float()  # "step"
 
 
 def prototype_terms(
@@ -191,7 +192,7 @@ class PMROptions:
     redraw: bool = option(
         False, "a fresh random train subset every epoch (the released CREMA-D script), not one fixed D_s"
     )
-    coef: str = option("paper", "β, γ: paper (Eq. 11) | step (the released code)", one_of("paper", "step"))
+    coef: str = option("paper", "β, γ: paper (Eq. 11) | step (the released code)", COEF)
     absent: str = option(
         "mask",
         "classes without a prototype: mask (out of softmax/PCE/ρ) | zero (literal)",

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avel.balance.base import NON_NEGATIVE, BalancerHooks, StepResult, option, task_loss
+from avel.balance.base import AT_LEAST_1, NON_NEGATIVE, BalancerHooks, StepResult, one_of, option, task_loss
 from avel.models.base import AVModel, ModelOutput, WrappedModel, flatten_samples
 
 if TYPE_CHECKING:
@@ -89,9 +89,7 @@ def boosting_loss(
 
 @dataclass(frozen=True)
 class ReconBoostOptions:
-    boost_epochs: int = option(
-        4, "ReconBoost: epochs boosting one modality per stage ...", (lambda v: v >= 1, ">= 1")
-    )
+    boost_epochs: int = option(4, "ReconBoost: epochs boosting one modality per stage ...", AT_LEAST_1)
     correct_epochs: int = option(4, "... then epochs correcting the ensemble", NON_NEGATIVE)
     w1: float = option(5.0, "w1", NON_NEGATIVE)
     w2: float = option(1.0, "w2", NON_NEGATIVE)
@@ -100,7 +98,7 @@ class ReconBoostOptions:
     reconcile: str = option(
         "code",
         "code: the term detached on both sides (no gradient) | paper",
-        (lambda v: v in ("code", "paper"), "code or paper"),
+        one_of(*RECONCILE),
     )
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from avel.balance.base import NON_NEGATIVE, BalancerHooks, StepResult, option, output_loss
+from avel.balance.base import AT_LEAST_1, NON_NEGATIVE, BalancerHooks, StepResult, option, output_loss
 from avel.collectives import world_size
 from avel.models.base import AVModel, event_weights
 
@@ -140,9 +140,7 @@ def diagnose(z_train: Tensor, y_train: Tensor, z_val: Tensor, y_val: Tensor, k: 
 @dataclass(frozen=True)
 class ReLearningOptions:
     lam: float = option(3.0, "ReLearning: alpha = tanh(lam * purity gap)", NON_NEGATIVE)
-    every: int = option(
-        20, "re-initialise after epochs e > 0 with e % every == 0 ...", (lambda v: v >= 1, ">= 1")
-    )
+    every: int = option(20, "re-initialise after epochs e > 0 with e % every == 0 ...", AT_LEAST_1)
     times: int = option(3, "... at most this many times", NON_NEGATIVE)
 
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from avel.balance.base import NON_NEGATIVE, BalancerHooks, StepResult, option, output_loss
+from avel.balance.base import NON_NEGATIVE, BalancerHooks, StepResult, one_of, option, output_loss
 from avel.collectives import world_size
 from avel.models.base import AVModel, ModelOutput
 
@@ -129,7 +129,7 @@ class ValuationOptions:
     level: str = option(
         "sample",
         "sample | modality (the paper's modality-level method)",
-        (lambda v: v in ("sample", "modality"), "sample or modality"),
+        one_of(*LEVELS),
     )
     part: float = option(
         0.2,

@@ -22,6 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from avel.balance.base import UNSET  # noqa: F401 (the sentinel of options left to the method's own default)
+from avel.data.splits import AUDIO_NORMS
+from avel.models.classifier import MMTM_HEADS
+from avel.models.encoders import AUDIO_POOLS
+from avel.models.intermediate import MMTM_GATES
+from avel.rules import AT_LEAST_1, NON_NEGATIVE, POSITIVE, UNIT, Rule, one_of, refusal
 
 if TYPE_CHECKING:
     import torch
@@ -276,34 +281,37 @@ def resolve_config(path: str | Path) -> Path:
 
 # ------------------------------------------------------------------------------------------ checking
 
-POSITIVE = (lambda v: v > 0, "> 0")
-AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
-NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
-UNIT = (lambda v: 0 <= v <= 1, "in [0, 1]")
-# each key's allowed values, as (test, words for the message)
-RULES: dict[str, tuple[Any, str]] = {
+OPTIMIZERS = ("sgd", "adam", "adagrad")
+SCHEDULES = ("none", "step", "multistep", "cosine")
+LR_STEP_UNITS = ("epoch", "iteration")
+INITS = ("default", "reference")
+PROTOCOLS = ("clean", "released")
+# each key's allowed values (avel.rules: one list of values and one message form per choice)
+RULES: dict[str, Rule] = {
     "width": AT_LEAST_1,
     "frames": AT_LEAST_1,
+    "audio_norm": one_of(*AUDIO_NORMS),
+    "audio_pool": one_of(*AUDIO_POOLS),
+    "mmtm_gate": one_of(*MMTM_GATES),
+    "mmtm_head": one_of(*MMTM_HEADS),
+    "optimizer": one_of(*OPTIMIZERS),
     "lr": POSITIVE,
     "momentum": UNIT,
     "weight_decay": NON_NEGATIVE,
     "betas": (lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+    "schedule": one_of(*SCHEDULES),
     "step_size": AT_LEAST_1,
     "milestones": (lambda v: all(m >= 1 for m in v), "epochs >= 1"),
     "lr_gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "lr_step_unit": one_of(*LR_STEP_UNITS),
+    "init": one_of(*INITS),
     "batch_size": AT_LEAST_1,
     "epochs": AT_LEAST_1,
     "grad_clip": NON_NEGATIVE,
+    "device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v), "auto, cpu, cuda or cuda:N"),
+    "protocol": one_of(*PROTOCOLS),
     "eval_every": AT_LEAST_1,
     "modality_eval_every": NON_NEGATIVE,
-    "optimizer": (lambda v: v in ("sgd", "adam", "adagrad"), "one of sgd, adam, adagrad"),
-    "schedule": (
-        lambda v: v in ("none", "step", "multistep", "cosine"),
-        "one of none, step, multistep, cosine",
-    ),
-    "device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v), "auto, cpu, cuda or cuda:N"),
-    "audio_pool": (lambda v: v in ("mean", "freq"), "mean or freq"),
-    "protocol": (lambda v: v in ("clean", "released"), "clean or released"),
 }  # each balancer option's rule is in its Options field (avel.balance.base.option)
 
 
@@ -316,9 +324,9 @@ def check_value(key: str, value: Any) -> None:
     if key in option_keys():
         check_option(option_keys()[key][1], value)
         return
-    test, allowed = RULES.get(key, (None, ""))
-    if test is not None and not test(value):
-        raise ValueError(f"{json.dumps(value)} is not allowed: must be {allowed}")
+    rule = RULES.get(key)
+    if rule is not None and not rule[0](value):
+        raise ValueError(refusal(value, rule))
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -341,13 +349,14 @@ def validate(cfg: TrainConfig) -> None:
     for key, valid in choices.items():
         if getattr(cfg, key) not in valid:
             where = f" for --model {cfg.model}" if key == "fusion" else ""
-            raise ValueError(
-                f"{key} (--{key}) = {getattr(cfg, key)!r}{where}: must be one of {sorted(set(valid))}"
-            )
+            rule = one_of(*dict.fromkeys(valid))
+            raise ValueError(f"{key} (--{key}){where}: {refusal(getattr(cfg, key), rule)}")
     if cfg.compress and cfg.model != "resnet18":
         raise ValueError(
             f"compress = true is the ResNet18 backbone's block: --model resnet18, not {cfg.model}"
         )
+    if cfg.lr_step_unit == "iteration" and cfg.schedule == "cosine":
+        raise ValueError("lr_step_unit = 'iteration' applies to the step and multistep schedules, not cosine")
     check_protocol(cfg)
 
 

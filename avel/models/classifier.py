@@ -15,6 +15,7 @@ from avel.models.base import AVModel, ModelOutput, fill_missing
 from avel.models.encoders import AudioEncoder, CGConvNet, VisualEncoder
 from avel.models.fusion import CLASSIFIER_FUSIONS, ConcatFusion, MeanFusion, UniModal
 from avel.models.intermediate import CentralBranch, MMTMStreams, StagedEncoder
+from avel.rules import check, one_of
 
 
 class AVClassifier(AVModel):
@@ -98,8 +99,7 @@ class MMTMClassifier(AVModel):
         head: str = "concat",
     ):
         super().__init__()
-        if head not in MMTM_HEADS:
-            raise ValueError(f"unknown MMTM head {head!r}; valid: {list(MMTM_HEADS)}")
+        check("mmtm_head", head, one_of(*MMTM_HEADS))
         self.num_classes, self.background, self.z_dim = num_classes, None, dim
         self.audio_branch, self.visual_branch = audio, visual
         self.mmtm = MMTMStreams(audio, visual, points, gate)

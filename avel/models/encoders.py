@@ -21,6 +21,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from avel.rules import check, one_of
+
 # Devices whose convolutions get channels_last input (cuDNN's fast path). On CPU the encoders use contiguous
 # NCHW: PyTorch's CPU kernel for the backward of a 1x1 stride-2 conv on a channels_last input with 8 -> 16
 # channels (ResNet18's layer2 downsample at width 8, 224 px frames) segfaults on Intel Xeon (AVX-512 / AMX)
@@ -209,8 +211,7 @@ class AudioEncoder(nn.Module):
 
     def __init__(self, width: int, pool: str = "mean", compress: bool = False):
         super().__init__()
-        if pool not in AUDIO_POOLS:
-            raise ValueError(f"unknown audio pool {pool!r}; valid: {list(AUDIO_POOLS)}")
+        check("audio_pool", pool, one_of(*AUDIO_POOLS))
         self.net = ResNet18(1, width, "audio" if compress else None)
         self.stage_channels = self.net.stage_channels
         self.pool_mode = pool

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avel.rules import check, one_of
+
 MMTM_GATES = {"paper": 2.0, "code": 1.0}  # E = 2σ(·) in the paper, σ(·) in the released code
 
 
@@ -54,8 +56,7 @@ class MMTM(nn.Module):
 
     def __init__(self, audio_channels: int, visual_channels: int, ratio: int = 4, gate: str = "paper"):
         super().__init__()
-        if gate not in MMTM_GATES:
-            raise ValueError(f"unknown MMTM gate {gate!r}; valid: {list(MMTM_GATES)}")
+        check("mmtm_gate", gate, one_of(*MMTM_GATES))
         joint = audio_channels + visual_channels
         bottleneck = int(2 * joint / ratio)
         self.gate_scale = MMTM_GATES[gate]
