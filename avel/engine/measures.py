@@ -12,8 +12,9 @@ A Survey for Multimodal Imbalance Learning"; toolkit github.com/GeWu-Lab/Balance
      v(S) = accuracy with the inputs of the modalities outside S zeroed, φ_a = ½[(v(a) − v(∅)) +
      (v(av) − v(v))], φ_v likewise (``shapley_*``),
    beside avel's prototype accuracies (PMR Eq. 7, ``test_audio_accuracy`` / ``test_visual_accuracy``).
-   ``imbalance_degree`` = |probe accuracy of audio − probe accuracy of visual| (in [0, 1]); the paper's own
-   normalisation could not be read in the session that wrote this (see docs/deviations.md);
+   ``imbalance_degree`` = |probe accuracy of audio − probe accuracy of visual| (in [0, 1]): ours; the
+   paper's own definition (and normalisation, if any) is not verified: neither its text nor the toolkit's
+   code gives it here (what was searched: docs/deviations.md, "imbalance degree");
 3. complexity: training time per epoch (mean of the epochs' ``train_time_s``), peak memory of the training
    process (CUDA: ``max_memory_allocated``; CPU: the peak resident set since the run began, VmHWM after a
    reset) and the parameters a method adds to the base model (heads, class weights).
