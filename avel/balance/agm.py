@@ -28,6 +28,11 @@ the hooks); the clip test and the clipping run on the device without a host read
 BalanceBenchmark's AGM differs from the released code (no-grad responses without f(a, 0), the ratio's sign
 flipped, the coefficient on every non-bias parameter whose name holds the modality, cap 7, clip 5): listed
 in docs/deviations.md, not implemented.
+
+Paper numbering: not verified. The paper's full text could not be read from this project (its stored
+copies give the title, abstract and the start of the introduction only: docs/deviations.md, "Equation
+numbers of the BalanceBenchmark methods"), so no formula here carries an equation number and any §
+reference is unchecked; the formulas follow the code named above.
 """
 
 from __future__ import annotations

@@ -20,6 +20,11 @@ only with a batch of 2); here one class mask per step is shared by the batch (by
 Its mask is drawn with NumPy's global generator; here with a seeded generator kept in the checkpoint. The
 dependence is decided on the global batch (softmax masses summed over processes). The option ``U = 512`` of
 its config is unused by its code and not taken.
+
+Paper numbering: not verified. The paper's full text could not be read from this project (its stored
+copies give the title, abstract and the start of the introduction only: docs/deviations.md, "Equation
+numbers of the BalanceBenchmark methods"), so no formula here carries an equation number and any §
+reference is unchecked; the formulas follow the code named above.
 """
 
 from __future__ import annotations

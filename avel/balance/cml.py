@@ -21,6 +21,11 @@ Under several processes the batch sum is the global batch's (all-reduced); each 
 world · 1[Σ_global > 0] · Σ_local so that the averaged gradient equals one process's.
 
 On AVEL every segment is a sample (background included: its confidence is calibrated too).
+
+Paper numbering: not verified. The paper's full text could not be read from this project (its stored
+copies give the title, abstract and the start of the introduction only: docs/deviations.md, "Equation
+numbers of the BalanceBenchmark methods"), so no formula here carries an equation number and any §
+reference is unchecked; the formulas follow the code named above.
 """
 
 from __future__ import annotations

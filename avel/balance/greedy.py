@@ -22,6 +22,11 @@ The released code computes both running averages from the first modality's gate 
 each modality the average of its own gate (the paper's description). Deviations: the averages count training
 forwards only (the code also counts evaluation passes); the gate sums are summed over processes (the same
 average on every rank); the window logic runs on the device (no host read per step).
+
+Paper numbering: not verified. The paper's full text could not be read from this project (its stored
+copies give the title, abstract and the start of the introduction only: docs/deviations.md, "Equation
+numbers of the BalanceBenchmark methods"), so no formula here carries an equation number and any §
+reference is unchecked; the formulas follow the code named above.
 """
 
 from __future__ import annotations

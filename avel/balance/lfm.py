@@ -20,6 +20,11 @@ that is a non-zero multiple of 20 (and stays halved). α_0 never changes. The mo
 training mode, as the code (batch-norm statistics see those rows). The mean over a batch is over every
 sample (segment on AVEL); under several processes each rank probes the same rows (the same α).
 Needs split logits (concat or sum fusion).
+
+Paper numbering: not verified. The paper's full text could not be read from this project (its stored
+copies give the title, abstract and the start of the introduction only: docs/deviations.md, "Equation
+numbers of the BalanceBenchmark methods"), so no formula here carries an equation number and any §
+reference is unchecked; the formulas follow the code named above.
 """
 
 from __future__ import annotations

@@ -20,6 +20,11 @@ The three-modality branch of the code (RS on probabilities) does not apply to tw
 Needs the fused logits split by modality (concat or sum fusion; the AVEL concat head by its halves).
 On AVEL every segment is a sample (background included); the means are over the samples of a rank's
 batch (equal shares: DDP-free gradient averaging gives the global mean).
+
+Paper numbering: not verified. The paper's full text could not be read from this project (its stored
+copies give the title, abstract and the start of the introduction only: docs/deviations.md, "Equation
+numbers of the BalanceBenchmark methods"), so no formula here carries an equation number and any §
+reference is unchecked; the formulas follow the code named above.
 """
 
 from __future__ import annotations

@@ -23,6 +23,11 @@ Test-time fusion (MLA §3.3, uncertainty-based): e^m = −Σ_k p^m_k log p^m_k o
 (``fusion="sample"``, the paper and BalanceBenchmark) or, as the released code computes it, one entropy per
 batch from a softmax over the batch dimension (``fusion="batch"``: a clip's prediction then depends on the
 other clips of its batch). The fusion is the model's forward: ``avel evaluate`` and ``avel predict`` use it.
+
+Paper numbering: not verified. The paper's full text could not be read from this project (its stored
+copies give the title, abstract and the start of the introduction only: docs/deviations.md, "Equation
+numbers of the BalanceBenchmark methods"), so no formula here carries an equation number and any §
+reference is unchecked; the formulas follow the code named above.
 """
 
 from __future__ import annotations

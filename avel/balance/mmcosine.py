@@ -17,6 +17,11 @@ s = 10 (``--scaling``), the cosine loss at every epoch, the cosine logits at eva
 term (``--lam``, default 0) is not offered. BalanceBenchmark's ``MMCosineTrainer``
 (github.com/GeWu-Lab/BalanceBenchmark) uses s = 15 and a window ``start <= epoch <= end`` (0..80) with
 the plain cross-entropy on the fused head (bias included) outside it: ``scale = 15, window = (0, 80)``.
+
+Paper numbering: not verified. The paper's full text could not be read from this project (its stored
+copies give the title, abstract and the start of the introduction only: docs/deviations.md, "Equation
+numbers of the BalanceBenchmark methods"), so no formula here carries an equation number and any §
+reference is unchecked; the formulas follow the code named above.
 """
 
 from __future__ import annotations

@@ -23,6 +23,11 @@ BalanceBenchmark's ``MMParetoTrainer`` does (whose conflict branch leaves both w
 rescaled gradient there is 0/0; not reproduced). A tensor whose ĝ is zero keeps ĝ (the code's 0/0 would
 give NaN). Gradients are those of the global batch under several processes (the loop averages the
 summed gradient, ``mmpareto_gradients`` all-reduces g_mm and g_u), so every rank makes the same edit.
+
+Paper numbering: not verified. The paper's full text could not be read from this project (its stored
+copies give the title, abstract and the start of the introduction only: docs/deviations.md, "Equation
+numbers of the BalanceBenchmark methods"), so no formula here carries an equation number and any §
+reference is unchecked; the formulas follow the code named above.
 """
 
 from __future__ import annotations

@@ -22,6 +22,11 @@ current learner.
 Deviations: the code builds a fresh SGD optimizer for each phase (momentum reset) and decays both learning
 rates by stage; here the run's one optimizer continues (parameters without a gradient in a phase are not
 stepped) and the run's schedule applies per epoch. The code selects its best stage on test; avel on val.
+
+Paper numbering: not verified. The paper's full text could not be read from this project (its stored
+copies give the title, abstract and the start of the introduction only: docs/deviations.md, "Equation
+numbers of the BalanceBenchmark methods"), so no formula here carries an equation number and any §
+reference is unchecked; the formulas follow the code named above.
 """
 
 from __future__ import annotations

@@ -19,6 +19,11 @@ plain k-means++ and Lloyd iterations in torch, seeded (``seed``), one run; on AV
 event segments of each split (C = the event classes); under several processes every rank clusters the
 whole split (features gathered over the ranks, each row once, in row order: the one-process result).
 The re-initialisation happens at the start of epoch e + 1 (the loop's hook), the same point in training.
+
+Paper numbering: not verified. The paper's full text could not be read from this project (its stored
+copies give the title, abstract and the start of the introduction only: docs/deviations.md, "Equation
+numbers of the BalanceBenchmark methods"), so no formula here carries an equation number and any §
+reference is unchecked; the formulas follow the code named above.
 """
 
 from __future__ import annotations

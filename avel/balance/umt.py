@@ -17,6 +17,11 @@ best checkpoints of uni-modal runs of the same model (``avel train --modality au
 distance the mean squared error of the encoders' outputs (z^m: h^m_t on AVEL, the pooled encoder output on
 the classifiers), s = 10, inside the window ``start <= epoch <= end`` (default 0..80). The teachers run in
 eval mode without gradients; they are not part of the student's checkpoint (their paths are in the config).
+
+Paper numbering: not verified. The paper's full text could not be read from this project (its stored
+copies give the title, abstract and the start of the introduction only: docs/deviations.md, "Equation
+numbers of the BalanceBenchmark methods"), so no formula here carries an equation number and any §
+reference is unchecked; the formulas follow the code named above.
 """
 
 from __future__ import annotations

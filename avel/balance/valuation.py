@@ -27,6 +27,11 @@ up in the shuffled epoch it takes the k-th entry of its list [none, visual dropp
 n(φ^v)] (copies of one sample are exchangeable: the same distribution of (position, drop) as shuffling
 distinct copies). Clip classifiers only (AVEL localizes per segment: a clip has no single value); one
 process only (each rank's resampled shard would take a different number of steps).
+
+Paper numbering: not verified. The paper's full text could not be read from this project (its stored
+copies give the title, abstract and the start of the introduction only: docs/deviations.md, "Equation
+numbers of the BalanceBenchmark methods"), so no formula here carries an equation number and any §
+reference is unchecked; the formulas follow the code named above.
 """
 
 from __future__ import annotations
