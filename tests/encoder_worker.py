@@ -18,9 +18,10 @@ import sys
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 # the encoders and the intermediate-fusion assemblies that run them stage by stage
-ENCODERS = ("audio", "visual", "cgconvnet", "mmtm", "centralnet", "cg-mmtm", "cg-centralnet")
+ENCODERS = ("audio", "visual", "cgconvnet", "cgfused", "mmtm", "centralnet", "cg-mmtm", "cg-centralnet")
 WIDE = ("audio", "visual", "mmtm", "centralnet")  # the ResNet18 ones: a base width
 BATCH, FRAMES = 2, 2  # cheap: two clips of two frames
 
@@ -52,6 +53,7 @@ def inputs(encoder: str, size: int, frames: int) -> tuple[Tensor, ...]:
         "audio": (spectrogram,),
         "visual": (clip,),
         "cgconvnet": (colored,),
+        "cgfused": (colored,),  # CGConvNet with the fused stem (cg_stem = "fused": F.conv2d, no module)
         "mmtm": (spectrogram, clip),
         "centralnet": (spectrogram, clip),
         "cg-mmtm": (gray, colored),
@@ -69,6 +71,8 @@ def module(encoder: str, width: int) -> nn.Module:
         return VisualEncoder(width, pooled=True)
     if encoder == "cgconvnet":
         return CGConvNet(3)
+    if encoder == "cgfused":
+        return CGConvNet(3, stem="fused")
     family, fusion = ("cgmnist", encoder[3:]) if encoder.startswith("cg-") else ("resnet18", encoder)
     return build_model(family, fusion, input_mode="e2e", num_classes=6, width=width)
 
@@ -86,6 +90,22 @@ def layout_check(model: nn.Module, seen: list[str]) -> None:
             m.register_forward_pre_hook(hook)
 
 
+class ConvLayout(TorchFunctionMode):
+    """The same check for every ``F.conv2d`` call, a module's or not (the fused CG-MNIST stem calls it
+    with its own product weights)."""
+
+    def __init__(self, seen: list[str]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.conv2d:
+            x = args[0]
+            if x.device.type == "cpu" and not x.is_contiguous():
+                self.seen.append(f"conv2d{tuple(x.shape)} strides {x.stride()}")
+        return func(*args, **(kwargs or {}))
+
+
 def run(case: str) -> None:
     """One forward + backward; raises when the loss or a gradient is not finite, or a CPU convolution got a
     channels_last input."""
@@ -96,7 +116,8 @@ def run(case: str) -> None:
     model = module(encoder, width).train()
     seen: list[str] = []
     layout_check(model, seen)
-    out = model(*inputs(encoder, size, frames))
+    with ConvLayout(seen):
+        out = model(*inputs(encoder, size, frames))
     out = out.logits if hasattr(out, "logits") else out
     out.float().square().mean().backward()
     if seen:

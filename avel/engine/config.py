@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from avel.balance.base import UNSET  # noqa: F401 (the sentinel of options left to the method's own default)
 from avel.data.splits import AUDIO_NORMS
 from avel.models.classifier import MMTM_HEADS
-from avel.models.encoders import AUDIO_POOLS
+from avel.models.encoders import AUDIO_POOLS, CG_STEMS
 from avel.models.intermediate import MMTM_GATES
 from avel.rules import AT_LEAST_1, NON_NEGATIVE, POSITIVE, UNIT, Rule, one_of, refusal
 
@@ -45,6 +45,7 @@ class TrainConfig:
     width: int = 64  # ResNet18 base width (64 = standard; 8-16 for CPU runs)
     pretrained: bool = False  # torchvision ImageNet weights for the visual ResNet18
     compress: bool = False  # resnet18: the released PMR backbone's compress/recover block after layer2
+    cg_stem: str = "layers"  # cgmnist: input BN + first conv as modules | fused (one conv: faster on CPU)
     frames: int = 4  # resnet18 family: frames per clip sample (4 for AVE, 3 of 10 for CREMA-D)
     eval_frames: int = 0  # clip files (avel-clips): frames per clip at evaluation, 0 = all stored
     augment: bool = True  # train-time augmentation of frames (on the device)
@@ -292,6 +293,7 @@ RULES: dict[str, Rule] = {
     "frames": AT_LEAST_1,
     "audio_norm": one_of(*AUDIO_NORMS),
     "audio_pool": one_of(*AUDIO_POOLS),
+    "cg_stem": one_of(*CG_STEMS),
     "mmtm_gate": one_of(*MMTM_GATES),
     "mmtm_head": one_of(*MMTM_HEADS),
     "optimizer": one_of(*OPTIMIZERS),
@@ -355,6 +357,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(
             f"compress = true is the ResNet18 backbone's block: --model resnet18, not {cfg.model}"
         )
+    if cfg.cg_stem != "layers" and cfg.model != "cgmnist":
+        raise ValueError(f"cg_stem (--set cg_stem=...) applies to --model cgmnist, not {cfg.model}")
     if cfg.lr_step_unit == "iteration" and cfg.schedule == "cosine":
         raise ValueError("lr_step_unit = 'iteration' applies to the step and multistep schedules, not cosine")
     check_protocol(cfg)

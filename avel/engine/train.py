@@ -153,6 +153,8 @@ def _model_kwargs(
         kwargs["centralnet_unimodal_loss"] = cfg.centralnet_unimodal_loss
     if cfg.compress:  # only when on: checkpoints without it rebuild as before
         kwargs["compress"] = True
+    if cfg.cg_stem != "layers":  # only when on, as compress
+        kwargs["cg_stem"] = cfg.cg_stem
     if cfg.model != "avel":
         return kwargs
     if input_mode == "features":  # visual (N, T, h, w, C)

@@ -62,11 +62,13 @@ def build_model(
     centralnet_unimodal_loss: bool = True,
     audio_pool: str = "mean",
     compress: bool = False,
+    cg_stem: str = "layers",
 ) -> AVModel:
     """An AVEL localizer (``family="avel"``, per segment, background = the last class) or a ResNet18 clip
     classifier (``family="resnet18"``). ``regions`` is the attention's grid size h·w (49 on 7×7).
     ``compress``: the ResNet18 pair with the released PMR backbone's compress / recover block after
-    layer2 (``avel.models.encoders.compress_block``; resnet18 family only)."""
+    layer2 (``avel.models.encoders.compress_block``; resnet18 family only). ``cg_stem``: the CG-MNIST
+    encoders' first BN and convolution as modules or fused (``avel.models.encoders.CGConvNet``)."""
     _check("model family", family, MODEL_FAMILIES)
     _check(f"fusion for {family}", fusion, FUSIONS[family])
     modality = modality_slot(family, modality)
@@ -76,14 +78,16 @@ def build_model(
         raise ValueError("resnet18 classifiers train end to end (input_mode 'e2e'), not on features")
     if compress and family != "resnet18":
         raise ValueError(f"compress applies to the resnet18 family, not {family}")
+    if cg_stem != "layers" and family != "cgmnist":
+        raise ValueError(f"cg_stem applies to the cgmnist family, not {family}")
     if fusion in INTERMEDIATE_FUSIONS:
         if modality != "both":
             raise ValueError(f"fusion {fusion!r} fuses inside the encoders: it needs both modalities")
         mmtm = {"gate": mmtm_gate, "head": mmtm_head}
         options = mmtm if fusion == "mmtm" else {"unimodal_loss": centralnet_unimodal_loss}
-        return _intermediate(family, fusion, num_classes, width, pretrained, compress, **options)
+        return _intermediate(family, fusion, num_classes, width, pretrained, compress, cg_stem, **options)
     if family == "cgmnist":
-        return CGClassifier(fusion, num_classes=num_classes, modality=modality)
+        return CGClassifier(fusion, num_classes=num_classes, modality=modality, stem=cg_stem)
     if family == "resnet18":
         return AVClassifier(
             fusion,
@@ -109,12 +113,19 @@ def build_model(
 
 
 def _intermediate(
-    family: str, fusion: str, num_classes: int, width: int, pretrained: bool, compress: bool, **options
+    family: str,
+    fusion: str,
+    num_classes: int,
+    width: int,
+    pretrained: bool,
+    compress: bool,
+    cg_stem: str,
+    **options,
 ) -> AVModel:
     """MMTM / CentralNet between the stages of two staged encoders (PMR Table 3): the ResNet18 pair (the
     three final residual stages) or the CG-MNIST pair of 4-conv encoders (the last three convolutions)."""
     if family == "cgmnist":
-        audio, visual = CGConvNet(1), CGConvNet(3)
+        audio, visual = CGConvNet(1, stem=cg_stem), CGConvNet(3, stem=cg_stem)
         dim = audio.fc.out_features
     else:
         audio = AudioEncoder(width, compress=compress)

@@ -65,12 +65,17 @@ class AVClassifier(AVModel):
 class CGClassifier(AVClassifier):
     """The CG-MNIST classifier of PMR (Table 1): two 4-conv encoders (``CGConvNet``, D = 512), gray in the
     first (audio) slot and colored in the second (visual) slot, as the released code's ``fusion(g, c)``;
-    any fusion of ``avel.models.fusion``. ``width`` and ``pretrained`` do not apply (ignored)."""
+    any fusion of ``avel.models.fusion``. ``width`` and ``pretrained`` do not apply (ignored). ``stem``:
+    the encoders' first BN and convolution as modules (``"layers"``) or as one convolution (``"fused"``)."""
+
+    def __init__(self, fusion: str, *, stem: str = "layers", **kwargs):
+        self.stem = stem
+        super().__init__(fusion, **kwargs)
 
     def make_encoders(self, width: int, pretrained: bool) -> tuple[nn.Module, nn.Module, int]:
         if self.compress:
             raise ValueError("compress applies to the resnet18 family, not cgmnist")
-        return CGConvNet(1), CGConvNet(3), 512
+        return CGConvNet(1, stem=self.stem), CGConvNet(3, stem=self.stem), 512
 
 
 MMTM_HEADS: dict[str, type[nn.Module]] = {"concat": ConcatFusion, "mean": MeanFusion}

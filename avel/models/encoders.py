@@ -10,7 +10,8 @@
   (AVEL's attention reads its regions) or, with ``pooled``, a vector per clip.
 - Both are staged encoders (``fold``, ``stages``, ``pool``): MMTM and CentralNet fuse between their stages.
 - ``FeatureMap``: precomputed visual features, which already are the map.
-- ``CGConvNet``: PMR's 4-conv encoder for CG-MNIST.
+- ``CGConvNet``: PMR's 4-conv encoder for CG-MNIST (``stem="fused"``: its input BN and first convolution as
+  one convolution, ``FusedBNConv``, the fast CPU training path of ``-c cgmnist_paper``).
 - ``conv_layout``: the memory layout every encoder hands its convolutions (channels_last on CUDA only).
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avel.rules import check, one_of
@@ -285,6 +287,40 @@ class FeatureMap(nn.Module):
         return visual
 
 
+CG_STEMS = ("layers", "fused")
+
+
+class FusedBNConv(nn.Module):
+    """``conv(bn(x))`` of a training-mode ``nn.BatchNorm2d`` on the (data) input and a zero-padded
+    ``nn.Conv2d``, computed as one convolution of the normalised input x̂ and a constant channel of ones:
+
+        conv(pad(γ x̂ + β), W) + b = conv(pad([x̂, 1]), [W γ, Σ_c W β]) + b    (zero padding on both sides)
+
+    Equal up to rounding (tests/test_cgmnist_stem.py): the same parameters, buffers and running-stat updates
+    as the two modules. On an input that needs no gradient (the digits) autograd then computes only the
+    convolution's *weight* gradient, and γ's and β's come through the product weights: the input gradient
+    of a 5×5 convolution with 1 or 3 output channels, which the modules need for γ and β, is the slowest
+    part of their CPU backward (BENCHMARKS.md, CG-MNIST at the paper's scale)."""
+
+    def __init__(self, bn: nn.BatchNorm2d, conv: nn.Conv2d):
+        super().__init__()
+        if conv.padding_mode != "zeros" or conv.groups != 1 or not bn.affine or bn.momentum is None:
+            raise ValueError("FusedBNConv needs an affine BN with a momentum and a zero-padded conv")
+        self.bn, self.conv = bn, conv
+
+    def forward(self, x: Tensor) -> Tensor:
+        bn, conv = self.bn, self.conv
+        training = bn.training or bn.running_mean is None
+        if bn.training and bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)  # as nn.BatchNorm2d (momentum is set: bookkeeping only)
+        x_hat = F.batch_norm(x, bn.running_mean, bn.running_var, None, None, training, bn.momentum, bn.eps)
+        ones = x_hat.new_ones(x.shape[0], 1, *x.shape[2:])  # zero-padded like the BN output: the border mask
+        gamma, beta = bn.weight.view(1, -1, 1, 1), bn.bias.view(1, -1, 1, 1)
+        weight = torch.cat([conv.weight * gamma, (conv.weight * beta).sum(1, True)], 1)
+        x_ext = conv_layout(torch.cat([x_hat, ones], 1))
+        return F.conv2d(x_ext, weight, conv.bias, conv.stride, conv.padding, conv.dilation)
+
+
 class CGConvNet(nn.Module):
     """The CG-MNIST encoder of PMR (Table 1 setup: 4 convolutions and an average pool), as the released
     ``convnet``: BN on the input, conv 5×5/32 → max-pool 3/2 → conv 3×3/32 → conv 3×3/64 stride 2 →
@@ -292,10 +328,14 @@ class CGConvNet(nn.Module):
 
     (B, C, 28, 28) → (B, dim); C = 1 (gray) or 3 (colored). For speed the first ReLU runs after the
     max-pool, on a quarter of the values (they commute: the released order's outputs and gradients).
+    ``stem="fused"``: BN and the first convolution run as one convolution (``FusedBNConv``: the same
+    parameters and state, equal up to rounding, faster backward on CPU); ``"layers"`` (default) as modules.
     """
 
-    def __init__(self, in_channels: int, dim: int = 512):
+    def __init__(self, in_channels: int, dim: int = 512, stem: str = "layers"):
         super().__init__()
+        check("cg_stem", stem, one_of(*CG_STEMS))
+        self.stem = stem
         self.bn0 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, 32, 5, 1, 2)
         self.relu = nn.ReLU(inplace=True)
@@ -316,8 +356,11 @@ class CGConvNet(nn.Module):
     def stages(self) -> list[nn.Module]:
         """Four stages, one per convolution (28 → 14 → 14 → 7 → 7); intermediate fusions sit between
         them. The wrappers are not registered: parameter names stay the released code's."""
+        first = nn.Sequential(self.bn0, self.conv1, self.maxpool, self.relu)  # max-pool first: see the class
+        if self.stem == "fused":
+            first = nn.Sequential(FusedBNConv(self.bn0, self.conv1), self.maxpool, self.relu)
         return [
-            nn.Sequential(self.bn0, self.conv1, self.maxpool, self.relu),  # max-pool first: see the class
+            first,
             nn.Sequential(self.conv2, self.relu),
             nn.Sequential(self.conv3, self.relu),
             nn.Sequential(self.conv4, self.relu),
