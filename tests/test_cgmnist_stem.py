@@ -114,3 +114,16 @@ def test_cg_stem_is_a_cgmnist_option_on_in_the_paper_config_only():
         validate(load_config("cgmnist_paper", {"model": "resnet18"}))
     with pytest.raises(ValueError, match='--cg-stem: "fast" is not allowed: must be one of layers, fused'):
         validate(load_config("cgmnist_paper", {"cg_stem": "fast"}))
+
+
+def test_a_run_started_with_the_layers_stem_resumes_fused(tmp_path):
+    """cg_stem changes rounding only (as the device does): a cgmnist_paper run begun before the option (its
+    stored config has no cg_stem) resumes under the config that now turns it on; a real change still stops."""
+    from avel.engine import config as config_mod
+    from avel.engine.train import _check_resumable
+
+    stored = config_mod.to_dict(load_config("cgmnist_paper", {}))
+    del stored["cg_stem"]
+    _check_resumable(stored, load_config("cgmnist_paper", {}), tmp_path)
+    with pytest.raises(ValueError, match="different configuration .*lr"):
+        _check_resumable(stored, load_config("cgmnist_paper", {"lr": 0.01}), tmp_path)

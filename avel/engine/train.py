@@ -57,6 +57,7 @@ RESUMABLE_CHANGES = {
     "modality_eval_every",
     "tensorboard",
     "measures",
+    "cg_stem",  # the same model computed another way, equal up to rounding (as device)
 }
 BUSY = "wait for it to finish, or give another --out"  # a second run on a run directory
 RELEASED_LABEL = (
