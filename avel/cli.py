@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -17,51 +16,30 @@ from typer.core import TyperGroup
 UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
-class OneLineErrors(TyperGroup):
-    """``avel``'s command group: a usage error is the same one line as every other error (``error: ...``,
-    exit 2), not click's usage box; the rest is typer's own handling."""
+class Exit(IntEnum):
+    """``avel``'s exit codes: one per kind of outcome, the same in every command (``exit_code``)."""
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
-        try:
-            rv = super().main(args, prog_name, complete_var, False, **extra)
-        except UsageError as e:
-            if type(e).__name__ == "NoArgsIsHelpError" or e.ctx is None:  # `avel` alone: the help
-                return super().main(args, prog_name, complete_var, True, **extra)
-            typer.secho(f"error: {usage_line(e)}", fg=typer.colors.RED, err=True)
-            sys.exit(2)
-        except typer.Abort:
-            typer.echo("Aborted!", err=True)
-            sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
+    DONE = 0
+    SOME_FAILED = 1  # the command finished, but some inputs failed (each named, the rest written)
+    BAD_INPUT = 2  # a usage error, bad input data or a bad config value; nothing written
+    LOCKED = 3  # the output is locked: another run is writing it
+    NON_FINITE = 4  # training stopped at a non-finite loss or gradient
+    INTERNAL = 70  # an internal error (a bug; sysexits' EX_SOFTWARE)
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it)
 
 
-def usage_line(e: Exception) -> str:
-    """``avel train: no such option: --foo (possible options: --fusion, --out); `avel train --help` lists
-    the options``: the command, click's message on one line, where the options are listed."""
-    command = e.ctx.command_path
-    message = " ".join(e.format_message().split()).rstrip(".")
-    listed = "commands" if "command" in message else "options"
-    return f"{command}: {message[:1].lower()}{message[1:]}; `{command} --help` lists the {listed}"
-
-
-app = typer.Typer(
-    help="avel: audio-visual event localization with modality rebalancing (PMR, OGM-GE, OPM, IPRM).",
-    cls=OneLineErrors,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+EXIT_CODES = {
+    Exit.DONE: "done",
+    Exit.SOME_FAILED: "done, but some inputs failed (each named; the others written)",
+    Exit.BAD_INPUT: "a usage error, bad input data or a bad config value (nothing written)",
+    Exit.LOCKED: "the output is locked: another run is writing it (preprocess --wait)",
+    Exit.NON_FINITE: "training stopped at a non-finite loss or gradient (last checkpoint kept)",
+    Exit.INTERNAL: "an internal error (a bug): --debug shows the traceback; please report it",
+    Exit.INTERRUPTED: "interrupted (Ctrl-C); a run or a grid resumes when started again",
+}
+EPILOG = "An error is one line on stderr, `error: FILE[:LINE]: what is wrong`. Exit codes:\n\n" + "\n".join(
+    f"{int(c):>3}  {what}" for c, what in EXIT_CODES.items()
 )
-
-
-def _fail(message: str) -> None:
-    """``error: message`` and exit 2; called while handling an exception with --debug: raise it instead."""
-    if debugging() and sys.exc_info()[0] is not None:
-        raise  # noqa: PLE0704 - the exception being handled, with its traceback
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
-
 
 # Errors whose message says what is wrong with the user's input (file, option, value): one line, exit 2.
 KNOWN_ERRORS = (ValueError, OSError, KeyError)
@@ -82,37 +60,83 @@ def error_message(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Known errors -> ``error: ...`` and exit 2, anything else -> one line and exit 1; the traceback
-    only when debugging."""
+def exit_code(e: BaseException) -> tuple[Exit, str]:
+    """The one place that maps an error to its exit code and its one line (after ``error: ``)."""
+    from avel.preprocessing.lock import OutputLocked
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    train = sys.modules.get("avel.engine.train")  # loaded whenever training could have raised
+    if isinstance(e, Interrupted | KeyboardInterrupt | typer.Abort):
+        return Exit.INTERRUPTED, "interrupted"
+    if isinstance(e, OutputLocked):
+        return Exit.LOCKED, error_message(e)
+    if train is not None and isinstance(e, train.NonFiniteError):
+        return Exit.NON_FINITE, error_message(e)
+    if isinstance(e, UsageError):
+        return Exit.BAD_INPUT, usage_line(e)
+    if isinstance(e, KNOWN_ERRORS):
+        return Exit.BAD_INPUT, error_message(e)
+    if type(e).__name__ == "OutOfMemoryError":  # torch's: the run's size, not a bug
+        return Exit.BAD_INPUT, f"{error_message(e)} (a smaller --batch-size, --width or --frames fits)"
+    why = f"unexpected {type(e).__name__}: {error_message(e)}"
+    return Exit.INTERNAL, f"{why} (rerun with --debug for the traceback, and please report it)"
+
+
+class Interrupted(Exception):
+    """Ctrl-C inside a command (typer would turn the KeyboardInterrupt into a silent exit 130)."""
+
+
+class OneLineErrors(TyperGroup):
+    """``avel``'s command group and its one error path: every error a command raises (and a usage error,
+    an interrupt) becomes one line ``error: ...`` on stderr and the exit code of its kind (``exit_code``);
+    with ``--debug`` (or ``AVEL_DEBUG=1``) it is raised instead, with its traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except KNOWN_ERRORS as e:
-            if debugging():
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except UsageError as e:
+            if type(e).__name__ == "NoArgsIsHelpError" or e.ctx is None:  # `avel` alone: the help
+                return super().main(args, prog_name, complete_var, True, **extra)
+            fail(e)
+        except (Exception, KeyboardInterrupt, typer.Abort) as e:
+            if debugging() and not isinstance(e, typer.Abort):
                 raise
-            _fail(error_message(e))
-        except Exception as e:
-            if debugging():
-                raise
-            typer.secho(
-                f"error: unexpected {type(e).__name__}: {error_message(e)} "
-                "(rerun with --debug for the traceback, and please report it)",
-                fg=typer.colors.RED,
-                err=True,
-            )
-            raise typer.Exit(1) from None
+            fail(e)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
-    return wrapper
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            raise Interrupted("interrupted") from e
 
 
-def command(typer_app: typer.Typer = app, *args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
-    """``typer_app.command`` with the error guard."""
-    return lambda fn: typer_app.command(*args, **kwargs)(_guard(fn))
+def fail(e: BaseException) -> NoReturn:
+    """``error: ...`` on stderr and the exit code of the error's kind."""
+    code, line = exit_code(e)
+    typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+    sys.exit(int(code))
+
+
+def usage_line(e: Exception) -> str:
+    """``avel train: no such option: --foo (possible options: --fusion, --out); `avel train --help` lists
+    the options``: the command, click's message on one line, where the options are listed."""
+    command = e.ctx.command_path
+    message = " ".join(e.format_message().split()).rstrip(".")
+    listed = "commands" if "command" in message else "options"
+    return f"{command}: {message[:1].lower()}{message[1:]}; `{command} --help` lists the {listed}"
+
+
+app = typer.Typer(
+    help="avel: audio-visual event localization with modality rebalancing (PMR, OGM-GE, OPM, IPRM).",
+    epilog=EPILOG,
+    cls=OneLineErrors,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+command = app.command
 
 
 @app.callback()
@@ -179,10 +203,7 @@ def synth(
         audio_groups=audio_groups,
         audio_else=audio_else,
     )
-    try:
-        summary = synthesise(layout, out_dir, **opts)
-    except ValueError as e:
-        _fail(str(e))
+    summary = synthesise(layout, out_dir, **opts)
     typer.echo(json.dumps(summary, indent=2, default=str))
 
 
@@ -226,7 +247,7 @@ def preprocess(
     from avel.preprocessing.layouts import PreprocessOptions, preprocess_dataset
 
     if shard is not None and merge:
-        _fail("--shard and --merge cannot be combined: run each --shard I/N, then --merge once")
+        raise ValueError("--shard and --merge cannot be combined: run each --shard I/N, then --merge once")
     shard_at = _shard_option(shard) if shard is not None else None
 
     options = PreprocessOptions(
@@ -246,13 +267,10 @@ def preprocess(
         merge=merge,
         spectrogram=spectrogram,
     )
-    try:
-        report = preprocess_dataset(dataset_dir, out, options)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    report = preprocess_dataset(dataset_dir, out, options)
     typer.echo(report.summary())
     if report.failed:
-        raise typer.Exit(1)
+        raise typer.Exit(Exit.SOME_FAILED)
 
 
 def _launch_torchrun(nproc: int) -> int:
@@ -276,11 +294,11 @@ def _shard_option(text: str) -> tuple[int, int]:
     """``--shard I/N`` as (I, N), or a one-line error."""
     index, _, count = text.partition("/")
     if not (index.isdigit() and count.isdigit()):
-        _fail(f"--shard {text}: expected I/N, e.g. 0/4 (shard I, 0-based, of N)")
+        raise ValueError(f"--shard {text}: expected I/N, e.g. 0/4 (shard I, 0-based, of N)")
     return int(index), int(count)
 
 
-@command(app, "import-features")
+@app.command("import-features")
 def import_features(
     release_dir: Path = typer.Argument(..., help="folder of the AVE-ECCV18 release (audio_feature.h5, ...)"),
     out: Path = typer.Argument(..., help="features HDF5 file to write"),
@@ -326,10 +344,7 @@ def cgmnist(
     given = {"train": train, "test": test, "test_color_match": test_color_match}
     cfg = replace(base, seed=seed, color_var=color_var, val_fraction=val_fraction)
     cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
-    try:
-        rows = make_cgmnist(out, cfg, mnist_dir=mnist, progress=progress)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    rows = make_cgmnist(out, cfg, mnist_dir=mnist, progress=progress)
     typer.echo(f"wrote {out}: " + ", ".join(f"{k} {v}" for k, v in rows.items()))
 
 
@@ -347,9 +362,11 @@ def info(
     if verify:
         checked, damaged, nonfinite = verify_file(path)
         if damaged:
-            _fail(describe_damage(path, damaged))
+            raise ValueError(describe_damage(path, damaged))
         if nonfinite:
-            _fail(f"{nonfinite_error(path, nonfinite)}; training refuses them: write the file again")
+            raise ValueError(
+                f"{nonfinite_error(path, nonfinite)}; training refuses them: write the file again"
+            )
     typer.echo(describe(path))
     if verify:
         typer.echo(checked)
@@ -425,27 +442,32 @@ def train(
     from avel.engine.config import load_config
     from avel.engine.train import run_training
 
-    overrides = {
-        k: v
-        for k, v in options.items()
-        if k not in {"config", "pmr", "set_", "data", "nproc"} and v is not None
-    }
-    if data is not None:
-        overrides["data"] = str(data)
-    if out is not None:
-        overrides["out"] = str(out)
-    if pmr:
-        if balance not in (None, "pmr"):
-            _fail(f"--pmr and --balance {balance} cannot be combined: choose one rebalancing method")
+    run_training(load_config(config, train_overrides(options)))
+
+
+def train_overrides(options: dict[str, Any]) -> dict[str, Any]:
+    """``avel train``'s options as config overrides: each option given under its key, ``--pmr`` as
+    ``balance = "pmr"``, then each ``--set KEY=VALUE`` (the last word)."""
+    skip = {"config", "pmr", "set_", "nproc"}
+    given = {k: v for k, v in options.items() if k not in skip and v is not None}
+    overrides = {k: str(v) if isinstance(v, Path) else v for k, v in given.items()}
+    if options["pmr"]:
+        if options["balance"] not in (None, "pmr"):
+            both = f"--pmr and --balance {options['balance']} cannot be combined"
+            raise ValueError(f"{both}: choose one rebalancing method")
         overrides["balance"] = "pmr"
-    for item in set_ or []:
-        key, _, value = item.partition("=")
-        overrides[key] = value
-    try:
-        cfg = load_config(config, overrides)
-        run_training(cfg)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        _fail(str(e))
+    return overrides | set_values(options["set_"])
+
+
+def set_values(items: list[str] | None) -> dict[str, str]:
+    """``--set KEY=VALUE`` items as a dict (a later item wins); an item without ``=`` is refused."""
+    values = {}
+    for item in items or []:
+        key, equals, value = item.partition("=")
+        if not (equals and key.strip()):
+            raise ValueError(f"--set {item}: expected KEY=VALUE, e.g. --set lr=1e-3")
+        values[key.strip()] = value
+    return values
 
 
 @command()
@@ -459,10 +481,7 @@ def evaluate(
     """Segment-level accuracy (AVE protocol), per class, background/event, detection F1, each modality."""
     from avel.tools.evaluate import evaluate_checkpoint
 
-    try:
-        text = evaluate_checkpoint(checkpoint, data, split=split, out_dir=out, device=device)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    text = evaluate_checkpoint(checkpoint, data, split=split, out_dir=out, device=device)
     typer.echo(text)
 
 
@@ -497,29 +516,41 @@ def predict(
 ) -> None:
     """Per-second event labels for your own videos, printed as time ranges, with a timeline picture: fused
     probabilities, what each modality alone says, the predicted (and annotated) spans."""
-    from avel.tools.predict import find_videos, format_ranges, load_predictor, predict_videos
-    from avel.tools.timeline import save_timeline
+    from avel.tools.predict import find_videos, load_predictor
 
     found = find_videos(videos)
     one = len(found) == 1 and out is None and not any(v.is_dir() for v in videos)
     if not one and (json_out is not None or plot is not None):
-        _fail("--json and --plot name one video's files; for several videos use --out DIR")
+        raise ValueError("--json and --plot name one video's files; for several videos use --out DIR")
     predictor = load_predictor(checkpoint, device=device, annotations=annotations, data=data)
     if one:
-        result = predictor.predict(found[0])
-        typer.echo(format_ranges(result["ranges"]))
-        if json_out:
-            json_out.write_text(json.dumps(result, indent=1))
-        if not no_plot:
-            png = plot or (
-                json_out.with_suffix(".png") if json_out else Path(f"{found[0].stem}.timeline.png")
-            )
-            save_timeline(result, png)
-            typer.echo(f"timeline: {png}", err=True)
-        return
-    out = out or Path("predictions")
+        default_png = json_out.with_suffix(".png") if json_out else Path(f"{found[0].stem}.timeline.png")
+        _predict_one(predictor, found[0], json_out, None if no_plot else plot or default_png)
+    elif _predict_many(predictor, found, out or Path("predictions"), plot=not no_plot, progress=progress):
+        raise typer.Exit(Exit.SOME_FAILED)
+
+
+def _predict_one(predictor: Any, video: Path, json_out: Path | None, png: Path | None) -> None:
+    """One video: its time ranges on stdout, its JSON (``--json``) and its timeline picture."""
+    from avel.tools.predict import format_ranges
+    from avel.tools.timeline import save_timeline
+
+    result = predictor.predict(video)
+    typer.echo(format_ranges(result["ranges"]))
+    if json_out:
+        json_out.write_text(json.dumps(result, indent=1))
+    if png is not None:
+        save_timeline(result, png)
+        typer.echo(f"timeline: {png}", err=True)
+
+
+def _predict_many(predictor: Any, videos: list[Path], out: Path, plot: bool, progress: bool) -> list:
+    """Several videos: a JSON and a timeline each and one table under ``out``, one summary line per video;
+    returns the videos that failed (each named on stderr as it fails)."""
+    from avel.tools.predict import predict_videos
+
     results, failed = predict_videos(
-        predictor, found, out, plot=not no_plot, progress=progress,
+        predictor, videos, out, plot=plot, progress=progress,
         on_error=lambda v, why: typer.secho(f"error: {v}: {why}", fg=typer.colors.RED, err=True),
     )  # fmt: skip
     for res in results:
@@ -528,8 +559,7 @@ def predict(
         ]
         typer.echo(f"{Path(res['video']).name}: {', '.join(spans) or 'no event'}")
     typer.echo(f"wrote {len(results)} timelines and predictions.csv / predictions.json to {out}")
-    if failed:
-        raise typer.Exit(1)
+    return failed
 
 
 @command()
@@ -545,10 +575,7 @@ def extract(
     """Write a features file (per-segment audio vectors, visual maps) from a trained end-to-end model."""
     from avel.tools.extract import extract_features
 
-    try:
-        extract_features(checkpoint, data, out, device=device, visual_checkpoint=visual_from)
-    except (ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+    extract_features(checkpoint, data, out, device=device, visual_checkpoint=visual_from)
     typer.echo(f"wrote {out}")
 
 
@@ -564,10 +591,7 @@ def plot(
     overlaid (e.g. naive vs PMR); --all: every logged key."""
     from avel.tools.plot import plot_runs
 
-    try:
-        keys = plot_runs(run_dirs, out, every_key=every_key)
-    except FileNotFoundError as e:
-        _fail(str(e))
+    keys = plot_runs(run_dirs, out, every_key=every_key)
     typer.echo(f"wrote {out} ({', '.join(keys)})")
 
 
@@ -596,16 +620,13 @@ def _ablate(kind: str):
     ) -> None:
         from avel.experiments.ablate import run_grid
 
-        overrides = dict(item.partition("=")[::2] for item in set_ or [])
+        overrides = set_values(set_)
         if data is not None:
             overrides["data"] = str(data)
-        try:
-            table = run_grid(
-                kind, out_dir, config=config, seeds=seeds, model=model, overrides=overrides, dry_run=dry_run,
-                rows=rows or None, columns=columns or None, log=typer.echo, progress=progress,
-            )  # fmt: skip
-        except (ValueError, FileNotFoundError, RuntimeError) as e:
-            _fail(str(e))
+        table = run_grid(
+            kind, out_dir, config=config, seeds=seeds, model=model, overrides=overrides, dry_run=dry_run,
+            rows=rows or None, columns=columns or None, log=typer.echo, progress=progress,
+        )  # fmt: skip
         typer.echo(table.markdown())
 
     command.__doc__ = {
@@ -621,10 +642,10 @@ def _ablate(kind: str):
 
 
 for _kind in ("optimizers", "fusions", "subset", "balancers", "intermediate"):
-    command(ablate_app, _kind)(_ablate(_kind))
+    ablate_app.command(_kind)(_ablate(_kind))
 
 
-@command(ablate_app, "table")
+@ablate_app.command("table")
 def ablate_table(
     out_dir: Path = typer.Argument(..., help="a grid directory"),
     plot: bool = typer.Option(
@@ -635,10 +656,7 @@ def ablate_table(
     """Re-tabulate a grid directory (table.md, table.csv) from its finished runs; --plot draws it."""
     from avel.experiments.ablate import write_tables
 
-    try:
-        table = write_tables(out_dir)
-    except FileNotFoundError as e:
-        _fail(str(e))
+    table = write_tables(out_dir)
     typer.echo(table.markdown())
     if plot or png is not None:
         from avel.tools.grid_figure import save_table_figure
@@ -646,15 +664,12 @@ def ablate_table(
         typer.echo(f"wrote {save_table_figure(table, png or out_dir / 'table.png')}")
 
 
-@command(ablate_app, "list")
+@ablate_app.command("list")
 def ablate_list(out_dir: Path = typer.Argument(..., help="a grid directory")) -> None:
     """Each cell and seed of a grid and its state: done / partial / not started / n/a."""
     from avel.experiments.ablate import list_grid
 
-    try:
-        typer.echo(list_grid(out_dir))
-    except FileNotFoundError as e:
-        _fail(str(e))
+    typer.echo(list_grid(out_dir))
 
 
 @command()
@@ -681,7 +696,7 @@ def balancers() -> None:
     typer.echo(describe_balancers())
 
 
-@command(app, "demo-cgmnist")
+@app.command("demo-cgmnist")
 def demo_cgmnist(
     workdir: Path = typer.Option(Path("data/demo-cgmnist"), help="where the demo writes its data and runs"),
     epochs: int = typer.Option(6, help="training epochs of each run"),

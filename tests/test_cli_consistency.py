@@ -90,3 +90,168 @@ def test_ablate_takes_progress_without_making_it_part_of_the_grid(features_h5, t
     again = runner.invoke(app, [str(a) for a in (*args, "--progress")])
     assert again.exit_code == 0, again.output  # the same grid: nothing to train, no "different grid"
     assert "[1/1]" not in again.output
+
+
+# ---------------------------------------------------- one exit code per kind of outcome (avel.cli.Exit)
+
+HELD_DEMO = (  # `avel demo` whose body writes $READY, then waits (for a SIGINT) or fails (an internal error)
+    "import os, pathlib, sys, time\n"
+    "import avel.tools.demo as demo\n"
+    "def held(*args, **kwargs):\n"
+    "    pathlib.Path(os.environ['READY']).touch()\n"
+    "    if os.environ.get('FAIL'):\n"
+    "        return 1 / 0\n"
+    "    time.sleep(600)\n"
+    "demo.run_demo = held\n"
+    "from avel.cli import app\n"
+    "app(sys.argv[1:], prog_name='avel')\n"
+)
+
+
+def _one_line(proc: subprocess.CompletedProcess) -> str:
+    """The error line: stdout holds no error text and stderr exactly one line."""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_the_exit_codes_are_listed_in_the_help():
+    from avel.cli import EXIT_CODES, Exit
+
+    assert [int(c) for c in EXIT_CODES] == [0, 1, 2, 3, 4, 70, 130] == sorted(int(c) for c in Exit)
+    shown = subprocess.run(
+        [sys.executable, "-m", "avel", "--help"], cwd=ROOT, env={**ENV, "COLUMNS": "200"},
+        capture_output=True, text=True, timeout=600,
+    ).stdout  # fmt: skip
+    assert "error: FILE[:LINE]: what is wrong" in shown
+    for code, what in EXIT_CODES.items():
+        assert f"{int(code):>3}  {what}" in shown
+
+
+def test_bad_input_data_exits_2_with_one_line_naming_the_file(tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5\n")
+    proc = _avel("info", text)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert _one_line(proc).startswith(f"error: {text}: not an HDF5 file, or damaged")
+    proc = _avel("info", tmp_path / "missing.h5")  # an OSError: FILE: what
+    assert proc.returncode == 2 and _one_line(proc) == f"error: {tmp_path / 'missing.h5'}: no such file"
+
+
+def test_a_bad_config_value_exits_2_naming_file_and_line(features_h5, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('epochs = 2\n\n[pmr]\ncoef = "code"\n')
+    proc = _avel("train", features_h5, "-c", config, "--out", tmp_path / "run")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert (
+        _one_line(proc) == f'error: {config}:4: pmr_coef: "code" is not allowed: must be one of paper, step'
+    )
+    proc = _avel("train", features_h5, "--optimizer", "lbfgs", "--out", tmp_path / "run")
+    assert proc.returncode == 2
+    assert _one_line(proc) == 'error: --optimizer: "lbfgs" is not allowed: must be one of sgd, adam, adagrad'
+    proc = _avel("train", features_h5, "--set", "lr", "--out", tmp_path / "run")
+    assert (
+        proc.returncode == 2 and _one_line(proc) == "error: --set lr: expected KEY=VALUE, e.g. --set lr=1e-3"
+    )
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_a_locked_output_exits_3_naming_the_holder(features_h5, tmp_path):
+    from avel.preprocessing.lock import output_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with output_lock(run, "the test", lock_path=run / "train.lock"):  # a kernel flock, as a second run's
+        proc = _avel("train", features_h5, "--model", "avel", "--epochs", "1", "--out", run, "--no-progress")
+    assert proc.returncode == 3 and proc.stdout == ""
+    assert _one_line(proc).startswith(f"error: {run}: the test (pid {os.getpid()} on host ")
+    assert _one_line(proc).endswith("is writing it; wait for it to finish, or give another --out")
+    assert not (run / "metrics.jsonl").exists()
+
+
+def test_a_nonfinite_training_stop_exits_4(features_h5, tmp_path):
+    import shutil
+
+    import h5py
+
+    from avel.preprocessing.h5 import read_rows_meta
+
+    data = tmp_path / "data.h5"
+    shutil.copy(features_h5, data)
+    row = int(read_rows_meta(data).splits["train"][0])
+    with h5py.File(data, "a") as f:  # finite, so the file loads, but the loss overflows
+        x = f["audio"][row]
+        x[0] = 3e38
+        f["audio"][row] = x
+    proc = _avel("train", data, "--model", "avel", "--epochs", "1", "--batch-size", "8", "--no-progress",
+                 "--set", "measures=false", "--out", tmp_path / "run")  # fmt: skip
+    assert proc.returncode == 4
+    line = _one_line(proc)
+    assert line.startswith(f"error: {data}: training stopped at epoch 0, batch ")
+    assert str(row) in line.split("file rows ")[1].split(")")[0].split(", ")
+    assert "no checkpoint was written" in line
+
+
+def _held_demo(tmp_path: Path, *args: str, fail: bool = False) -> subprocess.Popen:
+    import signal
+
+    env = {**ENV, "READY": str(tmp_path / "ready"), "FAIL": "1" if fail else ""}
+    return subprocess.Popen(
+        [sys.executable, "-c", HELD_DEMO, *args, "demo", "--workdir", str(tmp_path / "demo")], cwd=ROOT,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal (a shell's
+    )  # fmt: skip  # background job, this test's parent perhaps, ignores SIGINT; Python would too)
+
+
+def test_an_internal_error_exits_70_with_one_line_and_the_traceback_only_with_debug(tmp_path):
+    done = _held_demo(tmp_path, fail=True)
+    stdout, stderr = done.communicate(timeout=600)
+    assert done.returncode == 70 and stdout == ""
+    assert stderr.strip() == (
+        "error: unexpected ZeroDivisionError: division by zero (rerun with --debug for the traceback, "
+        "and please report it)"
+    )
+    debug = _held_demo(tmp_path, "--debug", fail=True)
+    stdout, stderr = debug.communicate(timeout=600)
+    assert debug.returncode == 1  # Python's own exit for an uncaught exception: the traceback
+    assert stderr.startswith("Traceback (most recent call last):") and "in held" in stderr
+    assert stderr.strip().endswith("ZeroDivisionError: division by zero")
+
+
+def test_an_interrupt_exits_130_with_one_line(tmp_path):
+    import signal
+    import time
+
+    proc = _held_demo(tmp_path)
+    deadline = time.time() + 300
+    while not (tmp_path / "ready").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert (tmp_path / "ready").exists() and proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)  # Ctrl-C, inside the command
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and stdout == ""
+    assert stderr.strip() == "error: interrupted"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        ("ValueError('x.h5: empty split')", 2),
+        ("FileNotFoundError(2, 'No such file or directory', 'x.h5')", 2),
+        ("KeyError('audio')", 2),
+        ("OutputLocked('x.h5: another run is writing it')", 3),
+        ("NonFiniteError(0, torch.tensor([3]), 'the loss is nan')", 4),
+        ("ZeroDivisionError('division by zero')", 70),
+        ("RuntimeError('a bug')", 70),
+        ("KeyboardInterrupt()", 130),
+    ],
+)
+def test_every_error_kind_maps_to_its_code_in_one_place(error, code):
+    import torch  # noqa: F401 - used by the NonFiniteError case
+
+    from avel.cli import exit_code
+    from avel.engine.train import NonFiniteError  # noqa: F401
+    from avel.preprocessing.lock import OutputLocked  # noqa: F401
+
+    got, line = exit_code(eval(error))
+    assert int(got) == code and "\n" not in line

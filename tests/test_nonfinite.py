@@ -131,7 +131,7 @@ def test_train_stops_at_a_nonfinite_loss_and_keeps_the_last_good_checkpoint(feat
     row = int(read_rows_meta(data).splits["train"][0])
     _set_row(data, "audio", row, 3e38, (0,))  # finite, so the file loads, but the loss overflows
     code, text = invoke(*args, "--epochs", "4")
-    assert code == 2
+    assert code == 4  # Exit.NON_FINITE
     out = text.strip().splitlines()
     assert out[0] == f"resuming {run} at epoch 2"
     assert len(out) == 2 and out[1].startswith(f"error: {data}: training stopped at epoch 2, batch ")
@@ -147,7 +147,7 @@ def test_a_nonfinite_first_epoch_writes_no_checkpoint(features_h5, tmp_path):
     _set_row(data, "audio", int(read_rows_meta(data).splits["train"][2]), 3e38, (0,))
     code, text = invoke("train", data, "--model", "avel", "--epochs", "2", "--out", run, "--no-progress",
                         "--set", "measures=false")  # fmt: skip
-    assert code == 2 and "training stopped at epoch 0, batch 0" in text
+    assert code == 4 and "training stopped at epoch 0, batch 0" in text
     assert "no checkpoint was written" in text
     assert not (run / "last.pt").exists() and not (run / "best.pt").exists()
 

@@ -79,7 +79,7 @@ def test_second_preprocess_on_one_output_refuses_or_waits(small_ave, tmp_path):
     assert first.poll() is None, first.stderr.read().decode()
 
     second = invoke(*args)  # refuses at once, naming the running one
-    assert second.exit_code == 2
+    assert second.exit_code == 3  # Exit.LOCKED
     assert f"out.h5: avel preprocess (pid {first.pid} on host" in second.output
     assert "--wait" in second.output and "Traceback" not in second.output
     assert first.poll() is None  # it goes on, untouched

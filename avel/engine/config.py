@@ -448,5 +448,5 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     return device

@@ -186,7 +186,7 @@ def load_imagenet(encoder: ResNet18) -> None:
     try:
         state = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1).state_dict()
     except Exception as e:  # offline, no cache
-        raise RuntimeError(
+        raise OSError(
             "could not load the ImageNet ResNet18 weights (torchvision ResNet18_Weights.IMAGENET1K_V1): "
             f"{e}. Download them once on a machine with network access into the torch hub cache "
             "($TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth) and copy it here, or train with "

@@ -49,7 +49,7 @@ def fonts() -> tuple[ImageFont.FreeTypeFont, ...]:
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     found = tuple(ImageFont.truetype(str(folder / n), 44) for n in FONT_FILES if (folder / n).is_file())
     if not found:
-        raise RuntimeError(f"no TrueType font found in {folder} (matplotlib's bundled fonts)")
+        raise FileNotFoundError(f"no TrueType font found in {folder} (matplotlib's bundled fonts)")
     return found
 
 
