@@ -58,10 +58,13 @@ HELD_PREPROCESS = (  # `avel preprocess` whose first video waits until the file 
 )
 
 
-def blocked_on_flock(pid: int) -> bool:
-    """The kernel lists process ``pid`` as waiting for an flock (``/proc/locks``: ``N: -> FLOCK ... PID``)."""
+def blocked_on_flock(pid: int, path: Path) -> bool:
+    """The kernel lists process ``pid`` as waiting for the flock on the file ``path`` (``/proc/locks``:
+    ``N: -> FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF``, device numbers in hex)."""
+    st = os.stat(path)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     lines = [line.split() for line in Path("/proc/locks").read_text().splitlines()]
-    return any("->" in parts and "FLOCK" in parts and str(pid) in parts for parts in lines)
+    return any(p[1:3] == ["->", "FLOCK"] and p[5] == str(pid) and p[6] == inode for p in lines if len(p) > 6)
 
 
 def test_second_preprocess_on_one_output_refuses_or_waits(small_ave, tmp_path):
@@ -88,12 +91,14 @@ def test_second_preprocess_on_one_output_refuses_or_waits(small_ave, tmp_path):
         [*AVEL, *args, "--wait"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     deadline = time.time() + 120
-    while not blocked_on_flock(waiting.pid) and time.time() < deadline and waiting.poll() is None:
-        time.sleep(0.02)
-    assert blocked_on_flock(waiting.pid)  # the waiter sits in flock on the held lock, before the release
+    while not blocked_on_flock(waiting.pid, lock) and time.time() < deadline and waiting.poll() is None:
+        time.sleep(0.02)  # polling for a state, not a sleep standing in for one
+    # the waiter sits in flock on this very lock file, which still names the first run, before the release
+    assert blocked_on_flock(waiting.pid, lock) and waiting.poll() is None
+    assert json.loads(lock.read_text())["pid"] == first.pid and first.poll() is None and not out.exists()
     release.touch()
-    stdout, stderr = (s.decode() for s in waiting.communicate(timeout=300))
     assert first.wait(timeout=300) == 0, first.stderr.read().decode()
+    stdout, stderr = (s.decode() for s in waiting.communicate(timeout=300))
     assert waiting.returncode == 0, stderr
     assert "6 rows from 6/6 videos" in stdout
     _, damaged, nonfinite = verify(out)
