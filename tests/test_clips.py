@@ -373,4 +373,4 @@ def test_synth_audio_knob_errors(tmp_path):
     code, text = invoke("synth", tmp_path, "--layout", "crema-d", "--audio-groups", "7")
     assert code == 2 and "audio_groups must be in [0, 6]" in text
     code, text = invoke("synth", tmp_path, "--layout", "crema-d", "--audio-else", "silence")
-    assert code == 2 and "unknown audio_else 'silence'; valid: ['other', 'none']" in text
+    assert code == 2 and 'audio_else: "silence" is not allowed: must be one of other, none' in text

@@ -86,8 +86,7 @@ def compress_block(modality: str, width: int) -> tuple[nn.Sequential, nn.Sequent
     inputs; recover: four transposed convolutions back to a fixed grid, 28 × 28 for ``visual`` (224 px
     frames' layer2 grid) and 33 × 38 for ``audio`` (a 257 × 299 spectrogram's); layer3 reads that grid.
     No residual: layer3 sees only what passes the D-wide bottleneck."""
-    if modality not in COMPRESS_MODALITIES:
-        raise ValueError(f"unknown compress modality {modality!r}; valid: {list(COMPRESS_MODALITIES)}")
+    check("compress modality", modality, one_of(*COMPRESS_MODALITIES))
     c, d = 2 * width, 8 * width
     compress = nn.Sequential(
         nn.Conv2d(c, c, 3, 2, 1),

@@ -38,6 +38,7 @@ from typing import Any
 import av
 import numpy as np
 
+from avel.rules import check, one_of
 from avel.synth.ave import SynthConfig, render_audio, render_frames, write_video
 from avel.synth.ave import sound_class as grouped_sound
 
@@ -69,8 +70,7 @@ class ClipSynthConfig:
     audio_else: str = "other"  # the sound of the 1 - p_audio clips: another class's, or "none" (noise only)
 
     def check(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {self.layout!r}; valid: {list(LAYOUTS)}")
+        check("layout", self.layout, one_of(*LAYOUTS))
         if self.layout == "crema-d" and self.classes != len(CREMAD_CLASSES):
             raise ValueError(f"the crema-d layout has {len(CREMAD_CLASSES)} classes, not {self.classes}")
         if not 0 < self.min_seconds <= self.max_seconds:
@@ -91,8 +91,7 @@ class ClipSynthConfig:
                 f"audio_groups must be in [0, {self.classes}] (0: one sound per class), "
                 f"got {self.audio_groups}"
             )
-        if self.audio_else not in AUDIO_ELSE:
-            raise ValueError(f"unknown audio_else {self.audio_else!r}; valid: {list(AUDIO_ELSE)}")
+        check("audio_else", self.audio_else, one_of(*AUDIO_ELSE))
 
     def render_config(self) -> SynthConfig:
         """The AVE synthesiser's settings for the sound and frame renderers it shares with this one."""

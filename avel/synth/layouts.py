@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from avel.rules import check, one_of
+
 
 def _known(config_type: type, options: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(config_type)}
@@ -45,6 +47,5 @@ SYNTHESISERS: dict[str, Callable[..., dict[str, Any]]] = {
 
 def synthesise(layout: str, out_dir: str | Path, **options: Any) -> dict[str, Any]:
     """Write an embedded dataset in ``layout``; returns its summary."""
-    if layout not in SYNTHESISERS:
-        raise ValueError(f"unknown layout {layout!r}; valid: {list(SYNTHESISERS)}")
+    check("layout", layout, one_of(*SYNTHESISERS))
     return SYNTHESISERS[layout](Path(out_dir), **options)

@@ -13,6 +13,7 @@ from avel.engine.config import resolve_device
 from avel.engine.evaluate import check_data_params, format_report, report, save_confusion_png
 from avel.engine.measures import balance_measures, format_measures
 from avel.models.base import AVModel
+from avel.rules import check, one_of
 
 
 def evaluate_checkpoint(
@@ -24,8 +25,7 @@ def evaluate_checkpoint(
     device: str = "auto",
 ) -> str:
     """``avel evaluate``: full report of a checkpoint on one split: eval.json, confusion.png, a table."""
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown split {split!r}; valid: ['train', 'val', 'test']")
+    check("split", split, one_of("train", "val", "test"))
     dev = resolve_device(device)
     model, ckpt = model_from_checkpoint(checkpoint, dev)
     check_checkpoint_data(ckpt, checkpoint, data_path)
