@@ -437,12 +437,15 @@ def train(
 ) -> None:
     """Train an AVEL localizer or a ResNet18 classifier, with a rebalancing method."""
     options = dict(locals())  # the command's options, before anything else is bound
+    from avel.engine.config import load_config, validate
+
+    cfg = load_config(config, train_overrides(options))
     if nproc is not None and nproc > 1 and "LOCAL_RANK" not in os.environ:
+        validate(cfg)  # a bad value is refused here (exit 2), not once per process under torchrun
         raise typer.Exit(_launch_torchrun(nproc))
-    from avel.engine.config import load_config
     from avel.engine.train import run_training
 
-    run_training(load_config(config, train_overrides(options)))
+    run_training(cfg)
 
 
 def train_overrides(options: dict[str, Any]) -> dict[str, Any]:

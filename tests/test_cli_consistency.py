@@ -156,6 +156,13 @@ def test_a_bad_config_value_exits_2_naming_file_and_line(features_h5, tmp_path):
     assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
+def test_a_bad_value_under_nproc_is_refused_before_torchrun_starts(features_h5, tmp_path):
+    proc = _avel("train", features_h5, "--nproc", "2", "--fusion", "film", "--out", tmp_path / "run")
+    assert proc.returncode == 2 and proc.stdout == ""  # one line, not one per process and torchrun's report
+    fusion = 'fusion (--fusion) for --model avel: "film" is not allowed: must be one of concat, dmrn'
+    assert _one_line(proc) == f"error: {fusion}"
+
+
 def test_a_locked_output_exits_3_naming_the_holder(features_h5, tmp_path):
     from avel.preprocessing.lock import output_lock
 
