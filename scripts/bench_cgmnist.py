@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from avel.data.splits import load_splits
 from avel.engine.checkpoint import model_from_kwargs
 from avel.engine.config import load_config
 from avel.engine.train import build_optimizer, evaluate_split, make_balancer, model_kwargs, train_one_epoch
+from avel.families import load_splits
 from avel.synth.cgmnist import SMALL, make_cgmnist
 
 CASES = [  # (label, overrides): the grid's models

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from avel.data.splits import SplitData, load_splits
+from avel.data.splits import SplitData
 from avel.engine.config import load_config
 from avel.engine.evaluate import evaluate, train_prototypes
 from avel.engine.train import build_optimizer, make_balancer, modality_epoch, train_one_epoch
-from avel.models import build_model
+from avel.families import build_model, load_splits
 from avel.synth.cgmnist import make_cgmnist, small
 
 

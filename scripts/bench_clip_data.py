@@ -33,10 +33,9 @@ import numpy as np
 import torch
 
 from avel.balance import build_balancer
-from avel.data.splits import load_splits
 from avel.engine.config import TrainConfig
 from avel.engine.train import bf16_supported, build_optimizer
-from avel.models import build_model
+from avel.families import build_model, load_splits
 from avel.preprocessing.annotations import SEGMENTS
 from avel.preprocessing.assemble import Assembler
 from avel.preprocessing.audio import SpecParams, segment_columns

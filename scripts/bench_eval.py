@@ -27,10 +27,10 @@ import torch
 from bench_load import write_file
 
 from avel.balance import build_balancer
-from avel.data.splits import load_splits
 from avel.engine.checkpoint import model_from_kwargs
 from avel.engine.config import load_config
 from avel.engine.train import build_optimizer, evaluate_split, modality_epoch, model_kwargs, train_one_epoch
+from avel.families import load_splits
 
 
 class Run:

@@ -22,7 +22,7 @@ import torch
 import avel.engine.train as train_mod
 from avel.balance import build_balancer
 from avel.engine.config import TrainConfig
-from avel.models import build_model
+from avel.families import build_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_train import avel_data  # noqa: E402

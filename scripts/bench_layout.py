@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 import torch
 
-from avel.models import build_model, encoders
+from avel.families import build_model
+from avel.models import encoders
 
 
 def cases(skip_width: int | None) -> dict[str, tuple[torch.nn.Module, Callable[[], tuple]]]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from avel.data.splits import load_splits
+from avel.families import load_splits
 from avel.preprocessing.h5 import RowsMeta, write_features_file
 
 T, DA, GRID, C = 10, 128, 7, 512

@@ -21,7 +21,7 @@ from avel.balance import build_balancer
 from avel.data.splits import DataSplits, SplitData
 from avel.engine.config import TrainConfig
 from avel.engine.train import build_optimizer, train_one_epoch
-from avel.models import build_model
+from avel.families import build_model
 
 
 def avel_data(videos: int, device: torch.device, grid: int = 7, channels: int = 512) -> DataSplits:

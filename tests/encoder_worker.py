@@ -62,7 +62,7 @@ def inputs(encoder: str, size: int, frames: int) -> tuple[Tensor, ...]:
 
 
 def module(encoder: str, width: int) -> nn.Module:
-    from avel.models import build_model
+    from avel.families import build_model
     from avel.models.encoders import AudioEncoder, CGConvNet, VisualEncoder
 
     if encoder == "audio":

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from avel.data.augment import spec_augment
-from avel.data.splits import load_splits
+from avel.families import load_splits
 
 
 def test_spec_augment_masks_one_band_and_one_span_per_sample():

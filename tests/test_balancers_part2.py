@@ -291,8 +291,8 @@ def test_avel_features_training_resumes_mid_run_exactly(features_h5, tmp_path, b
 
 
 def test_mla_takes_two_optimizer_steps_per_batch_and_its_fusion_evaluates(features_h5, tmp_path):
-    from avel.data.splits import load_splits
     from avel.engine.evaluate import evaluate
+    from avel.families import load_splits
 
     res = run_training(
         _cfg(features_h5, tmp_path / "m", balance="mla", epochs=1, optimizer="adam"), log=lambda s: None
@@ -398,7 +398,7 @@ def test_greedy_window_opens_for_the_caring_modality_and_closes_after_window_ste
 
 def test_greedy_replaces_the_caring_gate_by_its_running_average():
     from avel.balance.greedy import Greedy, GreedyModel, mmtm_layers
-    from avel.models import build_model
+    from avel.families import build_model
 
     torch.manual_seed(0)
     base = build_model(family="cgmnist", fusion="mmtm", input_mode="e2e", num_classes=10)

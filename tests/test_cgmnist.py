@@ -14,10 +14,9 @@ import torch
 from typer.testing import CliRunner
 
 from avel.cli import app
-from avel.data.splits import load_splits
 from avel.engine.config import load_config
 from avel.engine.train import run_training
-from avel.models import build_model
+from avel.families import build_model, load_splits
 from avel.models.encoders import CGConvNet
 from avel.preprocessing.cgmnist import MEAN_COLORS, colorize, read_idx, write_cgmnist
 from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from avel.balance.pmr import PMR, released_test_rows
-from avel.data.splits import SplitData, load_splits
+from avel.data.splits import SplitData
 from avel.engine import train as train_mod
 from avel.engine.config import load_config, validate
-from avel.models import build_model
+from avel.families import build_model, load_splits
 from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist
 
 

@@ -16,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from avel.cli import app
-from avel.data.splits import load_splits
+from avel.families import load_splits
 from avel.preprocessing.audio import log_spectrogram
 from avel.preprocessing.clip_pipeline import ClipParams, clip_params, preprocess_clips
 from avel.preprocessing.clips import carve_val

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from avel.data.splits import SplitData, _rows, load_splits, row_runs
+from avel.data.splits import SplitData, row_runs, rows_of
+from avel.families import load_splits
 
 
 def test_row_runs_groups_consecutive_rows():
@@ -21,10 +22,10 @@ def test_rows_of_a_chunked_dataset_match_fancy_indexing(tmp_path, stored):
     rows = np.array([0, 1, 2, 9, 20, 21, 49])
     with h5py.File(tmp_path / "x.h5", "w") as f:
         ds = f.create_dataset("x", data=data, chunks=(1, 3, 4))
-        got = _rows(ds, rows, np.float32)
+        got = rows_of(ds, rows, np.float32)
         assert got.dtype == np.float32 and got.shape == (7, 3, 4)
         np.testing.assert_array_equal(got, ds[rows].astype(np.float32))
-        assert _rows(ds, rows[:0]).shape == (0, 3, 4)
+        assert rows_of(ds, rows[:0]).shape == (0, 3, 4)
 
 
 def test_features_splits_hold_the_split_rows_of_the_file(features_h5):

@@ -23,11 +23,10 @@ from avel.balance.cml import confidence_penalty
 from avel.balance.iprm import IPRMModel, probe
 from avel.balance.ogm import modality_scores
 from avel.balance.pmr import PMR, imbalance_ratio
-from avel.data.splits import load_splits
 from avel.engine import distributed
 from avel.engine.config import TrainConfig
 from avel.engine.train import _build_args, model_kwargs, seed_everything
-from avel.models import build_model
+from avel.families import build_model, load_splits
 from avel.models.base import event_weights
 
 # The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').

@@ -15,11 +15,11 @@ import torch
 from test_distributed import start, wait
 
 from avel.balance import build_balancer
-from avel.data.splits import DataSplits, load_splits
+from avel.data.splits import DataSplits
 from avel.engine import distributed
 from avel.engine.config import TrainConfig
 from avel.engine.train import _build_args, model_kwargs, seed_everything, train_one_epoch
-from avel.models import build_model
+from avel.families import build_model, load_splits
 
 # The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').
 pytestmark = pytest.mark.slow

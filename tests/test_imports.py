@@ -16,6 +16,7 @@ LAYERS = [
     ["avel.collectives", "avel.rules"],
     ["avel.data", "avel.synth"],
     ["avel.models"],
+    ["avel.families"],
     ["avel.balance"],
     ["avel.engine"],
     ["avel.experiments"],

@@ -12,7 +12,7 @@ from avel.balance.base import output_loss
 from avel.engine.checkpoint import model_from_checkpoint
 from avel.engine.config import load_config
 from avel.engine.train import model_kwargs, run_training
-from avel.models import build_model
+from avel.families import build_model
 from avel.models.intermediate import MMTM, CentralSum, excite, fresh_copy, squeeze
 
 # The full suite only: processes, grids, kills and CLI round trips (the fast tier: -m 'not slow').

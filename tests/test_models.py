@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from avel.models import build_model
+from avel.families import build_model
 from avel.models.encoders import AUDIO_BANDS, AudioEncoder, ResNet18, resnet_grid
 from avel.models.temporal import AudioGuidedAttention
 

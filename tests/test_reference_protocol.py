@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from avel.cli import app
 from avel.engine.config import load_config
 from avel.engine.train import run_training
-from avel.models import build_model
+from avel.families import build_model
 
 QUIET = {"log": lambda s: None}
 

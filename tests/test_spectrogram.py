@@ -156,7 +156,7 @@ def test_preprocess_with_the_pmr_spectrogram_and_pmr_clip_samples(tiny_ave, tmp_
     from typer.testing import CliRunner
 
     from avel.cli import app
-    from avel.data.splits import load_splits
+    from avel.families import load_splits
     from avel.preprocessing.audio import fit_length, segment_columns
 
     out = tmp_path / "pmr.h5"

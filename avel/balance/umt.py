@@ -45,7 +45,7 @@ from avel.balance.base import (
     task_loss,
 )
 from avel.balance.heads import UniHeadsModel
-from avel.models import modality_slot
+from avel.families import modality_slot
 from avel.models.base import AVModel
 
 if TYPE_CHECKING:

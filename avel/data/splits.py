@@ -16,10 +16,7 @@ from torch import Tensor
 from avel.data.augment import frames_to_input, spec_augment
 from avel.preprocessing.audio import num_columns, spec_from_params
 from avel.preprocessing.h5 import (
-    CGMNIST_KIND,
-    CLIPS_KIND,
     DATA_ARRAYS,
-    FEATURES_KIND,
     PREPROCESS_KIND,
     SPLIT_NAMES,
     attr_value,
@@ -155,10 +152,6 @@ class DataSplits:
 
 # ----------------------------------------------------------------------------------------- HDF5 -> splits
 
-# input normalisation of the released CG-MNIST code: MNIST's mean/std (gray), CIFAR-10's (colored)
-GRAY_MEAN, GRAY_STD = 0.1307, 0.3081
-COLOR_MEAN, COLOR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
-
 
 def file_kind(path: str | Path) -> str:
     """The ``kind`` of an avel HDF5 file after its checks (``avel.preprocessing.h5.check_file``): a clear
@@ -197,7 +190,7 @@ def row_runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(i), int(rows[i]), int(n)) for i, n in zip(starts, lengths, strict=True)]
 
 
-def _rows(ds: h5py.Dataset, rows: np.ndarray, dtype=None) -> np.ndarray:
+def rows_of(ds: h5py.Dataset, rows: np.ndarray, dtype=None) -> np.ndarray:
     """Rows ``rows`` (increasing) of a dataset as one new array of ``dtype`` (default: the stored one).
 
     Each run of consecutive rows is one hyperslab read straight into its place in the output (HDF5 converts
@@ -229,103 +222,69 @@ def _rows(ds: h5py.Dataset, rows: np.ndarray, dtype=None) -> np.ndarray:
     return out
 
 
-def load_splits(
-    path: str | Path,
-    *,
-    family: str = "avel",
-    device: str | torch.device = "cpu",
-    frames: int = 4,
-    augment: bool = True,
-    augment_audio: bool = False,
-    splits: tuple[str, ...] = SPLIT_NAMES,
-    eval_frames: int = 0,
-    audio_norm: str = "clip",
-) -> DataSplits:
-    """Load every split of an avel file onto ``device`` in the layout the model family needs.
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a reader turns a split's stored rows into model inputs (``load_splits``' options).
 
-    family "avel": per-segment samples (labels (N, 10)); a features file gives features mode, a preprocess
-    file end-to-end mode (frames + one second of spectrogram per segment).
-    family "resnet18": clip samples built from each video's event span (the PMR / OGM-GE setting): label =
-    the event class, audio = the span's spectrogram tiled to the clip length, ``frames`` frames sampled across
-    the span.
-    On a clip file (``avel-clips``): the stored clip, ``frames`` of its frames drawn at random for training
-    and ``eval_frames`` (0 = all stored) for evaluation, averaged by the visual encoder.
-    The clip length is the file's (1004 columns for 10 s), or ``clip_samples``' columns where the file's
-    transform sets it (the "pmr" spectrogram: 1004 columns of 22.05 kHz audio). ``audio_norm``
-    (``AUDIO_NORMS``) orders standardising and tiling.
-    """
-    if audio_norm not in AUDIO_NORMS:
-        raise ValueError(f"unknown audio_norm {audio_norm!r}; valid: {list(AUDIO_NORMS)}")
+    ``frames``: frames per clip sample (stratified across an event span, or drawn from a stored clip);
+    ``eval_frames``: a stored clip's frames for evaluation (0 = all); ``augment`` / ``augment_audio``: the
+    training transforms (``avel.data.augment``); ``audio_norm`` (``AUDIO_NORMS``): standardise, then tile
+    the span ("clip"), or tile, then standardise ("tiled", the released PMR code's order)."""
+
+    frames: int = 4
+    augment: bool = True
+    augment_audio: bool = False
+    eval_frames: int = 0
+    audio_norm: str = "clip"
+
+    def __post_init__(self) -> None:
+        if self.audio_norm not in AUDIO_NORMS:
+            raise ValueError(f"unknown audio_norm {self.audio_norm!r}; valid: {list(AUDIO_NORMS)}")
+
+
+# reader(file, sorted rows of one split, device, file meta, options) -> the split as model inputs
+Reader = Callable[[h5py.File, np.ndarray, torch.device, dict, ReadOptions], SplitData]
+
+
+def file_meta(f: h5py.File, path: str | Path) -> dict:
+    """The file's attributes (``read_meta``) with its ``kind``, ``path`` and, for a preprocess file, each
+    segment's spectrogram width (``segment_width``)."""
+    meta = read_meta(f)
+    meta["kind"], meta["path"] = str(attr_value(f.attrs["kind"])), str(path)
+    if meta["kind"] == PREPROCESS_KIND:
+        meta["segment_width"] = segment_window(f["segment_columns"][()])
+    return meta
+
+
+def read_splits(
+    path: str | Path,
+    choose: Callable[[dict], Reader],
+    *,
+    device: str | torch.device = "cpu",
+    options: ReadOptions = ReadOptions(),
+    splits: tuple[str, ...] = SPLIT_NAMES,
+) -> DataSplits:
+    """The ``splits`` of an avel file on ``device``, each read by the reader ``choose`` picks from the
+    file's meta (a model family's: ``avel.families.load_splits``); the others are None. A reader may leave
+    rows out (clip samples of AVE: videos without an event), counted in ``meta["skipped_no_event"]``."""
     device = torch.device(device)
+    out: dict[str, SplitData | None] = dict.fromkeys(SPLIT_NAMES)
     with open_avel(path) as f:
-        kind = str(attr_value(f.attrs["kind"]))
-        meta = read_meta(f)
-        meta["kind"] = kind
-        meta["path"] = str(path)
-        classes = meta["classes"]
-        if (kind == CGMNIST_KIND) != (family == "cgmnist"):
-            raise ValueError(
-                f"{path}: a {kind} file; "
-                + (
-                    "CG-MNIST trains the cgmnist model family (--model cgmnist)"
-                    if kind == CGMNIST_KIND
-                    else "the cgmnist model family trains on `avel cgmnist` files"
-                )
-            )
-        if kind == CLIPS_KIND and family != "resnet18":
-            raise ValueError(
-                f"{path}: a clip dataset (one label per clip) trains clip classifiers (--model resnet18), "
-                f"not {family!r}"
-            )
-        if family == "cgmnist":
-            loader = _cgmnist_split
-        elif kind == CLIPS_KIND:
-            loader = _stored_clip_split
-        elif family == "avel":
-            loader = _features_split if kind == FEATURES_KIND else _e2e_segments_split
-        elif family == "resnet18":
-            if kind != PREPROCESS_KIND:
-                raise ValueError(
-                    f"{path}: resnet18 classifiers train end to end on frames and spectrograms; this is a "
-                    f"{kind} file. Use the output of `avel preprocess`."
-                )
-            loader = _clip_split
-        else:
-            raise ValueError(f"unknown model family {family!r}; valid: ['avel', 'resnet18', 'cgmnist']")
-        if kind == PREPROCESS_KIND:
-            meta["segment_width"] = segment_window(f["segment_columns"][()])
-        out: dict[str, SplitData | None] = {}
-        for name in SPLIT_NAMES:
-            if name not in splits:
-                out[name] = None
-                continue
+        meta = file_meta(f, path)
+        reader = choose(meta)
+        for name in (n for n in SPLIT_NAMES if n in splits):
             rows = _split_rows(f, name)
-            out[name] = loader(
-                f,
-                rows,
-                device,
-                meta,
-                frames=frames,
-                augment=augment,
-                augment_audio=augment_audio,
-                eval_frames=eval_frames,
-                audio_norm=audio_norm,
-            )
-            skipped = len(rows) - len(out[name].rows)  # clip samples of AVE: videos without an event
-            if skipped:
-                meta.setdefault("skipped_no_event", {})[name] = skipped
-    num = {"avel": len(classes), "resnet18": len(classes) - 1}.get(family, len(classes))
-    meta["num_classes"] = len(classes) if kind == CLIPS_KIND else num
-    meta["family"] = family
-    meta["input_mode"] = "features" if kind == FEATURES_KIND else "e2e"
-    meta.setdefault("modalities", ["audio", "visual"])
+            out[name] = split = reader(f, rows, device, meta, options)
+            if len(rows) > len(split.rows):
+                meta.setdefault("skipped_no_event", {})[name] = len(rows) - len(split.rows)
     return DataSplits(out["train"], out["val"], out["test"], meta)
 
 
-def _features_split(f: h5py.File, rows: np.ndarray, device, meta: dict, **_) -> SplitData:
-    audio = torch.from_numpy(_rows(f["audio"], rows, np.float32)).to(device)  # (N, T, Da)
-    visual = torch.from_numpy(_rows(f["visual"], rows, np.float32)).to(device)  # (N, T, H, W, C)
-    labels = torch.from_numpy(_rows(f["segment_labels"], rows, np.int64)).to(device)  # (N, T)
+def read_features(f: h5py.File, rows: np.ndarray, device, meta: dict, options: ReadOptions) -> SplitData:
+    """Precomputed features (a features file), per segment: labels (N, T)."""
+    audio = torch.from_numpy(rows_of(f["audio"], rows, np.float32)).to(device)  # (N, T, Da)
+    visual = torch.from_numpy(rows_of(f["visual"], rows, np.float32)).to(device)  # (N, T, H, W, C)
+    labels = torch.from_numpy(rows_of(f["segment_labels"], rows, np.int64)).to(device)  # (N, T)
     return SplitData(audio, visual, labels, rows=torch.from_numpy(rows))
 
 
@@ -334,12 +293,12 @@ def segment_window(segment_columns: np.ndarray) -> int:
     return int(np.diff(np.asarray(segment_columns)).min())
 
 
-def _e2e_segments_split(
-    f: h5py.File, rows: np.ndarray, device, meta: dict, augment: bool, augment_audio: bool, **_
-) -> SplitData:
-    frames = torch.from_numpy(_rows(f["frames"], rows)).to(device)  # (N, T, K, S, S, 3) uint8
-    spec = torch.from_numpy(_rows(f["spectrogram"], rows, np.float32)).to(device)  # (N, F, L)
-    labels = torch.from_numpy(_rows(f["segment_labels"], rows, np.int64)).to(device)
+def read_segments(f: h5py.File, rows: np.ndarray, device, meta: dict, options: ReadOptions) -> SplitData:
+    """Frames and one second of spectrogram per segment (a preprocess file, end to end): labels (N, T)."""
+    augment, augment_audio = options.augment, options.augment_audio
+    frames = torch.from_numpy(rows_of(f["frames"], rows)).to(device)  # (N, T, K, S, S, 3) uint8
+    spec = torch.from_numpy(rows_of(f["spectrogram"], rows, np.float32)).to(device)  # (N, F, L)
+    labels = torch.from_numpy(rows_of(f["segment_labels"], rows, np.int64)).to(device)
     starts = torch.as_tensor(np.asarray(f["segment_columns"][()])[:-1], device=device)  # (T,)
     width = meta["segment_width"]
     cols = starts[:, None] + torch.arange(width, device=device)  # (T, W) column indices per segment
@@ -372,18 +331,12 @@ def clip_length(meta: dict, stored: int) -> int:
     return num_columns(spec.clip_samples, spec) if spec.clip_samples else stored
 
 
-def _clip_split(
-    f: h5py.File,
-    rows: np.ndarray,
-    device,
-    meta: dict,
-    frames: int,
-    augment: bool,
-    augment_audio: bool,
-    audio_norm: str = "clip",
-    **_,
-) -> SplitData:
-    seg = _rows(f["segment_labels"], rows)  # (N, T)
+def read_event_clips(f: h5py.File, rows: np.ndarray, device, meta: dict, options: ReadOptions) -> SplitData:
+    """Clip samples built from each video's event span (a preprocess file; the PMR / OGM-GE setting):
+    label = the event class, audio = the span's spectrogram tiled to the clip length (``clip_length``),
+    ``options.frames`` frames sampled across the span; a video without an event segment is left out."""
+    frames, augment, augment_audio = options.frames, options.augment, options.augment_audio
+    seg = rows_of(f["segment_labels"], rows)  # (N, T)
     background = len(meta["classes"]) - 1
     has_event = (seg != background).any(axis=1)  # a video without an event segment has no clip sample
     rows = rows[has_event]
@@ -393,14 +346,14 @@ def _clip_split(
     start = np.where(is_event, t_idx, seg.shape[1]).min(axis=1)  # first event segment
     end = np.where(is_event, t_idx + 1, 0).max(axis=1)  # one past the last event segment
     labels = seg[np.arange(len(seg)), start]
-    audio = _rows(f["spectrogram"], rows, np.float32)  # (N, F, L); an empty split is not an error
+    audio = rows_of(f["spectrogram"], rows, np.float32)  # (N, F, L); an empty split is not an error
     bounds = np.asarray(f["segment_columns"][()])
     length = clip_length(meta, audio.shape[-1])
     out = audio if length == audio.shape[-1] else np.empty((*audio.shape[:2], length), np.float32)
     for i, (a, b) in enumerate(zip(start, end, strict=True)):  # in place when the length is kept
-        out[i] = tile_span(audio[i], bounds[a], bounds[b], length, audio_norm)
+        out[i] = tile_span(audio[i], bounds[a], bounds[b], length, options.audio_norm)
     audio = out
-    stored = torch.from_numpy(_rows(f["frames"], rows)).to(device)  # (N, T, K, S, S, 3)
+    stored = torch.from_numpy(rows_of(f["frames"], rows)).to(device)  # (N, T, K, S, S, 3)
     k = stored.shape[2]
     span_start = torch.as_tensor(start * k, device=device)
     span_len = torch.as_tensor((end - start) * k, device=device)
@@ -431,23 +384,6 @@ def _clip_split(
     )
 
 
-def _cgmnist_split(f: h5py.File, rows: np.ndarray, device, meta: dict, **_) -> SplitData:
-    """CG-MNIST samples: gray (B, 1, 28, 28) in the first (audio) slot, colored (B, 3, 28, 28) in the
-    second (visual) slot, clip labels (B,). Stored as uint8, normalised per batch (released code's means)."""
-    gray = torch.from_numpy(_rows(f["gray"], rows)).to(device)  # (N, 28, 28) uint8
-    colored = torch.from_numpy(_rows(f["colored"], rows)).to(device)  # (N, 28, 28, 3) uint8
-    labels = torch.from_numpy(_rows(f["label"], rows, np.int64)).to(device)
-    c_mean = torch.tensor(COLOR_MEAN, device=device)[:, None, None]
-    c_std = torch.tensor(COLOR_STD, device=device)[:, None, None]
-
-    def transform(g: Tensor, c: Tensor, idx: Tensor, train: bool, gen) -> tuple[Tensor, Tensor]:
-        g = (g.float().unsqueeze(1) / 255.0 - GRAY_MEAN) / GRAY_STD
-        c = (c.float().permute(0, 3, 1, 2) / 255.0 - c_mean) / c_std
-        return g, c
-
-    return SplitData(gray, colored, labels, transform, rows=torch.from_numpy(rows))
-
-
 def frame_choice(b: int, stored: int, k: int, train: bool, gen, device) -> Tensor:
     """(B, k) frame indices out of ``stored``: k distinct at random, in time order, for training (PMR §5.2:
     3 of 10 on CREMA-D); the centres of k equal parts otherwise (all frames when k = stored)."""
@@ -458,20 +394,14 @@ def frame_choice(b: int, stored: int, k: int, train: bool, gen, device) -> Tenso
     return centres.expand(b, k).to(device)
 
 
-def _stored_clip_split(
-    f: h5py.File,
-    rows: np.ndarray,
-    device,
-    meta: dict,
-    frames: int,
-    augment: bool,
-    augment_audio: bool,
-    eval_frames: int = 0,
-    **_,
-) -> SplitData:
-    spec = torch.from_numpy(_rows(f["spectrogram"], rows, np.float32)).to(device)  # (N, F, L)
-    stored = torch.from_numpy(_rows(f["frames"], rows)).to(device)  # (N, K, S, S, 3) uint8
-    labels = torch.from_numpy(_rows(f["label"], rows, np.int64)).to(device)
+def read_stored_clips(f: h5py.File, rows: np.ndarray, device, meta: dict, options: ReadOptions) -> SplitData:
+    """The stored clips of a clip file (``avel-clips``): ``options.frames`` of each clip's frames drawn at
+    random for training and ``options.eval_frames`` (0 = all stored) for evaluation."""
+    frames, eval_frames = options.frames, options.eval_frames
+    augment, augment_audio = options.augment, options.augment_audio
+    spec = torch.from_numpy(rows_of(f["spectrogram"], rows, np.float32)).to(device)  # (N, F, L)
+    stored = torch.from_numpy(rows_of(f["frames"], rows)).to(device)  # (N, K, S, S, 3) uint8
+    labels = torch.from_numpy(rows_of(f["label"], rows, np.int64)).to(device)
     k_stored = int(f["frames"].shape[1])
     if not 1 <= frames <= k_stored or not 0 <= eval_frames <= k_stored:
         raise ValueError(

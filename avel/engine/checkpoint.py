@@ -16,12 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from avel import families
 from avel.engine import config as config_mod
-from avel.models import build_model
+from avel.families import build_model
 from avel.models.base import AVModel
 from avel.preprocessing.h5 import (
-    CGMNIST_KIND,
-    CLIPS_KIND,
     FEATURES_KIND,
     PREPROCESS_KIND,
     attr_value,
@@ -116,39 +115,23 @@ def _data_text(sig: dict[str, Any]) -> str:
     return f"an {sig['kind']} file ({sig['classes']} labels)"  # avel-clips, avel-cgmnist
 
 
-def _trained_text(kw: dict[str, Any]) -> str:
-    family, mode = kw.get("family", "avel"), kw.get("input_mode", "features")
-    if family == "avel" and mode == "features":
-        return (
-            f"an AVEL model trained on a features file (audio {kw.get('audio_dim')}-d, visual "
-            f"{kw.get('regions')} regions x {kw.get('visual_dim')}, {kw.get('num_classes')} labels)"
-        )
-    if family == "cgmnist":
-        return f"a CG-MNIST model ({kw.get('num_classes')} classes)"
-    name = {"avel": "an AVEL", "resnet18": "a ResNet18"}.get(family, f"a {family}")
-    return f"{name} model trained end to end on frames and spectrograms ({kw.get('num_classes')} outputs)"
-
-
 def check_checkpoint_data(ckpt: dict[str, Any], checkpoint: str | Path, data: str | Path) -> None:
     """Refuse, in one line naming both sides, a data file the checkpoint's model cannot read: another
     input mode or model family, other feature sizes, another number of classes."""
     kw = ckpt["model_kwargs"]
     sig = data_signature(data)
-    family, mode = kw.get("family", "avel"), kw.get("input_mode", "features")
-    if family == "avel":
-        need = (FEATURES_KIND,) if mode == "features" else (PREPROCESS_KIND,)
-    else:
-        need = {"cgmnist": (CGMNIST_KIND,)}.get(family, (PREPROCESS_KIND, CLIPS_KIND))
-        trained_kind = ckpt.get("data_meta", {}).get("kind")
-        need = (trained_kind,) if trained_kind in need else need
+    family = families.get(kw.get("family", "avel"))
+    need = family.checkpoint_kinds(kw)
+    trained_kind = ckpt.get("data_meta", {}).get("kind")
+    need = (trained_kind,) if trained_kind in need else need  # a clip classifier of AVE spans or of clips
     # AVE files list background as a class: a localizer predicts it, a clip classifier does not
-    outputs = sig["classes"] - (1 if family != "avel" and sig["kind"] == PREPROCESS_KIND else 0)
+    outputs = family.num_classes(sig["kind"], sig["classes"])
     bad = sig["kind"] not in need or outputs != kw.get("num_classes", outputs)
     if sig["kind"] == FEATURES_KIND and not bad:
         bad |= any(sig[k] != kw.get(k, sig[k]) for k in ("audio_dim", "visual_dim", "regions"))
     if bad:
         raise ValueError(
-            f"{checkpoint} is {_trained_text(kw)}, but {data} is {_data_text(sig)}; "
+            f"{checkpoint} is {family.trained_text(kw)}, but {data} is {_data_text(sig)}; "
             "give a data file like the one the model was trained on"
         )
     for key, trained in ckpt.get("data_params", {}).items():  # how the frames and spectrograms were made

@@ -335,17 +335,18 @@ def validate(cfg: TrainConfig) -> None:
     """Every value in its range and the choices consistent with each other (fusion of the model family,
     balancer name), before anything is read or written; errors name the key (option) and what is allowed."""
     from avel.balance import BALANCERS
-    from avel.models import FUSIONS, MODALITY_NAMES, MODEL_FAMILIES
+    from avel.families import FAMILIES, switch_families
 
     for key in [*RULES, *option_keys()]:
         try:
             check_value(key, value_of(cfg, key))
         except ValueError as e:
             raise ValueError(f"{key} (--{key.replace('_', '-')}): {e}") from None
+    family = FAMILIES.get(cfg.model)
     choices = {
-        "model": list(MODEL_FAMILIES),
-        "fusion": list(FUSIONS.get(cfg.model, ())),
-        "modality": ["both", "audio", "visual", *MODALITY_NAMES.get(cfg.model, ())],
+        "model": list(FAMILIES),
+        "fusion": list(family.fusions if family else ()),
+        "modality": ["both", "audio", "visual", *(family.modality_names if family else ())],
         "balance": ["none", *BALANCERS],
     }
     for key, valid in choices.items():
@@ -353,9 +354,10 @@ def validate(cfg: TrainConfig) -> None:
             where = f" for --model {cfg.model}" if key == "fusion" else ""
             rule = one_of(*dict.fromkeys(valid))
             raise ValueError(f"{key} (--{key}){where}: {refusal(getattr(cfg, key), rule)}")
-    if cfg.compress and cfg.model != "resnet18":
+    if cfg.compress and family is not None and "compress" not in family.switches:
         raise ValueError(
-            f"compress = true is the ResNet18 backbone's block: --model resnet18, not {cfg.model}"
+            f"compress = true is the ResNet18 backbone's block: --model "
+            f"{' / '.join(switch_families('compress'))}, not {cfg.model}"
         )
     if cfg.cg_stem != "layers" and cfg.model != "cgmnist":
         raise ValueError(f"cg_stem (--set cg_stem=...) applies to --model cgmnist, not {cfg.model}")

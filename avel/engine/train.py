@@ -15,6 +15,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from avel import families
 from avel.balance import BALANCERS, build_balancer
 from avel.balance.base import Balancer, EpochMeter
 from avel.balance.pmr import released_rows, released_source
-from avel.data.splits import DataSplits, SplitData, load_splits
+from avel.data.splits import DataSplits, SplitData
 from avel.engine import config as config_mod
 from avel.engine import distributed
 from avel.engine.checkpoint import (
@@ -41,9 +43,8 @@ from avel.engine.evaluate import evaluate, train_prototypes
 from avel.engine.measures import balance_measures, peak_memory_mib, reset_peak_memory
 from avel.engine.provenance import provenance
 from avel.engine.tensorboard import TensorBoardLog
-from avel.models import build_model
+from avel.families import build_model, load_splits
 from avel.models.base import AVModel
-from avel.models.encoders import resnet_grid
 from avel.models.prototypes import compute_prototypes
 from avel.preprocessing.lock import output_lock, write_text_atomic
 
@@ -124,9 +125,9 @@ def build_scheduler(
 def model_kwargs(cfg: TrainConfig, data: DataSplits) -> dict[str, Any]:
     """Constructor arguments of the model (``build_model``'s, and the balancer whose ``prepare_model`` adds
     layers); stored in every checkpoint to rebuild it (``avel.engine.checkpoint.model_from_kwargs``)."""
-    avel = cfg.model == "avel"  # only the localizer's sizes come from the arrays
-    audio, visual = (tuple(data.train.audio.shape), tuple(data.train.visual.shape)) if avel else ((), ())
-    return _model_kwargs(cfg, data.meta["input_mode"], data.meta["num_classes"], audio, visual)
+    train = getattr(data, "train", None)  # the family may size its model from the train arrays
+    shapes = (tuple(train.audio.shape), tuple(train.visual.shape)) if train is not None else ((), ())
+    return _model_kwargs(cfg, data.meta["input_mode"], data.meta["num_classes"], *shapes)
 
 
 def _model_kwargs(
@@ -156,22 +157,14 @@ def _model_kwargs(
         kwargs["compress"] = True
     if cfg.cg_stem != "layers":  # only when on, as compress
         kwargs["cg_stem"] = cfg.cg_stem
-    if cfg.model != "avel":
-        return kwargs
-    if input_mode == "features":  # visual (N, T, h, w, C)
-        kwargs["audio_dim"] = int(audio_shape[-1])
-        kwargs["visual_dim"] = int(visual_shape[-1])
-        kwargs["regions"] = int(visual_shape[2] * visual_shape[3])
-    else:  # stored frames (N, T, K, S, S, 3): the ResNet18 layer4 grid
-        kwargs["regions"] = resnet_grid(int(visual_shape[3])) ** 2
-        kwargs["audio_pool"] = cfg.audio_pool
-    return kwargs
+    family = families.get(cfg.model)
+    return {**kwargs, **family.data_kwargs(cfg, input_mode, audio_shape, visual_shape)}
 
 
 def probe_model(cfg: TrainConfig) -> AVModel:
-    """The smallest model of ``cfg``'s family, fusion and modality (width 8, features on AVEL, no data):
-    enough to ask a balancer's ``applies_to``, which depends on the fusion's structure only."""
-    input_mode = "features" if cfg.model == "avel" else "e2e"
+    """The smallest model of ``cfg``'s family, fusion and modality (width 8, the family's first input mode,
+    no data): enough to ask a balancer's ``applies_to``, which depends on the fusion's structure only."""
+    input_mode = families.get(cfg.model).input_modes[0]
     kwargs = _model_kwargs(cfg, input_mode, 5, (1, 1, 8), (1, 1, 1, 1, 8))
     return build_model(**{**_build_args(kwargs), "width": 8, "pretrained": False})
 
@@ -237,7 +230,7 @@ def check_splits(cfg: TrainConfig, data: DataSplits) -> None:
             raise ValueError(
                 f"{cfg.data}: the {name} split has no rows{why}; training needs rows in train, val and test"
             )
-    if not BALANCERS[cfg.balance].weighs_event_segments or cfg.model != "avel":
+    if not BALANCERS[cfg.balance].weighs_event_segments or not families.get(cfg.model).per_segment:
         return
     background = data.meta["num_classes"] - 1
     for name in build_balancer(cfg.balance, **config_mod.balancer_options(cfg)).event_splits():
@@ -459,6 +452,50 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
 
 
 def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib.ExitStack) -> dict[str, Any]:
+    cfg, ctx, device = _setup(cfg)
+    log = log if ctx.main else _silent
+    generator = seed_everything(cfg.seed)
+    data = _prepare_data(cfg, device, ctx, log)
+    run = _build_run(cfg, ctx, device, data, generator, log)
+    run.dir.mkdir(parents=True, exist_ok=True)  # only once everything above was found usable
+    if ctx.main:  # RUN/train.lock while this process writes RUN (the other ranks write nothing)
+        held.enter_context(output_lock(run.dir, "avel train", lock_path=run.dir / "train.lock", hint=BUSY))
+    _start_or_resume(run)
+    _train_epochs(run)
+    distributed.barrier()  # best.pt is written before any rank reads it
+    complexity = {"base_parameters": run.base_parameters, "peak_mib": peak_memory_mib(device)}
+    results = _finish(run.dir, cfg, data, device, run.best, log, ctx.main, complexity)
+    distributed.close()
+    return results
+
+
+@dataclass
+class Run:
+    """One training run between its steps: what ``_build_run`` made and where the epochs stand."""
+
+    cfg: TrainConfig
+    ctx: distributed.Dist
+    device: torch.device
+    data: DataSplits
+    generator: torch.Generator
+    model: nn.Module  # under DDP when several ranks train it (``distributed.unwrap`` gives the model)
+    kwargs: dict[str, Any]  # model_kwargs: the checkpoint rebuilds the model from them
+    base_parameters: int  # before a balancer adds its layers
+    balancer: Balancer
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    log: Callable[[str], None]
+    start_epoch: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"val_accuracy": -1.0, "epoch": -1})
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.cfg.out)
+
+
+def _setup(cfg: TrainConfig) -> tuple[TrainConfig, distributed.Dist, torch.device]:
+    """Validate ``cfg``, join the process group, pick the device and the run directory (the saved config
+    names its own directory); nothing is read or written yet."""
     if not cfg.data:
         raise ValueError("no data file given (avel train DATA.h5 or `data = ...` in the config)")
     config_mod.validate(cfg)
@@ -467,13 +504,18 @@ def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib
         raise ValueError(
             f"--batch-size {cfg.batch_size} is the global batch: it must divide by the {ctx.world} processes"
         )
-    log = log if ctx.main else _silent
     device = config_mod.resolve_device(device_name)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"{run_dir}: is a file; --out names the run directory")
-    cfg = config_mod.apply(cfg, {"out": str(run_dir)}, "run")  # the saved config names its own directory
-    generator = seed_everything(cfg.seed)
+    return config_mod.apply(cfg, {"out": str(run_dir)}, "run"), ctx, device
+
+
+def _prepare_data(
+    cfg: TrainConfig, device: torch.device, ctx: distributed.Dist, log: Callable[[str], None]
+) -> DataSplits:
+    """The splits as ``cfg``'s model family reads them, checked, test sealed under the clean protocol, and
+    this rank's shard of train under several processes."""
     data = load_splits(
         cfg.data,
         family=cfg.model,
@@ -487,8 +529,7 @@ def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib
     for split, n in data.meta.get("skipped_no_event", {}).items():
         log(f"{cfg.data}: skipped {n} {split} video(s) without an event segment (no clip sample)")
     check_splits(cfg, data)
-    released = cfg.protocol == "released"
-    if released:
+    if cfg.protocol == "released":
         log(released_label(cfg))
     else:
         data.test.seal(CLEAN_SEAL)  # any read of test before _finish raises
@@ -496,10 +537,23 @@ def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib
         data.train = distributed.shard_split(
             data.train, distributed.shard_rows(len(data.train), ctx.rank, ctx.world, cfg.seed)
         )
+    return data
+
+
+def _build_run(
+    cfg: TrainConfig,
+    ctx: distributed.Dist,
+    device: torch.device,
+    data: DataSplits,
+    generator: torch.Generator,
+    log: Callable[[str], None],
+) -> Run:
+    """The model (initialised, with its balancer's layers, under DDP where it applies), the balancer, the
+    optimizer and the schedule."""
     kwargs = model_kwargs(cfg, data)
     model = build_model(**_build_args(kwargs)).to(device)
-    base_parameters = sum(p.numel() for p in model.parameters())  # before a balancer adds its layers
-    initialise(model, cfg, log, resuming=(run_dir / "last.pt").exists())
+    base_parameters = sum(p.numel() for p in model.parameters())
+    initialise(model, cfg, log, resuming=(Path(cfg.out) / "last.pt").exists())
     balancer = make_balancer(cfg, model)
     model = balancer.prepare_model(model).to(device)
     model = distributed.wrap(
@@ -507,105 +561,117 @@ def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib
     )
     optimizer = build_optimizer(cfg, model.parameters())
     scheduler = build_scheduler(cfg, optimizer)
-    run_dir.mkdir(parents=True, exist_ok=True)  # only once everything above was found usable
-    if ctx.main:  # RUN/train.lock while this process writes RUN (the other ranks write nothing)
-        held.enter_context(output_lock(run_dir, "avel train", lock_path=run_dir / "train.lock", hint=BUSY))
-    metrics_path = run_dir / "metrics.jsonl"
-    start_epoch, best = 0, {"val_accuracy": -1.0, "epoch": -1}
-    last = run_dir / "last.pt"
+    return Run(
+        cfg, ctx, device, data, generator, model, kwargs, base_parameters, balancer, optimizer, scheduler, log
+    )
+
+
+def _start_or_resume(run: Run) -> None:
+    """Resume from ``last.pt`` when the run directory holds one (same configuration, metrics trimmed to
+    it), else start ``metrics.jsonl``; then save the resolved config."""
+    metrics_path, last = run.dir / "metrics.jsonl", run.dir / "last.pt"
     if last.exists():
-        ckpt = load_checkpoint(last, map_location=device)
-        _check_resumable(ckpt["config"], cfg, run_dir)
-        distributed.unwrap(model).load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        balancer.load_state_dict(ckpt["balancer"])
-        set_rng_state(ckpt["rng"], generator)
-        start_epoch, best = ckpt["epoch"] + 1, ckpt["best"]
-        if ctx.main:
-            _trim_metrics(metrics_path, start_epoch)
-        log(f"resuming {run_dir} at epoch {start_epoch}")
-    elif ctx.main:
+        ckpt = load_checkpoint(last, map_location=run.device)
+        _check_resumable(ckpt["config"], run.cfg, run.dir)
+        distributed.unwrap(run.model).load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.scheduler.load_state_dict(ckpt["scheduler"])
+        run.balancer.load_state_dict(ckpt["balancer"])
+        set_rng_state(ckpt["rng"], run.generator)
+        run.start_epoch, run.best = ckpt["epoch"] + 1, ckpt["best"]
+        if run.ctx.main:
+            _trim_metrics(metrics_path, run.start_epoch)
+        run.log(f"resuming {run.dir} at epoch {run.start_epoch}")
+    elif run.ctx.main:
         metrics_path.write_text("")
-    if ctx.main:
-        config_mod.save_config(cfg, run_dir / "config.toml")
-    bar = _Progress(cfg.progress and ctx.main)
-    board = TensorBoardLog(run_dir) if cfg.tensorboard and ctx.main else None
-    reset_peak_memory(device)
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        balancer.on_epoch_start(distributed.unwrap(model), data, epoch)
-        t_proto = time.perf_counter() - t0
-        order = distributed.epoch_generator(cfg.seed, epoch, ctx.rank) if ctx.active else generator
-        try:
-            per_step = scheduler if cfg.lr_step_unit == "iteration" else None
-            bar_step = bar.start(epoch, len(data.train))
-            logs = train_one_epoch(model, balancer, data.train, optimizer, cfg, order, bar_step, per_step)
-            if not params_finite(model):
-                raise NonFiniteError(
-                    -1, torch.zeros(0), "a parameter is not finite after the epoch's last step"
-                )
-        except NonFiniteError as e:
-            raise _stopped(e, epoch, cfg, run_dir) from None
-        finally:
-            bar.stop()
-        logs.update(balancer.epoch_logs())
-        logs = distributed.mean_logs(logs)
-        if cfg.lr_step_unit == "epoch":
-            scheduler.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t_train = time.perf_counter() - t0
-        line: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **logs}
-        if epoch % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:  # epochs 0, N, 2N, ... (AVEL ref.) + last
-            val = evaluate_split(
-                distributed.unwrap(model), data, data.val, cfg, with_modalities=modality_epoch(cfg, epoch)
-            )
-            line.update({f"val_{k}": v for k, v in val.items()})
-        if released:
-            test = released_test(distributed.unwrap(model), data, cfg, epoch)
-            line.update({f"test_{k}": v for k, v in test.items()})
-        line.update(
-            {
-                "time_s": time.perf_counter() - t0,
-                "train_time_s": t_train,
-                "prototype_time_s": t_proto,
-                "samples_per_s": ctx.world * len(data.train) / max(t_train, 1e-9),
-            }
-        )
-        improved = line.get("val_accuracy", -1.0) > best["val_accuracy"]
+    if run.ctx.main:
+        config_mod.save_config(run.cfg, run.dir / "config.toml")
+
+
+def _train_epochs(run: Run) -> None:
+    """The epochs left: train, evaluate, log, checkpoint (rank 0 writes)."""
+    bar = _Progress(run.cfg.progress and run.ctx.main)
+    board = TensorBoardLog(run.dir) if run.cfg.tensorboard and run.ctx.main else None
+    reset_peak_memory(run.device)
+    for epoch in range(run.start_epoch, run.cfg.epochs):
+        line = _run_epoch(run, epoch, bar)
+        improved = line.get("val_accuracy", -1.0) > run.best["val_accuracy"]
         if improved:
-            best = {"val_accuracy": line["val_accuracy"], "epoch": epoch}
-        log(_summary(line, best, tuple(data.meta["modalities"])))
-        if not ctx.main:
-            continue
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(line) + "\n")
-        if board is not None:
-            board.write(line)
-        state = {
-            "model": distributed.unwrap(model).state_dict(),
-            "model_kwargs": kwargs,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "balancer": balancer.state_dict(),
-            "config": config_mod.to_dict(cfg),
-            "epoch": epoch,
-            "best": best,
-            "rng": rng_state(generator),
-            "data_meta": {k: data.meta[k] for k in DATA_META_KEYS if k in data.meta},
-            "data_params": _data_params(data.meta),
-        }
-        if improved:
-            save_checkpoint(run_dir / "best.pt", state)
-        save_checkpoint(last, state)
+            run.best = {"val_accuracy": line["val_accuracy"], "epoch": epoch}
+        run.log(_summary(line, run.best, tuple(run.data.meta["modalities"])))
+        if run.ctx.main:
+            _record(run, line, board, improved)
     if board is not None:
         board.close()
-    distributed.barrier()  # best.pt is written before any rank reads it
-    complexity = {"base_parameters": base_parameters, "peak_mib": peak_memory_mib(device)}
-    results = _finish(run_dir, cfg, data, device, best, log, ctx.main, complexity)
-    distributed.close()
-    return results
+
+
+def _run_epoch(run: Run, epoch: int, bar: _Progress) -> dict[str, Any]:
+    """One epoch: the balancer's epoch start, the training steps, the schedule, val (and test under the
+    released protocol); returns its metrics line."""
+    cfg, data, model = run.cfg, run.data, run.model
+    t0 = time.perf_counter()
+    run.balancer.on_epoch_start(distributed.unwrap(model), data, epoch)
+    t_proto = time.perf_counter() - t0
+    order = distributed.epoch_generator(cfg.seed, epoch, run.ctx.rank) if run.ctx.active else run.generator
+    try:
+        per_step = run.scheduler if cfg.lr_step_unit == "iteration" else None
+        bar_step = bar.start(epoch, len(data.train))
+        logs = train_one_epoch(model, run.balancer, data.train, run.optimizer, cfg, order, bar_step, per_step)
+        if not params_finite(model):
+            raise NonFiniteError(-1, torch.zeros(0), "a parameter is not finite after the epoch's last step")
+    except NonFiniteError as e:
+        raise _stopped(e, epoch, cfg, run.dir) from None
+    finally:
+        bar.stop()
+    logs.update(run.balancer.epoch_logs())
+    logs = distributed.mean_logs(logs)
+    if cfg.lr_step_unit == "epoch":
+        run.scheduler.step()
+    if run.device.type == "cuda":
+        torch.cuda.synchronize()
+    t_train = time.perf_counter() - t0
+    line: dict[str, Any] = {"epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"], **logs}
+    if epoch % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:  # epochs 0, N, 2N, ... (AVEL ref.) + last
+        modalities = modality_epoch(cfg, epoch)
+        val = evaluate_split(distributed.unwrap(model), data, data.val, cfg, with_modalities=modalities)
+        line.update({f"val_{k}": v for k, v in val.items()})
+    if cfg.protocol == "released":
+        test = released_test(distributed.unwrap(model), data, cfg, epoch)
+        line.update({f"test_{k}": v for k, v in test.items()})
+    line.update(
+        {
+            "time_s": time.perf_counter() - t0,
+            "train_time_s": t_train,
+            "prototype_time_s": t_proto,
+            "samples_per_s": run.ctx.world * len(data.train) / max(t_train, 1e-9),
+        }
+    )
+    return line
+
+
+def _record(run: Run, line: dict[str, Any], board: TensorBoardLog | None, improved: bool) -> None:
+    """The epoch's metrics line (metrics.jsonl, TensorBoard) and its checkpoint: ``last.pt``, and
+    ``best.pt`` when val improved."""
+    with (run.dir / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps(line) + "\n")
+    if board is not None:
+        board.write(line)
+    state = {
+        "model": distributed.unwrap(run.model).state_dict(),
+        "model_kwargs": run.kwargs,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "balancer": run.balancer.state_dict(),
+        "config": config_mod.to_dict(run.cfg),
+        "epoch": line["epoch"],
+        "best": run.best,
+        "rng": rng_state(run.generator),
+        "data_meta": {k: run.data.meta[k] for k in DATA_META_KEYS if k in run.data.meta},
+        "data_params": _data_params(run.data.meta),
+    }
+    if improved:
+        save_checkpoint(run.dir / "best.pt", state)
+    save_checkpoint(run.dir / "last.pt", state)
 
 
 def _stopped(e: NonFiniteError, epoch: int, cfg: TrainConfig, run_dir: Path) -> NonFiniteError:

@@ -26,22 +26,24 @@ from typing import Any
 
 import h5py
 
+from avel import families
 from avel.balance.pmr import released_source
 from avel.engine import config as config_mod
 from avel.engine.config import TrainConfig, load_config
 from avel.engine.provenance import describe
 from avel.experiments import published
-from avel.models import FUSIONS
 from avel.preprocessing.h5 import attr_value
 from avel.preprocessing.lock import OutputLocked, write_text_atomic
 
 GRID_KINDS = ("optimizers", "fusions", "subset", "balancers", "intermediate")
-FAMILIES = ("resnet18", "avel", "cgmnist")
-# Table 2 compares on concat and FiLM; AVEL has concat and DMRN (Table 4)
-BALANCER_FUSIONS = {"resnet18": ["concat", "film"], "avel": ["concat", "dmrn"], "cgmnist": ["concat", "film"]}
-# Table 2's rows that the paper does not run (OPM and IPRM came later): left out on CG-MNIST to save CPU
-BALANCERS_NOT_IN_PAPER = {"cgmnist": ("OPM", "IPRM")}
 FUSION_LABEL = {"concat": "concat", "sum": "sum", "film": "FiLM", "gated": "gated", "dmrn": "DMRN"}
+
+
+def fusion_label(fusion: str) -> str:
+    """A fusion's column label in the tables (its own name where ``FUSION_LABEL`` has none)."""
+    return FUSION_LABEL.get(fusion, fusion)
+
+
 SUBSETS = ("0.01", "0.05", "0.1", "0.5", "1.0")
 BASELINE, PMR = {"balance": "none"}, {"balance": "pmr"}
 UNIMODAL_NA = "pmr needs both modalities; uni-modal runs use --balance none"
@@ -66,9 +68,8 @@ TITLES = {
 
 def published_values(grid: dict[str, Any]) -> dict[tuple[str, str], float]:
     """The paper's numbers for a grid: CREMA-D's when the grid's data file is a CREMA-D clip file."""
-    if grid.get("dataset") == "crema-d":
-        return published.CREMAD.get(grid["kind"], {}) if grid["model"] == "resnet18" else {}
-    return published.AVE.get((grid["kind"], grid["model"]), {})
+    dataset = "crema-d" if grid.get("dataset") == "crema-d" else "ave"
+    return published.PUBLISHED[dataset].get((grid["kind"], grid["model"]), {})
 
 
 def data_layout(path: str) -> str:
@@ -118,11 +119,10 @@ def _optimizers(model: str) -> list[Cell]:
 
 def _fusions(model: str) -> list[Cell]:
     # the model's fusions that Table 1 compares (FUSION_LABEL): MMTM and CentralNet are Table 3's
-    rows = [(FUSION_LABEL[f], {"fusion": f}) for f in FUSIONS[model] if f in FUSION_LABEL]
+    family = families.get(model)
+    rows = [(FUSION_LABEL[f], {"fusion": f}) for f in family.fusions if f in FUSION_LABEL]
     cells = _cells(rows, [("baseline", BASELINE), ("PMR", PMR)])
-    from avel.models import MODALITY_NAMES
-
-    for modality in MODALITY_NAMES[model]:  # audio / visual; gray / colored on CG-MNIST
+    for modality in family.modality_names:  # audio / visual; gray / colored on CG-MNIST
         label = f"{modality} only"
         cells.append(Cell(label, "baseline", {"modality": modality, **BASELINE}))
         cells.append(Cell(label, "PMR", {"modality": modality, **PMR}, na_reason=UNIMODAL_NA))
@@ -145,8 +145,9 @@ def _balancers(model: str) -> list[Cell]:
     for name, cls in BALANCERS.items():
         own = cls.grid_rows if cls.grid_rows is not None else ((cls.method or name, {}),)
         rows += [(label, {"balance": name, **overrides}) for label, overrides in own]
-    rows = [r for r in rows if r[0] not in BALANCERS_NOT_IN_PAPER.get(model, ())]
-    columns = [(FUSION_LABEL[f], {"fusion": f}) for f in BALANCER_FUSIONS[model]]
+    family = families.get(model)
+    rows = [r for r in rows if r[0] not in family.grid_rows_left_out]
+    columns = [(fusion_label(f), {"fusion": f}) for f in family.grid_fusions]
     paper = 1 + max(i for i, r in enumerate(rows) if r[1]["balance"] == "pmr")  # PMR's Table 2 ends with PMR
     return (
         _cells(rows[:paper], columns)
@@ -158,12 +159,10 @@ def _balancers(model: str) -> list[Cell]:
 def _balance_benchmark_cells(model: str, columns: list[tuple[str, dict]]) -> list[Cell]:
     """BalanceBenchmark's objective-level methods; UMT's teachers are the grid's uni-modal runs of the
     same seed (rows "<modality> only", trained in the first column only: the fusion does not apply)."""
-    from avel.models import MODALITY_NAMES
-
     first = columns[0][0]
     cells = _cells([("MMCosine", {"balance": "mmcosine"})], columns)
     teachers = {}
-    for slot, modality in zip(("audio", "visual"), MODALITY_NAMES[model], strict=True):
+    for slot, modality in zip(("audio", "visual"), families.get(model).modality_names, strict=True):
         label = f"{modality} only"
         for col, co in columns:
             na = None if col == first else f"uni-modal: one run serves every fusion (the {first} column)"
@@ -183,9 +182,10 @@ def _balance_benchmark_cells(model: str, columns: list[tuple[str, dict]]) -> lis
 def _intermediate(model: str) -> list[Cell]:
     rows = [("MMTM", {"fusion": "mmtm"}), ("CentralNet", {"fusion": "centralnet"})]
     cells = _cells(rows, [("naive", BASELINE), ("PMR", PMR), ("Greedy", {"balance": "greedy"})])
-    if model == "avel":  # MMTM / CentralNet sit between the stages of two CNN encoders
-        for cell in cells:
-            cell.na_reason = f"{cell.row} fuses inside the encoders' stages (no AVEL localizer version)"
+    family = families.get(model)
+    for cell in cells:  # MMTM / CentralNet sit between the stages of two CNN encoders
+        if cell.overrides["fusion"] not in family.fusions:
+            cell.na_reason = f"{cell.row} fuses inside the encoders' stages (no version for {family.models})"
     return cells
 
 
@@ -202,8 +202,7 @@ def build_grid(kind: str, model: str = "resnet18") -> list[Cell]:
     """The cells of one grid for one model family; n/a cells carry the reason they are not trained."""
     if kind not in BUILDERS:
         raise ValueError(f"unknown grid {kind!r}; valid: {list(GRID_KINDS)}")
-    if model not in FAMILIES:
-        raise ValueError(f"unknown model family {model!r}; valid: {list(FAMILIES)}")
+    families.get(model)  # an unknown family: the valid ones
     cells = BUILDERS[kind](model)
     for cell in cells:
         if cell.na_reason is None:
@@ -495,8 +494,9 @@ def _table(grid: dict[str, Any], summaries: list[CellSummary]) -> Table:
     released = (grid.get("overrides") or {}).get("protocol") == "released"
     title = f"{TITLES[grid['kind']]} ({grid['model']})" + (", RELEASED PROTOCOL" if released else "")
     table = Table(title, _header(grid), columns, table_rows, released=released, model=grid["model"])
-    if grid["kind"] == "balancers" and grid["model"] == "resnet18" and grid.get("dataset") == "crema-d":
-        table.reference = published.BALANCE_BENCHMARK_CREMAD
+    reference = published.REFERENCE.get((grid.get("dataset", "ave"), grid["kind"], grid["model"]))
+    if reference is not None:
+        table.reference = reference
     return table
 
 

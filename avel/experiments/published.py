@@ -169,3 +169,13 @@ BALANCE_BENCHMARK_CREMAD: dict[str, tuple[float, float]] = {
     "ReconBoost": (74.01, 74.52),
     "valuation": (75.85, 76.68),  # "Modality-valuation"
 }
+
+# the published tables by dataset, each keyed (grid kind, model family): CREMA-D's are the ResNet18 clip
+# classifiers' (PMR Tables 1-6); BalanceBenchmark's reference column by (dataset, grid kind, model family)
+PUBLISHED: dict[str, dict[tuple[str, str], dict[tuple[str, str], float]]] = {
+    "ave": AVE,
+    "crema-d": {(kind, "resnet18"): values for kind, values in CREMAD.items()},
+}
+REFERENCE: dict[tuple[str, str, str], dict[str, tuple[float, float]]] = {
+    ("crema-d", "balancers", "resnet18"): BALANCE_BENCHMARK_CREMAD,
+}

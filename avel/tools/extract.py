@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avel.data.splits import load_splits
+from avel import families
 from avel.engine.checkpoint import check_checkpoint_data, model_from_checkpoint
 from avel.engine.config import resolve_device
 from avel.preprocessing.h5 import read_rows_meta, write_features_file
@@ -36,7 +36,7 @@ def extract_features(
     dev = resolve_device(device)
     audio_model = _encoder_model(checkpoint, dev, "audio", data)
     visual_model = _encoder_model(visual_checkpoint or checkpoint, dev, "visual", data)
-    splits = load_splits(data, family="avel", device=dev, augment=False)
+    splits = families.load_splits(data, family=audio_model.family, device=dev, augment=False)
     rows_meta = read_rows_meta(data)
     audio: np.ndarray | None = None
     visual: np.ndarray | None = None
@@ -65,7 +65,7 @@ def _encoder_model(checkpoint: str | Path, device: torch.device, modality: str, 
     """The localizer of ``checkpoint`` if it has an encoder for ``modality`` and reads ``data``."""
     model, ckpt = model_from_checkpoint(checkpoint, device)
     meta = ckpt["data_meta"]
-    if meta.get("family") != "avel" or meta.get("input_mode") != "e2e":
+    if not families.get(meta.get("family", "avel")).per_segment or meta.get("input_mode") != "e2e":
         raise ValueError(
             f"{checkpoint}: extract needs an end-to-end AVEL model (trained with --model avel on the output "
             "of `avel preprocess`)"

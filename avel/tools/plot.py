@@ -70,7 +70,7 @@ def _run_label(cfg: dict[str, Any]) -> str:
 def modality_names(run_dirs: list[Path]) -> tuple[str, str]:
     """The two modalities as the data names them: a run's ``results.json`` (``modalities``), else its model
     family's names (gray / colored on CG-MNIST, else audio / visual)."""
-    from avel.models import MODALITY_NAMES
+    from avel.families import FAMILIES
 
     for run_dir in run_dirs:
         path = Path(run_dir) / "results.json"
@@ -78,7 +78,7 @@ def modality_names(run_dirs: list[Path]) -> tuple[str, str]:
         if names and len(names) == 2:
             return names[0], names[1]
     family = _config(Path(run_dirs[0])).get("model", "avel")
-    return MODALITY_NAMES.get(family, ("audio", "visual"))
+    return FAMILIES[family].modality_names if family in FAMILIES else ("audio", "visual")
 
 
 def _series(rows: list[dict], key: str, scale: float = 1.0) -> tuple[list[int], list[float]]:
@@ -90,7 +90,7 @@ def _series(rows: list[dict], key: str, scale: float = 1.0) -> tuple[list[int], 
 
 def unimodal_slot(run_dir: Path) -> int | None:
     """0 / 1 for a run that trained one modality alone (its first / second branch), None for a fused run."""
-    from avel.models import modality_slot
+    from avel.families import modality_slot
 
     cfg = _config(run_dir)
     slot = modality_slot(cfg.get("model", "avel"), cfg.get("modality", "both"))

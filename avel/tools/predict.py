@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avel import families
 from avel.data.augment import frames_to_input
 from avel.data.splits import segment_window
 from avel.engine.checkpoint import model_from_checkpoint
@@ -128,13 +129,14 @@ def data_prototypes(
     model: AVModel, ckpt: dict[str, Any], checkpoint: str | Path, data: str | Path
 ) -> tuple[Tensor, Tensor]:
     """Each modality's prototypes (Eq. 6) from the train split of ``data``, with the weights of ``model``."""
-    from avel.data.splits import load_splits
     from avel.engine.checkpoint import check_checkpoint_data
     from avel.engine.evaluate import train_prototypes
+    from avel.families import load_splits
 
     check_checkpoint_data(ckpt, checkpoint, data)
     device = next(model.parameters()).device
-    splits = load_splits(data, family="avel", device=device, augment=False, splits=("train",))
+    family = ckpt["data_meta"].get("family", "avel")
+    splits = load_splits(data, family=family, device=device, augment=False, splits=("train",))
     return train_prototypes(model, splits.train)
 
 
@@ -240,7 +242,7 @@ def load_predictor(
     modality's prototypes (default: ``annotations`` when it is one; else a PMR checkpoint's own)."""
     model, ckpt = model_from_checkpoint(checkpoint, device)
     meta, params = ckpt["data_meta"], ckpt.get("data_params", {})
-    if meta.get("family") != "avel":
+    if not families.get(meta.get("family", "avel")).per_segment:
         raise ValueError(f"{checkpoint}: avel predict localizes events per second and needs an AVEL model")
     if meta.get("input_mode") != "e2e":
         raise ValueError(

@@ -10,10 +10,9 @@ from pathlib import Path
 import torch
 
 from avel.balance import build_balancer
-from avel.data.splits import load_splits
 from avel.engine import config as config_mod
 from avel.engine.config import TrainConfig
-from avel.models import build_model
+from avel.families import build_model, load_splits
 
 tiny_h5, features_h5, out = map(Path, sys.argv[1:4])
 DATA_META = ("classes", "kind", "num_classes", "input_mode", "family")
