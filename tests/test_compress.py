@@ -15,7 +15,8 @@ from avel.cli import app
 from avel.engine.checkpoint import model_from_checkpoint
 from avel.engine.config import load_config, validate
 from avel.engine.train import _model_kwargs, run_training
-from avel.models import build_model, count_parameters
+from avel.families import build_model
+from avel.models import count_parameters
 from avel.models.encoders import ResNet18
 
 runner = CliRunner()

@@ -12,11 +12,11 @@ import torch
 
 from avel.balance import pmr as pmr_mod
 from avel.balance.pmr import PMR, released_rows, released_source
-from avel.data.splits import SplitData, load_splits
+from avel.data.splits import SplitData
 from avel.engine import train as train_mod
 from avel.engine.config import load_config, validate
 from avel.experiments.ablate import run_grid
-from avel.models import build_model
+from avel.families import build_model, load_splits
 
 RELEASED = {"protocol": "released", "pmr_subset": "0.1", "pmr_redraw": True}
 
