@@ -18,8 +18,7 @@ from avel.engine.config import load_config
 from avel.engine.train import run_training
 from avel.families import build_model, load_splits
 from avel.models.encoders import CGConvNet
-from avel.preprocessing.cgmnist import MEAN_COLORS, colorize, read_idx, write_cgmnist
-from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist
+from avel.synth.cgmnist import MEAN_COLORS, CGMNISTConfig, colorize, make_cgmnist, read_idx, write_cgmnist
 
 runner = CliRunner()
 

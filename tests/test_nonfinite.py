@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from avel.cli import app
 from avel.engine.train import FiniteWatch, NonFiniteError
-from avel.preprocessing.cgmnist import colorize
 from avel.preprocessing.h5 import read_rows_meta, verify, write_features_file
+from avel.synth.cgmnist import colorize
 
 runner = CliRunner()
 

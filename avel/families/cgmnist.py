@@ -1,5 +1,6 @@
 """The CG-MNIST family (PMR Table 1's third dataset): PMR's 4-conv encoders on a gray digit (the first slot)
-and a coloured copy of it (the second slot), one label per sample, from an ``avel cgmnist`` file."""
+and a coloured copy of it (the second slot), one label per sample, read from an ``avel cgmnist`` file (the
+dataset: ``avel.synth.cgmnist``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from avel.models.base import AVModel
 from avel.models.classifier import CGClassifier
 from avel.models.encoders import CGConvNet
 from avel.preprocessing.h5 import CGMNIST_KIND
+from avel.synth.cgmnist import MODALITIES
 
 # input normalisation of the released CG-MNIST code: MNIST's mean/std (gray), CIFAR-10's (colored)
 GRAY_MEAN, GRAY_STD = 0.1307, 0.3081
@@ -44,7 +46,7 @@ class CGMNIST(Family):
     fusions = ("concat", "sum", "film", "gated", "mmtm", "centralnet")
     grid_fusions = ("concat", "film")
     grid_rows_left_out = ("OPM", "IPRM")  # Table 2's rows the paper does not run (later methods): saves CPU
-    modality_names = ("gray", "colored")  # PMR's modality 1 and 2
+    modality_names = MODALITIES  # gray, colored: PMR's modality 1 and 2
     readers = {CGMNIST_KIND: read_cgmnist}
     trains_on = "`avel cgmnist` files"
 
