@@ -54,6 +54,7 @@ from avel.balance.base import (
     weighted_mean,
 )
 from avel.collectives import all_reduce_sum
+from avel.families import FAMILIES
 from avel.models.base import AVModel, event_weights, flatten_samples
 from avel.models.prototypes import compute_prototypes, prototype_logits
 
@@ -63,15 +64,13 @@ if TYPE_CHECKING:
 EPS = 1e-8
 COEF = one_of("paper", "step")  # β, γ of Eq. 11, or the released code's step rule
 RELEASED_FRACTION = 0.1  # the released script's tenth of the loader's batches (all_num // 10)
-# The split the released script (main_Prototype_grad.py) takes the prototypes from, per avel model family:
-# CGMNIST its test loader (L537, L554: val_dataset = the test set, L489), CREMAD (and KS, VGGSound) its
-# train loader (L539, L557). Other families keep the CG-MNIST rule (no released script runs them).
-RELEASED_SOURCE = {"cgmnist": "test", "resnet18": "train"}
 
 
 def released_source(model: str) -> str:
-    """'test' or 'train': where the released protocol takes the prototypes from for ``model``."""
-    return RELEASED_SOURCE.get(model, "test")
+    """'test' or 'train': where the released protocol takes the prototypes from for the model family
+    ``model`` (its ``released_prototypes``; an unknown name keeps the CG-MNIST rule)."""
+    family = FAMILIES.get(model)
+    return family.released_prototypes if family is not None else "test"
 
 
 def released_rows(

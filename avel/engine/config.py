@@ -368,9 +368,9 @@ def validate(cfg: TrainConfig) -> None:
 
 def check_protocol(cfg: TrainConfig) -> None:
     """Prototypes from test only under the released protocol, and PMR under it takes them where the released
-    script does for the model family (avel.balance.pmr.RELEASED_SOURCE): CG-MNIST from a tenth of test,
-    the clip classifiers (CREMA-D) from a fresh tenth of train every epoch. A clean run never reads test
-    through its prototypes."""
+    script does for the model family (its ``released_prototypes``, avel.families): CG-MNIST from a tenth of
+    test, the clip classifiers (CREMA-D) from a fresh tenth of train every epoch. A clean run never reads
+    test through its prototypes."""
     from avel.balance.pmr import released_source
 
     test_protos = cfg.balance == "pmr" and cfg.balancers["pmr"].subset == "test"

@@ -58,6 +58,10 @@ class Family:
     input_modes: tuple[str, ...] = ("e2e",)  # the ones it trains with; the first builds ``probe_model``
     per_segment: bool = False  # labels per one-second segment, background the last class (AVEL)
     switches: tuple[str, ...] = ()  # the SWITCHES its models take; the others are refused when on
+    # the split the released PMR script (main_Prototype_grad.py) takes the prototypes from under the
+    # released protocol: CGMNIST its test loader (L537, L554: val_dataset = the test set, L489), CREMAD
+    # (and KS, VGGSound) its train loader (L539, L557); families no released script runs keep "test"
+    released_prototypes: str = "test"
 
     def build(self, fusion: str, args: ModelArgs) -> AVModel:
         """A model of this family with a late fusion (or one modality: ``args.modality``)."""

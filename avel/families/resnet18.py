@@ -21,6 +21,7 @@ class ResNet18(Family):
     grid_fusions = ("concat", "film")  # Table 2 compares on concat and FiLM
     readers = {PREPROCESS_KIND: read_event_clips, CLIPS_KIND: read_stored_clips}
     trains_on = "frames and spectrograms: `avel preprocess` files and clip datasets"
+    released_prototypes = "train"  # the released CREMA-D script: a fresh tenth of train every epoch
     switches = ("compress",)  # the released PMR backbone's compress / recover block after layer2
 
     def build(self, fusion: str, args: ModelArgs) -> AVModel:
