@@ -56,7 +56,8 @@ def load_splits(
 ) -> DataSplits:
     """Every split of an avel file onto ``device`` in the layout ``family`` needs: its reader for the
     file's kind (``Family.readers``, options ``avel.data.splits.ReadOptions``), its class count and input
-    mode in ``meta``. A kind the family does not read is refused in one line naming the file."""
+    mode in ``meta`` (and its modality names where the file has none). A kind the family does not read is
+    refused in one line naming the file."""
     fam = get(family)
     options = ReadOptions(frames, augment, augment_audio, eval_frames, audio_norm)
     data = read_splits(path, fam.reader, device=device, options=options, splits=splits)
@@ -64,7 +65,7 @@ def load_splits(
     data.meta["num_classes"] = fam.num_classes(kind, len(data.meta["classes"]))
     data.meta["family"] = fam.name
     data.meta["input_mode"] = fam.input_mode(kind)
-    data.meta.setdefault("modalities", ["audio", "visual"])
+    data.meta.setdefault("modalities", list(fam.modality_names))  # the file's names, else the family's
     return data
 
 
