@@ -196,7 +196,9 @@ def test_grid_shapes(model):
 
 
 def test_unknown_grid_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown grid 'optimiser'; valid: \['optimizers', 'fusions'"):
+    with pytest.raises(
+        ValueError, match=r'grid: "optimiser" is not allowed: must be one of optimizers, fusions'
+    ):
         build_grid("optimiser")
 
 

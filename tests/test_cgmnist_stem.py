@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avel.engine.config import load_config, validate
-from avel.models import build_model
+from avel.families import build_model
 from avel.models.encoders import CGConvNet, FusedBNConv
 
 

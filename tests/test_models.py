@@ -180,14 +180,18 @@ def test_resnet18_matches_torchvision():
 
 def test_build_model_errors_list_valid_names():
     with pytest.raises(
-        ValueError, match=r"unknown model family 'vgg'; valid: \['avel', 'resnet18', 'cgmnist'\]"
+        ValueError, match=r'^model: "vgg" is not allowed: must be one of avel, resnet18, cgmnist$'
     ):
         build_model("vgg", "concat")
-    with pytest.raises(ValueError, match=r"unknown fusion for avel 'film'; valid: \['concat', 'dmrn'\]"):
+    with pytest.raises(
+        ValueError, match=r'fusion for avel: "film" is not allowed: must be one of concat, dmrn$'
+    ):
         build_model("avel", "film")
     with pytest.raises(ValueError, match="train end to end"):
         build_model("resnet18", "concat")
-    with pytest.raises(ValueError, match=r"unknown modality 'av'"):
+    with pytest.raises(
+        ValueError, match=r'modality: "av" is not allowed: must be one of both, audio, visual'
+    ):
         build_model("avel", "concat", modality="av")
 
 

@@ -25,6 +25,7 @@ from avel.preprocessing.h5 import (
     nonfinite_rows,
     open_avel,
 )
+from avel.rules import check, one_of
 
 # clip classifier audio: "clip" standardises the whole stored clip, then tiles the event span (avel);
 # "tiled" tiles the span, then standardises the tiled spectrogram (the released PMR code's order)
@@ -238,8 +239,7 @@ class ReadOptions:
     audio_norm: str = "clip"
 
     def __post_init__(self) -> None:
-        if self.audio_norm not in AUDIO_NORMS:
-            raise ValueError(f"unknown audio_norm {self.audio_norm!r}; valid: {list(AUDIO_NORMS)}")
+        check("audio_norm", self.audio_norm, one_of(*AUDIO_NORMS))
 
 
 # reader(file, sorted rows of one split, device, file meta, options) -> the split as model inputs

@@ -359,8 +359,9 @@ def validate(cfg: TrainConfig) -> None:
             f"compress = true is the ResNet18 backbone's block: --model "
             f"{' / '.join(switch_families('compress'))}, not {cfg.model}"
         )
-    if cfg.cg_stem != "layers" and cfg.model != "cgmnist":
-        raise ValueError(f"cg_stem (--set cg_stem=...) applies to --model cgmnist, not {cfg.model}")
+    if cfg.cg_stem != "layers" and family is not None and "cg_stem" not in family.switches:
+        takers = " / ".join(switch_families("cg_stem"))
+        raise ValueError(f"cg_stem (--set cg_stem=...) applies to --model {takers}, not {cfg.model}")
     if cfg.lr_step_unit == "iteration" and cfg.schedule == "cosine":
         raise ValueError("lr_step_unit = 'iteration' applies to the step and multistep schedules, not cosine")
     check_protocol(cfg)

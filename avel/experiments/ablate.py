@@ -34,6 +34,7 @@ from avel.engine.provenance import describe
 from avel.experiments import published
 from avel.preprocessing.h5 import attr_value
 from avel.preprocessing.lock import OutputLocked, write_text_atomic
+from avel.rules import check, one_of
 
 GRID_KINDS = ("optimizers", "fusions", "subset", "balancers", "intermediate")
 FUSION_LABEL = {"concat": "concat", "sum": "sum", "film": "FiLM", "gated": "gated", "dmrn": "DMRN"}
@@ -200,8 +201,7 @@ BUILDERS: dict[str, Callable[[str], list[Cell]]] = {
 
 def build_grid(kind: str, model: str = "resnet18") -> list[Cell]:
     """The cells of one grid for one model family; n/a cells carry the reason they are not trained."""
-    if kind not in BUILDERS:
-        raise ValueError(f"unknown grid {kind!r}; valid: {list(GRID_KINDS)}")
+    check("grid", kind, one_of(*GRID_KINDS))
     families.get(model)  # an unknown family: the valid ones
     cells = BUILDERS[kind](model)
     for cell in cells:

@@ -17,19 +17,20 @@ from avel.data.splits import DataSplits, ReadOptions, read_splits
 from avel.families.avel import AVEL
 from avel.families.base import (
     FAMILIES,
-    SWITCHES,
     Family,
     ModelArgs,
     get,
     modality_slot,
     register,
     switch_families,
+    switched_on,
 )
 from avel.families.cgmnist import CGMNIST
 from avel.families.resnet18 import ResNet18
 from avel.models.base import AVModel
 from avel.models.classifier import CentralNetClassifier, MMTMClassifier
 from avel.preprocessing.h5 import SPLIT_NAMES
+from avel.rules import check, one_of
 
 for _family in (AVEL(), ResNet18(), CGMNIST()):  # registration order: --model's and error messages' order
     register(_family)
@@ -73,15 +74,15 @@ def build_model(family: str, fusion: str, **kwargs: Any) -> AVModel:
     """A model of ``family`` with ``fusion``; ``kwargs`` are ``ModelArgs``' (an input mode the family does
     not train with is refused). MMTM / CentralNet fuse between the stages of its two staged encoders."""
     fam = get(family)
-    _check(f"fusion for {family}", fusion, fam.fusions)
+    check(f"fusion for {family}", fusion, one_of(*fam.fusions))
     args = ModelArgs(**kwargs)
     modality = modality_slot(family, args.modality)
-    _check("modality", modality, MODALITIES)
-    _check("input mode", args.input_mode, INPUT_MODES)
+    check("modality", modality, one_of(*dict.fromkeys((*MODALITIES, *fam.modality_names))))
+    check("input_mode", args.input_mode, one_of(*INPUT_MODES))
     if args.input_mode not in fam.input_modes:
         how = " or ".join(INPUT_MODES[m] for m in fam.input_modes)
         raise ValueError(f"{fam.models} {how}, not with input_mode {args.input_mode!r}")
-    for switch in (s for s in SWITCHES if getattr(args, s) and s not in fam.switches):
+    for switch in (s for s in switched_on(args) if s not in fam.switches):
         raise ValueError(
             f"{switch} applies to the {' / '.join(switch_families(switch))} family, not {family}"
         )
@@ -104,11 +105,6 @@ def _intermediate(fam: Family, fusion: str, args: ModelArgs) -> AVModel:
         return MMTMClassifier(audio, visual, num_classes=args.num_classes, dim=dim, **options)
     unimodal = {"unimodal_loss": args.centralnet_unimodal_loss}
     return CentralNetClassifier(audio, visual, num_classes=args.num_classes, dim=dim, **unimodal)
-
-
-def _check(what: str, value: str, valid) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {what} {value!r}; valid: {list(valid)}")
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from torch import nn
 from avel.data.splits import Reader
 from avel.models.base import AVModel
 from avel.preprocessing.h5 import FEATURES_KIND
+from avel.rules import check, one_of
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,12 @@ class ModelArgs:
     mmtm_head: str = "concat"
     centralnet_unimodal_loss: bool = True
     compress: bool = False  # the released PMR backbone's compress / recover block (ResNet18's ``switches``)
+    cg_stem: str = "layers"  # CG-MNIST encoders' input BN + first conv as modules or "fused" (CG-MNIST's)
 
 
-SWITCHES = ("compress",)  # ModelArgs that only the families listing them in ``switches`` take (when on)
+# ModelArgs that only the families listing them in ``switches`` take: another value than the default is
+# refused by the others
+SWITCHES = ("compress", "cg_stem")
 
 
 class Family:
@@ -119,9 +123,13 @@ def register(family: Family) -> Family:
 
 def get(name: str) -> Family:
     """The registered family ``name``; an unknown name is an error listing the valid ones."""
-    if name not in FAMILIES:
-        raise ValueError(f"unknown model family {name!r}; valid: {list(FAMILIES)}")
+    check("model", name, one_of(*FAMILIES))
     return FAMILIES[name]
+
+
+def switched_on(args: ModelArgs) -> list[str]:
+    """The ``SWITCHES`` of ``args`` set to another value than their default."""
+    return [s for s in SWITCHES if getattr(args, s) != getattr(ModelArgs, s)]
 
 
 def switch_families(switch: str) -> list[str]:

@@ -49,13 +49,14 @@ class CGMNIST(Family):
     modality_names = MODALITIES  # gray, colored: PMR's modality 1 and 2
     readers = {CGMNIST_KIND: read_cgmnist}
     trains_on = "`avel cgmnist` files"
+    switches = ("cg_stem",)  # the encoders' input BN + first conv as modules or fused (same parameters)
 
     def build(self, fusion: str, args: ModelArgs) -> AVModel:
-        return CGClassifier(fusion, num_classes=args.num_classes, modality=args.modality)
+        return CGClassifier(fusion, num_classes=args.num_classes, modality=args.modality, stem=args.cg_stem)
 
     def staged_encoders(self, args: ModelArgs) -> tuple[nn.Module, nn.Module, int]:
         """The pair of 4-conv encoders: MMTM / CentralNet between their last three convolutions."""
-        audio, visual = CGConvNet(1), CGConvNet(3)
+        audio, visual = CGConvNet(1, stem=args.cg_stem), CGConvNet(3, stem=args.cg_stem)
         return audio, visual, audio.fc.out_features
 
     def trained_text(self, kwargs: dict) -> str:
