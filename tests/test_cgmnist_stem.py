@@ -127,3 +127,34 @@ def test_a_run_started_with_the_layers_stem_resumes_fused(tmp_path):
     _check_resumable(stored, load_config("cgmnist_paper", {}), tmp_path)
     with pytest.raises(ValueError, match="different configuration .*lr"):
         _check_resumable(stored, load_config("cgmnist_paper", {"lr": 0.01}), tmp_path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pool_with_a_channels_last_gradient_is_bit_identical(dtype):
+    """The fused stem's max pool hands its backward the gradient channels_last (faster on CPU): the output and
+    the input gradient are exactly the default pool's, ties included (values on a coarse grid)."""
+    from avel.models.encoders import MaxPool2d
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randint(-4, 5, (8, 32, 28, 28), generator=g) / 4).to(dtype)  # many equal maxima
+    grad = torch.randn(8, 32, 14, 14, generator=g).to(dtype)
+    outs = []
+    for pool in (MaxPool2d(3, 2, 1), MaxPool2d(3, 2, 1, grad_channels_last=True)):
+        xi = x.clone().requires_grad_(True)
+        y = pool(xi)
+        assert y.is_contiguous()
+        y.backward(grad)
+        outs.append((y.detach(), xi.grad))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_contiguous_grad_channels_last():
+    from avel.models.encoders import ContiguousGradChannelsLast
+
+    y = torch.rand(2, 4, 5, 5).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    seen = []
+    y.register_hook(lambda g: seen.append(g.is_contiguous(memory_format=torch.channels_last)))
+    out = ContiguousGradChannelsLast.apply(y)
+    assert out.is_contiguous() and torch.equal(out, y)
+    out.backward(torch.ones(2, 4, 5, 5))
+    assert seen == [True]

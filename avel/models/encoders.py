@@ -43,12 +43,32 @@ def conv_layout(x: Tensor) -> Tensor:
 class MaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` that pools a CPU map in channels_last and hands back contiguous NCHW: PyTorch's
     NCHW max pool with indices is several times slower on CPU (CGConvNet's step: 1.15x in CPU time without
-    this); a pool is no convolution, so the layout change is safe."""
+    this); a pool is no convolution, so the layout change is safe. ``grad_channels_last``: the backward
+    hands the pool its gradient channels_last too (the same values; the CPU pool backward takes an NCHW
+    gradient 2.5x slower: BENCHMARKS.md, CG-MNIST at the paper's scale)."""
+
+    def __init__(self, *args, grad_channels_last: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.grad_channels_last = grad_channels_last
 
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type in CHANNELS_LAST_DEVICES or x.dim() != 4:
             return super().forward(x)
-        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        y = super().forward(x.contiguous(memory_format=torch.channels_last))
+        return ContiguousGradChannelsLast.apply(y) if self.grad_channels_last else y.contiguous()
+
+
+class ContiguousGradChannelsLast(torch.autograd.Function):
+    """``y.contiguous()`` of a channels_last ``y`` whose backward returns the gradient channels_last
+    (autograd's own ``contiguous`` passes it on in NCHW)."""
+
+    @staticmethod
+    def forward(ctx, y: Tensor) -> Tensor:
+        return y.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
 
 
 class BasicBlock(nn.Module):
@@ -338,7 +358,7 @@ class CGConvNet(nn.Module):
         self.bn0 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, 32, 5, 1, 2)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = MaxPool2d(3, 2, 1)
+        self.maxpool = MaxPool2d(3, 2, 1, grad_channels_last=stem == "fused")
         self.conv2 = nn.Conv2d(32, 32, 3, 1, 1)
         self.conv3 = nn.Conv2d(32, 64, 3, 2, 1)
         self.conv4 = nn.Conv2d(64, 64, 3, 1, 1)
