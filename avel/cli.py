@@ -20,7 +20,7 @@ class Exit(IntEnum):
     """``avel``'s exit codes: one per kind of outcome, the same in every command (``exit_code``)."""
 
     DONE = 0
-    SOME_FAILED = 1  # the command finished, but some inputs failed (each named, the rest written)
+    SOME_FAILED = 1  # the command finished, but some inputs failed (each reported, the rest written)
     BAD_INPUT = 2  # a usage error, bad input data or a bad config value; nothing written
     LOCKED = 3  # the output is locked: another run is writing it
     NON_FINITE = 4  # training stopped at a non-finite loss or gradient
@@ -30,7 +30,7 @@ class Exit(IntEnum):
 
 EXIT_CODES = {
     Exit.DONE: "done",
-    Exit.SOME_FAILED: "done, but some inputs failed (each named; the others written)",
+    Exit.SOME_FAILED: "done, but some inputs failed (each reported); the others written",
     Exit.BAD_INPUT: "a usage error, bad input data or a bad config value (nothing written)",
     Exit.LOCKED: "the output is locked: another run is writing it (preprocess --wait)",
     Exit.NON_FINITE: "training stopped at a non-finite loss or gradient (last checkpoint kept)",

@@ -128,6 +128,26 @@ def test_the_exit_codes_are_listed_in_the_help():
         assert f"{int(code):>3}  {what}" in shown
 
 
+def test_some_failed_inputs_exit_1_after_writing_the_others(tmp_path):
+    import json
+    import re
+
+    assert _avel("synth", tmp_path / "set", "--layout", "manifest", "--videos", "4", "--classes", "2",
+                 "--frame-size", "32", "--audio-groups", "0").returncode == 0  # fmt: skip
+    bad = tmp_path / "set" / "clips" / "clip00001.mp4"
+    bad.write_bytes(bad.read_bytes()[:3000])  # truncated: no moov atom
+    out = tmp_path / "o.h5"
+    proc = _avel("preprocess", tmp_path / "set" / "manifest.csv", out, "--frame-size", "32", "--frames", "2",
+                 "--audio-seconds", "1", "--no-progress")  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+    summary = rf"^{re.escape(str(out))}: 3 rows from 3/4 videos \(3 decoded, 0 resumed, [\d.]+ videos/s\); "
+    assert re.match(summary + rf"1 failed, see {re.escape(str(out))}\.report\.json$", proc.stdout.strip())
+    failed = json.loads(Path(f"{out}.report.json").read_text())["failed"]
+    assert [(f["id"], f["reason"]) for f in failed] == [
+        ("clip00001", "undecodable video (truncated or not a video)")
+    ] and out.is_file()
+
+
 def test_bad_input_data_exits_2_with_one_line_naming_the_file(tmp_path):
     text = tmp_path / "notes.h5"
     text.write_text("not hdf5\n")
