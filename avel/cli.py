@@ -179,6 +179,10 @@ def synth(
         None,
         help="crema-d / manifest: the sound of the other 1 - p_audio clips: other (another class's) | none",
     ),
+    val_fraction: float = typer.Option(None, help="ave: share of each class's videos in val (0.1)"),
+    test_fraction: float = typer.Option(
+        None, help="ave: share of each class's videos in test (0.1); the rest trains"
+    ),
 ) -> None:
     """Make an embedded dataset of real media files: AVE layout (mp4), CREMA-D layout (wav + flv) or a clip
     manifest (mp4 + csv). Clip layouts default to the calibrated CREMA-D-form set (--audio-snr-db 12
@@ -202,6 +206,8 @@ def synth(
         p_visual=p_visual,
         audio_groups=audio_groups,
         audio_else=audio_else,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
     )
     summary = synthesise(layout, out_dir, **opts)
     typer.echo(json.dumps(summary, indent=2, default=str))

@@ -136,6 +136,45 @@ def test_audio_groups_share_the_group_sound(tmp_path):
         synth_dataset(Path("/nonexistent"), SynthConfig(classes=2, audio_groups=-1))
 
 
+def test_split_fractions_move_videos_between_splits_only():
+    """--val-fraction / --test-fraction: per class that share of videos in val / test, the rest in train; the
+    videos themselves (ids, labels, event timing) are those of the default 80/10/10 split."""
+    from avel.synth.ave import plan_videos
+
+    def counts(plans: list[dict]) -> dict[str, int]:
+        return {s: sum(p["split"] == s for p in plans) for s in ("train", "val", "test")}
+
+    default = plan_videos(SynthConfig(videos=400, classes=10))
+    wide = plan_videos(SynthConfig(videos=800, classes=10, val_fraction=0.1, test_fraction=0.5))
+    assert counts(default) == {"train": 320, "val": 40, "test": 40}
+    assert counts(wide) == {"train": 320, "val": 80, "test": 400}
+    for k in range(10):  # every class: 32 train, 8 val, 40 test
+        assert counts([p for p in wide if p["label"] == k]) == {"train": 32, "val": 8, "test": 40}
+    same = plan_videos(SynthConfig(videos=400, classes=10, val_fraction=0.2, test_fraction=0.3))
+    assert counts(same) == {"train": 200, "val": 80, "test": 120}
+    keys = ("id", "label", "start", "end")
+    assert [[p[k] for k in keys] for p in same] == [[p[k] for k in keys] for p in default]
+    with pytest.raises(ValueError, match=r"--test-fraction 0.0: must be in \(0, 1\)"):
+        plan_videos(SynthConfig(test_fraction=0.0))
+    with pytest.raises(ValueError, match=r"--val-fraction \+ --test-fraction 1.0: must be below 1"):
+        plan_videos(SynthConfig(val_fraction=0.5, test_fraction=0.5))
+
+
+def test_synth_command_passes_the_split_fractions(tmp_path):
+    from typer.testing import CliRunner
+
+    from avel.cli import app
+
+    args = ["synth", str(tmp_path), "--videos", "8", "--classes", "2", "--frame-size", "16", "--fps", "1"]
+    result = CliRunner().invoke(app, [*args, "--test-fraction", "1.5"])
+    assert result.exit_code == 2 and "--test-fraction 1.5: must be in (0, 1)" in result.output
+    assert not (tmp_path / "Annotations.txt").exists()
+    result = CliRunner().invoke(app, [*args, "--val-fraction", "0.25", "--test-fraction", "0.5"])
+    assert result.exit_code == 0, result.output
+    rows = [len((tmp_path / f"{s}Set.txt").read_text().splitlines()) for s in ("train", "val", "test")]
+    assert rows == [2, 2, 4]
+
+
 def test_bad_options():
     with pytest.raises(ValueError, match="--classes 29: must be in 1..28"):
         synth_dataset(Path("/nonexistent"), SynthConfig(classes=29))

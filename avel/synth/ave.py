@@ -62,6 +62,8 @@ class SynthConfig:
     p_background_visual_only: float = 0.3  # a background second with a silent object of some class
     p_background_own_class: float = 0.8  # that sound / object is the video's own class (else a random one)
     audio_groups: int = 8  # G groups of consecutive classes share one sound; 0 or ≥ classes: one per class
+    val_fraction: float = 0.1  # of each class's videos (AVE: 402 / 4143); the rest not in val or test trains
+    test_fraction: float = 0.1
     workers: int = 2
 
 
@@ -260,6 +262,7 @@ def video_id(rng: np.random.Generator) -> str:
 
 def check_synth_config(cfg: SynthConfig) -> None:
     """Every option in its range, named as on the command line."""
+    held_out = cfg.val_fraction + cfg.test_fraction
     checks = [
         ("--videos", cfg.videos, cfg.videos >= 3, "at least 3 (one video per split: train, val, test)"),
         ("--classes", cfg.classes, 1 <= cfg.classes <= len(AVE_CLASSES), f"in 1..{len(AVE_CLASSES)}"),
@@ -270,6 +273,9 @@ def check_synth_config(cfg: SynthConfig) -> None:
         ("--visual-snr", cfg.visual_snr, 0 < cfg.visual_snr <= 1, "in (0, 1]"),
         ("--audio-snr-db", cfg.audio_snr_db, -60 <= cfg.audio_snr_db <= 60, "in -60..60"),
         ("--audio-groups", cfg.audio_groups, cfg.audio_groups >= 0, "at least 0 (0 or ≥ classes: no groups)"),
+        ("--val-fraction", cfg.val_fraction, 0 < cfg.val_fraction < 1, "in (0, 1)"),
+        ("--test-fraction", cfg.test_fraction, 0 < cfg.test_fraction < 1, "in (0, 1)"),
+        ("--val-fraction + --test-fraction", held_out, held_out < 1, "below 1 (train keeps the rest)"),
         ("workers", cfg.workers, cfg.workers >= 1, "at least 1"),
     ]
     for name, value, ok, allowed in checks:
@@ -312,18 +318,23 @@ def plan_videos(cfg: SynthConfig) -> list[dict[str, Any]]:
             end = start + span
         plans.append({"index": i, "id": ids[i], "label": int(labels[i]), "start": start, "end": end,
                       "length": float(length)})  # fmt: skip
-    assign_splits(plans, cfg.classes, rng)
+    assign_splits(plans, cfg.classes, rng, (cfg.val_fraction, cfg.test_fraction))
     return plans
 
 
-def assign_splits(plans: list[dict], classes: int, rng: np.random.Generator) -> None:
-    """About 80/10/10 within each class; a class with ≥ 3 videos is in every split, any class in train.
-    A split left empty (classes of fewer than 3 videos) takes a train video of the class with most."""
+def assign_splits(
+    plans: list[dict], classes: int, rng: np.random.Generator, fractions: tuple[float, float] = (0.1, 0.1)
+) -> None:
+    """Within each class about ``fractions`` (val, test) of the videos, the rest train (AVE: 80/10/10); a
+    class with ≥ 3 videos is in every split, any class in train. A split left empty (classes of fewer than
+    3 videos) takes a train video of the class with most."""
     for k in range(classes):
         members = [p for p in plans if p["label"] == k]
         rng.shuffle(members)
         n = len(members)
-        n_val = n_test = max(1, round(0.1 * n)) if n >= 3 else 0
+        n_val, n_test = (max(1, round(f * n)) if n >= 3 else 0 for f in fractions)
+        n_test = min(n_test, n - 1)
+        n_val = min(n_val, max(0, n - 1 - n_test))  # train keeps at least one video of the class
         for j, p in enumerate(members):
             p["split"] = "val" if j < n_val else "test" if j < n_val + n_test else "train"
     for split in ("val", "test"):
