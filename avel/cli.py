@@ -248,8 +248,14 @@ def preprocess(
         None, help="I/N: decode only shard I (0-based) of N into OUT.parts/ (any layout; then --merge)"
     ),
     merge: bool = typer.Option(False, "--merge", help="write OUT from the shards of every --shard I/N run"),
+    decoder: str = typer.Option(
+        "decord",
+        help="decord | torchcodec (optional extra: pip install 'avel[torchcodec]', needs FFmpeg libs)",
+    ),
+    decoder_device: str = typer.Option("cpu", help="torchcodec: cpu | cuda (NVDEC) video decoding"),
 ) -> None:
-    """Decode every video (decord), take frames and log-spectrograms, write one HDF5 file."""
+    """Decode every video (decord or torchcodec), take frames and log-spectrograms, write one HDF5 file."""
+    from avel.preprocessing.decoders import Decoder
     from avel.preprocessing.layouts import PreprocessOptions, preprocess_dataset
 
     if shard is not None and merge:
@@ -272,6 +278,7 @@ def preprocess(
         shard=shard_at,
         merge=merge,
         spectrogram=spectrogram,
+        decoder=Decoder(decoder, decoder_device),
     )
     report = preprocess_dataset(dataset_dir, out, options)
     typer.echo(report.summary())

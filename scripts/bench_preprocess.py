@@ -6,6 +6,12 @@ texture, H.264 at the given size and fps, 44.1 kHz stereo AAC noise.
 
     python scripts/bench_preprocess.py --videos 24 --frame-size 224 --width 320 --height 240 --fps 25
     python scripts/bench_preprocess.py --videos 48 --steps     # also each step's ms per video, timed alone
+    python scripts/bench_preprocess.py --decoders decord,torchcodec --clock cpu   # both decoders, CPU time
+
+``--decoders`` adds, per decoder, its own decode-only floor (torchcodec: ``VideoDecoder.get_frames_at`` of
+the same indices and ``AudioDecoder`` at 16 kHz mono) and ``preprocess --decoder``, all beside the decord
+floor in the same interleaved runs. ``--clock cpu`` times process CPU time (every thread of this process;
+other processes on a shared machine do not count): a measure of work, not of how two cores overlap it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 
 from avel.preprocessing.annotations import SEGMENTS
 from avel.preprocessing.audio import decoded_samples, load_audio, source_sample_rate
+from avel.preprocessing.decoders import Decoder, TorchcodecVideo, torchcodec_audio
 from avel.preprocessing.pipeline import clip_spectrogram, preprocess
 from avel.preprocessing.video import frame_indices, frame_times, open_video, read_frames
 
@@ -63,22 +70,31 @@ def make_set(root: Path, videos: int, seed: int, hw: tuple[int, int], fps: int) 
         (root / name).write_text("\n".join(lines) + "\n")
 
 
-def decode_floor(root: Path, frames_per_segment: int) -> float:
-    """Seconds for decord alone to read every video's frames and audio."""
+CLOCK = time.perf_counter  # --clock cpu: time.process_time
+
+
+def decode_floor(root: Path, frames_per_segment: int, decoder: str = "decord") -> float:
+    """Seconds for the decoder alone to read every video's frames and audio."""
     paths = sorted((root / "AVE").glob("*.mp4"))
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for p in paths:
+        if decoder == "torchcodec":
+            vr = TorchcodecVideo(p)
+            idx = frame_indices(frame_times(SEGMENTS, frames_per_segment), vr.get_avg_fps(), len(vr))
+            vr.get_batch(np.unique(idx).tolist()).asnumpy()
+            torchcodec_audio(p, 16000)
+            continue
         vr = decord.VideoReader(str(p), num_threads=1)
         idx = frame_indices(frame_times(SEGMENTS, frames_per_segment), vr.get_avg_fps(), len(vr))
         vr.get_batch(np.unique(idx).tolist()).asnumpy()
         decoded_samples(decord.AudioReader(str(p), sample_rate=16000, mono=True))
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
-def time_preprocess(root: Path, args: argparse.Namespace) -> float:
+def time_preprocess(root: Path, args: argparse.Namespace, decoder: str = "decord") -> float:
     """Seconds of one ``preprocess`` run from scratch (no shards, no output file)."""
     (root / "out.h5").unlink(missing_ok=True)
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     report = preprocess(
         root / "set",
         root / "out.h5",
@@ -86,9 +102,10 @@ def time_preprocess(root: Path, args: argparse.Namespace) -> float:
         frame_size=args.frame_size,
         frames_per_segment=args.frames_per_segment,
         progress=False,
+        decoder=Decoder(decoder, args.decoder_device if decoder == "torchcodec" else "cpu"),
     )
     assert not report.failed, report.failed
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
 def step_times(root: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -124,27 +141,46 @@ def main() -> None:
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--repeat", type=int, default=3, help="timed runs of each; medians are reported")
     ap.add_argument("--steps", action="store_true", help="also time each step of preprocess alone")
+    ap.add_argument("--decoders", default="decord", help="decord and/or torchcodec, comma-separated")
+    ap.add_argument(
+        "--decoder-device", default="cpu", help="torchcodec's preprocess runs: cpu | cuda (NVDEC)"
+    )
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="cpu: process CPU time")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    decoders = args.decoders.split(",")
     root = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
     try:
         make_set(root / "set", args.videos, args.seed, (args.height, args.width), args.fps)
         n = len(list((root / "set" / "AVE").glob("*.mp4")))
-        decode_floor(root / "set", args.frames_per_segment)  # warm the page cache and decord
-        floors, totals = [], []
-        for _ in range(args.repeat):  # interleaved, so both see the same machine noise; medians reported
-            floors.append(decode_floor(root / "set", args.frames_per_segment))
-            totals.append(time_preprocess(root, args))
-        floor_s, total_s = statistics.median(floors), statistics.median(totals)
-        floor_vps, pre_vps = n / floor_s, n / total_s
+        for d in decoders:
+            decode_floor(root / "set", args.frames_per_segment, d)  # warm the page cache and the decoder
+        floors: dict[str, list[float]] = {d: [] for d in ["decord", *decoders]}
+        totals: dict[str, list[float]] = {d: [] for d in decoders}
+        for _ in range(args.repeat):  # interleaved, so all see the same machine noise; medians reported
+            for d in floors:
+                floors[d].append(decode_floor(root / "set", args.frames_per_segment, d))
+            for d in decoders:
+                totals[d].append(time_preprocess(root, args, d))
+        floor_vps = n / statistics.median(floors["decord"])
         print(
             f"videos: {n}, frame_size {args.frame_size}, K {args.frames_per_segment}, workers {args.workers}",
-            f"(floor: 1 process), median of {args.repeat} interleaved runs",
+            f"(floor: 1 process), median of {args.repeat} interleaved runs, {args.clock} clock",
         )
         print(f"source: {args.width}x{args.height} at {args.fps} fps, 10 s, 44.1 kHz stereo")
         print(f"decode-only floor (decord, 1 process): {floor_vps:.2f} videos/s")
-        print(f"preprocess (end to end, incl. HDF5 assembly): {pre_vps:.2f} videos/s")
-        print(f"ratio preprocess / floor: {pre_vps / floor_vps:.2f}x (goal >= 0.8x)")
-        print(f"ms per video: floor {1000 / floor_vps:.1f}, preprocess {1000 / pre_vps:.1f}")
+        for d in decoders:
+            d_floor, pre_vps = n / statistics.median(floors[d]), n / statistics.median(totals[d])
+            if d != "decord":
+                print(
+                    f"decode-only floor ({d}, 1 process): {d_floor:.2f} videos/s ({d_floor / floor_vps:.2f}x)"
+                )
+            print(f"preprocess --decoder {d} (end to end, incl. HDF5 assembly): {pre_vps:.2f} videos/s")
+            print(
+                f"ratio preprocess ({d}) / decord floor: {pre_vps / floor_vps:.2f}x (goal >= 0.8x; #30: 1.5x)"
+            )
+            print(f"ms per video: decord floor {1000 / floor_vps:.1f}, preprocess ({d}) {1000 / pre_vps:.1f}")
         if args.steps:
             for name, ms in step_times(root / "set", args).items():
                 print(f"  {name}: {ms:.1f} ms per video")

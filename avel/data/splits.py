@@ -62,6 +62,7 @@ class SplitData:
 
     sharded: bool = False
     sealed: str | None = None  # why the split may not be read now (the clean protocol's test: ``seal``)
+    stored_frames: int = 0  # frames stored per clip (clip files), which ``batch(frames=k)`` picks from
 
     def __init__(
         self,
@@ -95,15 +96,22 @@ class SplitData:
         train: bool = False,
         generator: torch.Generator | None = None,
         buffers: dict[str, Tensor] | None = None,
+        frames: int = 0,
     ) -> Batch:
         """Rows ``idx`` as model inputs; with ``buffers`` the stored rows are gathered into tensors kept
-        there and reused by the next call (overwritten by it)."""
+        there and reused by the next call (overwritten by it). ``frames`` (clip files, evaluation inputs):
+        that many evenly spaced stored frames per clip instead of the split's evaluation frames (0)."""
         if self.sealed:
             raise RuntimeError(f"this split is sealed: {self.sealed}")
+        if frames and not 1 <= frames <= self.stored_frames:
+            where = f"1..{self.stored_frames}" if self.stored_frames else "clip files (avel-clips) only"
+            raise ValueError(f"frames = {frames} per clip: {where}")
         idx = idx.to(self.device)
         audio = _gather(self.audio, idx, buffers, "audio")
         visual = _gather(self.visual, idx, buffers, "visual")
-        if self.transform is not None:
+        if frames:
+            audio, visual = self.transform(audio, visual, idx, train, generator, frames)
+        elif self.transform is not None:
             audio, visual = self.transform(audio, visual, idx, train, generator)
         return Batch(audio, visual, self.labels[idx], idx)
 
@@ -117,6 +125,7 @@ class SplitData:
         train: bool = False,
         drop_last: bool = False,
         reuse: bool = False,
+        frames: int = 0,
     ) -> Iterator[Batch]:
         """Mini-batches over ``indices`` (default: every row), shuffled with ``generator`` if asked.
 
@@ -130,7 +139,7 @@ class SplitData:
         stop = len(order) - (len(order) % batch_size if drop_last else 0)
         buffers: dict[str, Tensor] | None = {} if reuse else None
         for start in range(0, stop, batch_size):
-            yield self.batch(order[start : start + batch_size], train, generator, buffers)
+            yield self.batch(order[start : start + batch_size], train, generator, buffers, frames)
 
 
 def _gather(stored: Tensor, idx: Tensor, buffers: dict[str, Tensor] | None, key: str) -> Tensor:
@@ -410,13 +419,17 @@ def read_stored_clips(f: h5py.File, rows: np.ndarray, device, meta: dict, option
         )
     k_eval = eval_frames or k_stored
 
-    def transform(audio: Tensor, visual: Tensor, idx: Tensor, train: bool, gen) -> tuple[Tensor, Tensor]:
+    def transform(
+        audio: Tensor, visual: Tensor, idx: Tensor, train: bool, gen, k: int = 0
+    ) -> tuple[Tensor, Tensor]:
         b = idx.shape[0]
-        pos = frame_choice(b, k_stored, frames if train else k_eval, train, gen, idx.device)
+        pos = frame_choice(b, k_stored, k or (frames if train else k_eval), train, gen, idx.device)
         picked = visual[torch.arange(b, device=idx.device)[:, None], pos]  # (B, k, S, S, 3)
         a = audio.unsqueeze(1)  # (B, 1, F, L)
         if train and augment_audio:
             a = spec_augment(a, gen)
         return a, frames_to_input(picked, train, augment, gen)
 
-    return SplitData(spec, stored, labels, transform, rows=torch.from_numpy(rows))
+    split = SplitData(spec, stored, labels, transform, rows=torch.from_numpy(rows))
+    split.stored_frames = k_stored
+    return split

@@ -126,9 +126,9 @@ def shard_split(split: SplitData, rows: Tensor) -> SplitData:
 
     idx = rows.to(split.device)
     base = split.transform
-    transform = None if base is None else (lambda a, v, i, train, gen: base(a, v, idx[i], train, gen))
+    transform = None if base is None else (lambda a, v, i, train, gen, *k: base(a, v, idx[i], train, gen, *k))
     shard = SplitData(split.audio[idx], split.visual[idx], split.labels[idx], transform, split.rows[rows])
-    shard.sharded = True
+    shard.sharded, shard.stored_frames = True, split.stored_frames
     return shard
 
 

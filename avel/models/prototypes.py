@@ -26,8 +26,10 @@ def compute_prototypes(
     background: int | None,
     indices: Tensor | None = None,
     batch_size: int = 256,
+    frames: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Class means of each modality's representation over ``indices`` of ``split`` (Eq. 6).
+    ``frames`` (clip files): that many evenly spaced stored frames per clip (0: the evaluation's).
 
     Returns (c_audio (K, D), c_visual (K, D), counts (K,)). Eval mode, no gradients, sums with
     ``index_add_`` on the device; background segments (per-segment models) have weight 0. A class with no
@@ -38,7 +40,7 @@ def compute_prototypes(
     model.eval()
     sums_a = sums_v = counts = None
     try:
-        for batch in split.batches(batch_size, indices=indices, train=False):
+        for batch in split.batches(batch_size, indices=indices, train=False, frames=frames):
             out = model(batch.audio, batch.visual)
             z_a, z_v = flatten_samples(out.z_audio).float(), flatten_samples(out.z_visual).float()  # (N, D)
             y = batch.labels.reshape(-1)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from avel.preprocessing.decoders import DECORD, Decoder, torchcodec_audio
 from avel.preprocessing.quiet import quiet_stderr
 
 
@@ -74,8 +75,12 @@ def spectrogram_params(name: str) -> SpecParams:
     return SPECTROGRAMS[name]
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """(S,) float32 mono waveform resampled to ``sample_rate`` by decord (stereo is mixed to mono)."""
+def load_audio(path: str | Path, sample_rate: int = 16000, decoder: Decoder = DECORD) -> np.ndarray:
+    """(S,) float32 mono waveform resampled to ``sample_rate`` by decord (stereo is mixed to mono), or by
+    torchcodec (``decoder``)."""
+    if decoder.name == "torchcodec":
+        with quiet_stderr():
+            return torchcodec_audio(path, sample_rate)
     try:
         with quiet_stderr():
             reader = decord.AudioReader(str(path), sample_rate=sample_rate, mono=True)

@@ -33,6 +33,7 @@ from avel.preprocessing.audio import (
 )
 from avel.preprocessing.audio import source_sample_rate as read_source_rate
 from avel.preprocessing.clips import Clip, ClipList
+from avel.preprocessing.decoders import DECORD, Decoder
 from avel.preprocessing.h5 import CLIPS_KIND, create, strings
 from avel.preprocessing.runs import Decoding, PreprocessReport, run_preprocess
 from avel.preprocessing.video import first_line, frame_indices, open_checked, resize_center_crop
@@ -76,10 +77,12 @@ def clip_times(start: float, end: float, frames: int) -> np.ndarray:
     return start + (np.arange(frames) + 0.5) / frames * (end - start)
 
 
-def decode_clip_frames(clip: Clip, p: ClipParams) -> tuple[np.ndarray, dict[str, Any]]:
+def decode_clip_frames(
+    clip: Clip, p: ClipParams, decoder: Decoder = DECORD
+) -> tuple[np.ndarray, dict[str, Any]]:
     """(F, S, S, 3) uint8 frames of the clip's span and the video info; errors name the file."""
     path = clip.video
-    reader, n, fps = open_checked(path)
+    reader, n, fps = open_checked(path, decoder)
     duration = n / fps
     start = clip.start or 0.0
     end = min(clip.end if clip.end is not None else duration, duration)
@@ -95,13 +98,13 @@ def decode_clip_frames(clip: Clip, p: ClipParams) -> tuple[np.ndarray, dict[str,
     return frames, {"duration": duration, "fps": fps}
 
 
-def decode_clip_audio(clip: Clip, p: ClipParams) -> tuple[np.ndarray, dict]:
+def decode_clip_audio(clip: Clip, p: ClipParams, decoder: Decoder = DECORD) -> tuple[np.ndarray, dict]:
     """(257, L) log-spectrogram of ``audio_seconds`` of the clip's audio (tiled when shorter) and info."""
     spec = spectrogram_params(p.spectrogram)
     path = clip.audio or clip.video
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing file")
-    wave = load_audio(path, spec.sample_rate)
+    wave = load_audio(path, spec.sample_rate, decoder)
     lo = round((clip.start or 0.0) * spec.sample_rate)
     hi = len(wave) if clip.end is None else round(clip.end * spec.sample_rate)
     wave = wave[lo:hi]
@@ -123,19 +126,20 @@ class ClipJob:
     params: ClipParams
     shard: str
     in_process: bool
+    decoder: Decoder = DECORD  # the library that decodes (avel.preprocessing.decoders)
 
 
 def _decode_job(job: ClipJob) -> dict[str, Any]:
     """One clip: in a worker, decoded whole into its shard file ({id, ok}); in the main process, its frames
     ({id, ok, job, frames, info}); or {id, ok, path, reason}. Never raises."""
     try:
-        frames, info = decode_clip_frames(job.clip, job.params)
+        frames, info = decode_clip_frames(job.clip, job.params, job.decoder)
         if job.in_process:
             return {"id": job.id, "ok": True, "job": job, "frames": frames, "info": info}
     except Exception as e:
         return _failure(job.id, job.clip.video, e)
     try:
-        spectrogram, audio_info = decode_clip_audio(job.clip, job.params)
+        spectrogram, audio_info = decode_clip_audio(job.clip, job.params, job.decoder)
     except Exception as e:
         return _failure(job.id, job.clip.audio or job.clip.video, e)
     write_shard(Path(job.shard), {"frames": frames, "spectrogram": spectrogram, **info, **audio_info})
@@ -151,7 +155,7 @@ def _finish(asm: Assembler, result: dict[str, Any]) -> dict[str, Any] | None:
     thread, while the next clip's frames decode); a failure like ``_decode_job``'s if the audio is bad."""
     job: ClipJob = result["job"]
     try:
-        spectrogram, audio_info = decode_clip_audio(job.clip, job.params)
+        spectrogram, audio_info = decode_clip_audio(job.clip, job.params, job.decoder)
     except Exception as e:
         return _failure(job.id, job.clip.audio or job.clip.video, e)
     arrays = {"frames": result["frames"], "spectrogram": spectrogram, **result["info"], **audio_info}
@@ -170,6 +174,7 @@ def preprocess_clips(
     wait: bool = False,
     shard: tuple[int, int] | None = None,
     merge: bool = False,
+    decoder: Decoder = DECORD,
 ) -> PreprocessReport:
     """Decode every clip of ``clip_list`` into ``out_h5`` (kind ``avel-clips``); failures in the report.
 
@@ -178,10 +183,11 @@ def preprocess_clips(
     resumes where it stopped; ``shard=(I, N)`` decodes shard I of N only, ``merge`` writes OUT.h5 from the
     shards of every ``--shard I/N`` run: the file one run writes."""
     params.check()
+    decoder.check()
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     return run_preprocess(
-        clips_decoding(clip_list, params),
+        clips_decoding(clip_list, params, decoder),
         out_h5,
         workers=workers,
         progress=progress,
@@ -191,7 +197,7 @@ def preprocess_clips(
     )
 
 
-def clips_decoding(clip_list: ClipList, params: ClipParams) -> Decoding:
+def clips_decoding(clip_list: ClipList, params: ClipParams, decoder: Decoder = DECORD) -> Decoding:
     """A clip-layout run: a shard and a row per clip (``avel.preprocessing.runs``)."""
     spec = spectrogram_params(params.spectrogram)
     by_id: dict[str, Clip] = {}
@@ -208,13 +214,14 @@ def clips_decoding(clip_list: ClipList, params: ClipParams) -> Decoding:
         "classes": list(clip_list.classes),
         "source_dir": str(Path(clip_list.source).resolve()),
         **{k: v for k, v in clip_list.info.items()},
+        **decoder.stamp(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     f, s = params.frames, params.frame_size
     width = num_columns(round(params.audio_seconds * spec.sample_rate), spec)
 
     def jobs(ids: list[str], parts: Path, in_process: bool) -> list[ClipJob]:
-        return [ClipJob(i, by_id[i], params, str(shard_path(parts, i)), in_process) for i in ids]
+        return [ClipJob(i, by_id[i], params, str(shard_path(parts, i)), in_process, decoder) for i in ids]
 
     def file_rows(failed: set[str]) -> FileRows:
         keep = np.array([i for i, c in enumerate(clip_list.clips) if c.clip_id not in failed], dtype=np.int64)
@@ -224,7 +231,7 @@ def clips_decoding(clip_list: ClipList, params: ClipParams) -> Decoding:
             CLIPS_KIND, attrs, ids, (f, s, s, 3), shape, lambda fh: _write_meta(fh, clip_list, keep)
         )
 
-    stamp = {**asdict(params), **asdict(spec)}
+    stamp = {**asdict(params), **asdict(spec), **decoder.stamp()}
     return Decoding([c.clip_id for c in clip_list.clips], stamp, jobs, _decode_job, file_rows, _finish)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from avel.preprocessing.ave import ave_clips, is_ave
 from avel.preprocessing.clips import ClipList
 from avel.preprocessing.cremad import is_cremad, load_cremad
+from avel.preprocessing.decoders import DECORD, Decoder
 from avel.preprocessing.manifest import load_manifest
 from avel.preprocessing.runs import PreprocessReport
 
@@ -49,6 +50,7 @@ class PreprocessOptions:
     shard: tuple[int, int] | None = None  # (I, N): decode shard I of N only (avel.preprocessing.runs)
     merge: bool = False  # write the file from the shards of every --shard I/N run
     spectrogram: str = "avel"  # the transform (avel.preprocessing.audio.SPECTROGRAMS): avel | pmr | pmr16
+    decoder: Decoder = DECORD  # decord | torchcodec (avel.preprocessing.decoders)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ def preprocess_dataset(
             merge=o.merge,
             wait=o.wait,
             spectrogram=o.spectrogram,
+            decoder=o.decoder,
         )
     clip_list = layout.list_clips(Path(path), o)
     params = clip_params(
@@ -144,4 +147,5 @@ def preprocess_dataset(
         wait=o.wait,
         shard=o.shard,
         merge=o.merge,
+        decoder=o.decoder,
     )

@@ -37,6 +37,7 @@ from avel.preprocessing.audio import (
 )
 from avel.preprocessing.audio import source_sample_rate as read_source_rate
 from avel.preprocessing.ave import ave_video_path
+from avel.preprocessing.decoders import DECORD, Decoder
 from avel.preprocessing.h5 import PREPROCESS_KIND, RowsMeta, check_output, create
 from avel.preprocessing.runs import Decoding, PreprocessReport, run_preprocess
 from avel.preprocessing.video import first_line, open_checked, read_frames
@@ -47,14 +48,18 @@ AUDIO_PADS = ("zero", "tile")
 
 
 def decode_video(
-    path: str | Path, frame_size: int = 224, frames_per_segment: int = 1, segments: int | None = None
+    path: str | Path,
+    frame_size: int = 224,
+    frames_per_segment: int = 1,
+    segments: int | None = None,
+    decoder: Decoder = DECORD,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Frames (T,K,S,S,3) uint8 and info (duration, fps, num_frames, segments); errors name the file.
 
     ``segments=None`` takes floor(duration) one-second segments (any video of at least 1 s).
     """
     path = Path(path)
-    reader, num_frames, fps = open_checked(path)
+    reader, num_frames, fps = open_checked(path, decoder)
     duration = num_frames / fps
     if segments is None:
         segments = math.floor(duration + 1e-6)
@@ -67,9 +72,11 @@ def decode_video(
     return frames, {"duration": duration, "fps": fps, "num_frames": num_frames, "segments": segments}
 
 
-def decode_audio(path: str | Path, sample_rate: int = 16000) -> tuple[np.ndarray, dict[str, Any]]:
+def decode_audio(
+    path: str | Path, sample_rate: int = 16000, decoder: Decoder = DECORD
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Mono waveform (S,) float32 at ``sample_rate`` and info (audio_seconds, source_sample_rate)."""
-    wave = load_audio(path, sample_rate)
+    wave = load_audio(path, sample_rate, decoder)
     if len(wave) == 0:
         raise ValueError(f"{path}: zero length (no audio samples)")
     return wave, {"audio_seconds": len(wave) / sample_rate, "source_sample_rate": read_source_rate(path)}
@@ -89,21 +96,26 @@ def decode_clip(
     segments: int | None = None,
     audio_pad: str = "zero",
     spec: SpecParams = SpecParams(),
+    decoder: Decoder = DECORD,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Frames (T,K,S,S,3) uint8, spectrogram (257,L) float32, segment_columns (T+1,) int64, info.
 
     ``segments=None`` takes floor(duration) one-second segments (any video of at least 1 s).
     """
-    frames, info = decode_video(path, frame_size, frames_per_segment, segments)
-    spectrogram, audio_info = decode_spectrogram(path, info["segments"], audio_pad, spec)
+    frames, info = decode_video(path, frame_size, frames_per_segment, segments, decoder)
+    spectrogram, audio_info = decode_spectrogram(path, info["segments"], audio_pad, spec, decoder)
     return frames, spectrogram, segment_columns(info["segments"], spec), {**info, **audio_info}
 
 
 def decode_spectrogram(
-    path: str | Path, segments: int, audio_pad: str = "zero", spec: SpecParams = SpecParams()
+    path: str | Path,
+    segments: int,
+    audio_pad: str = "zero",
+    spec: SpecParams = SpecParams(),
+    decoder: Decoder = DECORD,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """(257, L) float32 log-spectrogram of ``segments`` seconds of the file's audio, and the audio info."""
-    wave, audio_info = decode_audio(path, spec.sample_rate)
+    wave, audio_info = decode_audio(path, spec.sample_rate, decoder)
     return clip_spectrogram(wave, segments, audio_pad, spec), audio_info
 
 
@@ -130,6 +142,7 @@ class DecodeJob:
     in_process: bool
     params: DecodeParams
     spec: SpecParams = SpecParams()  # the spectrogram transform
+    decoder: Decoder = DECORD  # the library that decodes (avel.preprocessing.decoders)
 
 
 def _decode_job(job: DecodeJob) -> dict[str, Any]:
@@ -142,10 +155,10 @@ def _decode_job(job: DecodeJob) -> dict[str, Any]:
     path, p = Path(job.path), job.params
     try:
         if job.in_process:
-            frames, info = decode_video(path, p.frame_size, p.frames_per_segment, p.segments)
+            frames, info = decode_video(path, p.frame_size, p.frames_per_segment, p.segments, job.decoder)
             return {"id": job.id, "ok": True, "job": job, "frames": frames, "info": info}
         frames, spec, _, info = decode_clip(
-            path, p.frame_size, p.frames_per_segment, p.segments, p.audio_pad, job.spec
+            path, p.frame_size, p.frames_per_segment, p.segments, p.audio_pad, job.spec, job.decoder
         )
         write_shard(Path(job.shard), {"frames": frames, "spectrogram": spec, **info})
         return {"id": job.id, "ok": True}
@@ -164,7 +177,7 @@ def _finish(asm: Assembler, result: dict[str, Any]) -> dict[str, Any] | None:
     job: DecodeJob = result["job"]
     try:
         spectrogram, audio_info = decode_spectrogram(
-            job.path, job.params.segments, job.params.audio_pad, job.spec
+            job.path, job.params.segments, job.params.audio_pad, job.spec, job.decoder
         )
     except Exception as e:
         return _failure(job, e)
@@ -191,6 +204,7 @@ def preprocess(
     shard: tuple[int, int] | None = None,
     merge: bool = False,
     spectrogram: str = "avel",
+    decoder: Decoder = DECORD,
 ) -> PreprocessReport:
     """Decode every video of an AVE-layout folder (AVE/<id>.mp4, Annotations.txt, *Set.txt) into OUT.h5.
 
@@ -204,8 +218,10 @@ def preprocess(
     (``avel.preprocessing.runs``).
     ``spectrogram`` names the transform (``avel.preprocessing.audio.SPECTROGRAMS``): "avel", "pmr" (the
     released PMR code's: 22.05 kHz, Tukey window, log power spectral density) or "pmr16" (the same at 16 kHz).
+    ``decoder``: decord (default) or torchcodec (``avel.preprocessing.decoders``).
     """
     spec = spectrogram_params(spectrogram)
+    decoder.check()
     if audio_pad not in AUDIO_PADS:
         raise ValueError(f"unknown audio_pad {audio_pad!r}; valid: {list(AUDIO_PADS)}")
     if frame_size < 1 or frames_per_segment < 1:
@@ -221,7 +237,7 @@ def preprocess(
     check_output(out_h5)
     decode = DecodeParams(frame_size, frames_per_segment, SEGMENTS, audio_pad)
     return run_preprocess(
-        ave_decoding(dataset_dir, ann, decode, spec),
+        ave_decoding(dataset_dir, ann, decode, spec, decoder),
         out_h5,
         workers=workers,
         progress=progress,
@@ -231,9 +247,11 @@ def preprocess(
     )
 
 
-def ave_decoding(dataset_dir: Path, ann: AVEAnnotations, decode: DecodeParams, spec: SpecParams) -> Decoding:
+def ave_decoding(
+    dataset_dir: Path, ann: AVEAnnotations, decode: DecodeParams, spec: SpecParams, decoder: Decoder = DECORD
+) -> Decoding:
     """An AVE-layout run: a shard per video, a row per annotation line (``avel.preprocessing.runs``)."""
-    params = {**asdict(decode), **asdict(spec)}
+    params = {**asdict(decode), **asdict(spec), **decoder.stamp()}
     attrs = {
         **params,
         **SPECTROGRAM_ATTRS[spec.transform],
@@ -246,7 +264,13 @@ def ave_decoding(dataset_dir: Path, ann: AVEAnnotations, decode: DecodeParams, s
     def jobs(ids: list[str], parts: Path, in_process: bool) -> list[DecodeJob]:
         return [
             DecodeJob(
-                v, str(ave_video_path(dataset_dir, v)), str(shard_path(parts, v)), in_process, decode, spec
+                v,
+                str(ave_video_path(dataset_dir, v)),
+                str(shard_path(parts, v)),
+                in_process,
+                decode,
+                spec,
+                decoder,
             )
             for v in ids
         ]

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from avel.preprocessing.decoders import DECORD, Decoder, TorchcodecVideo
 from avel.preprocessing.quiet import quiet_stderr
 
 decord.logging.set_level(decord.logging.QUIET)  # FFmpeg's log lines; errors reach the caller as exceptions
@@ -47,14 +48,18 @@ def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return x.permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def open_video(path: str | Path) -> decord.VideoReader:
-    """A decord reader; decord's and FFmpeg's own error lines are kept off the terminal (the caller
-    reports the problem in one line)."""
+def open_video(path: str | Path, decoder: Decoder = DECORD) -> decord.VideoReader | TorchcodecVideo:
+    """A decord reader (or torchcodec's, with decord's calls); the decoders' and FFmpeg's own error lines
+    are kept off the terminal (the caller reports the problem in one line)."""
     with quiet_stderr():
+        if decoder.name == "torchcodec":
+            return TorchcodecVideo(path, decoder.device)
         return decord.VideoReader(str(path), num_threads=1)
 
 
-def open_checked(path: Path) -> tuple[decord.VideoReader, int, float]:
+def open_checked(
+    path: Path, decoder: Decoder = DECORD
+) -> tuple[decord.VideoReader | TorchcodecVideo, int, float]:
     """(reader, number of frames, fps) of a video that exists, is not empty and has frames; else one
     ``FileNotFoundError`` / ``ValueError`` naming the file and what is wrong with it."""
     if not path.is_file():
@@ -62,7 +67,7 @@ def open_checked(path: Path) -> tuple[decord.VideoReader, int, float]:
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: zero length (empty file)")
     try:
-        reader = open_video(path)
+        reader = open_video(path, decoder)
     except Exception as e:  # decord raises its own error type for unreadable containers
         why = "truncated or not a video" if "Error reading" in str(e) else first_line(e)
         raise ValueError(f"{path}: undecodable video ({why})") from None
