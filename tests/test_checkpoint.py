@@ -1,11 +1,14 @@
 """Checkpoints rebuild their model from their own record: those written before the model blocks moved to
-encoders / temporal / fusion load, compute the same logits and evaluate; an IPRM checkpoint (its heads in
-``model_kwargs``) evaluates, predicts and extracts; predict cuts a short clip with the trained width.
+encoders / temporal / fusion, before the balancer registry and before the model-family registry load,
+compute the same logits and evaluate; an IPRM checkpoint (its heads in ``model_kwargs``) evaluates,
+predicts and extracts; predict cuts a short clip with the trained width.
 
 ``tests/data/pre_move_*.pt`` were written by ``tests/data/make_pre_move.py`` with the code of commit 5a4d50f
 (before the move): tiny models (ResNet18 width 1, LSTM hidden 4, float16 weights) of every block that moved
 (the end-to-end AVEL encoders and attention, the clip classifier's encoders, DMRN, IPRM's heads), and the
-logits that code computed on fixed random inputs.
+logits that code computed on fixed random inputs. ``pre_registry_resnet18_gblend.pt`` (make_pre_registry.py:
+flat balancer keys) and ``pre_families_cgmnist_mmtm.pt`` (make_pre_families.py, run on main 2ed5741: before
+the model-family registry) are the same kind of record.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from avel.engine.config import load_config
 from avel.engine.train import run_training
 from avel.preprocessing.pipeline import decode_clip
 from avel.synth.ave import AAC_PRIMING, write_video
+from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist
 from avel.tools.evaluate import evaluate_checkpoint
 from avel.tools.extract import extract_features
 from avel.tools.predict import clip_inputs, predict_video
@@ -79,6 +83,31 @@ def test_pre_registry_checkpoint_gives_the_same_logits_and_options():
         2,
     )
     assert (cfg.balancers["pmr"].alpha, cfg.balancers["ogm"].warmup) == (1.5, 3)
+
+
+def test_pre_families_cgmnist_checkpoint_gives_the_same_logits_and_evaluates(tmp_path):
+    # written before the model-family registry (tests/data/make_pre_families.py, main 2ed5741): a CG-MNIST
+    # model with MMTM between its staged 4-conv encoders (released gate and head), rebuilt now through the
+    # cgmnist family; the same logits (a "paper" gate would differ by ~1), its config and its evaluation
+    model, ckpt = model_from_checkpoint(DATA / "pre_families_cgmnist_mmtm.pt")
+    probe = ckpt["probe"]
+    g = torch.Generator().manual_seed(probe["seed"])
+    gray, colored = torch.randn(probe["audio"], generator=g), torch.randn(probe["visual"], generator=g)
+    with torch.no_grad():
+        logits = model(gray, colored).logits
+    torch.testing.assert_close(logits, probe["logits"], rtol=1e-4, atol=1e-5)
+    assert model.family == "cgmnist" and model.fusion_name == "mmtm" and logits.shape == (2, 10)
+    assert ckpt["balancer"]["prototypes"][0].shape == (10, 512)  # PMR's state came along
+    cfg = config_of(ckpt, "pre_families")
+    assert (cfg.model, cfg.fusion, cfg.mmtm_gate, cfg.mmtm_head, cfg.balance) == (
+        "cgmnist", "mmtm", "code", "mean", "pmr"
+    )  # fmt: skip
+    assert (cfg.balancers["pmr"].alpha, cfg.balancers["pmr"].subset) == (2.0, "0.1")
+    data = tmp_path / "cg.h5"
+    make_cgmnist(data, CGMNISTConfig(train=100, test=40, seed=3))  # the generator's set
+    evaluate_checkpoint(DATA / "pre_families_cgmnist_mmtm.pt", data, out_dir=tmp_path / "eval", device="cpu")
+    rep = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert rep["rows"] == 40 and 0.0 <= rep["accuracy"] <= 1.0
 
 
 @pytest.fixture(scope="module")
