@@ -1,7 +1,8 @@
 """A rebalancing method and a model family added from this file alone (``register``): the method trains,
 evaluates from its checkpoint, takes its options from a TOML table, flat keys and the command line, and runs
 as a row of an ``avel ablate balancers`` grid; the family (its own reader of real CG-MNIST HDF5 rows, its
-own model) trains with it, evaluates from its checkpoint and runs in a grid, with no other file changed."""
+own model) trains with it, evaluates from its checkpoint and runs in an ``avel ablate balancers`` grid (the
+command line itself), with no other file changed."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from avel.cli import app
 from avel.data.splits import ReadOptions, SplitData, rows_of
 from avel.engine.config import load_config, validate
 from avel.engine.train import run_training
-from avel.experiments.ablate import build_grid, run_grid
+from avel.experiments.ablate import build_grid, run_grid, write_tables
 from avel.models.base import AVModel, ModelOutput
 from avel.preprocessing.h5 import CGMNIST_KIND
 from avel.synth.cgmnist import CGMNISTConfig, make_cgmnist
@@ -191,11 +192,14 @@ def test_a_family_registered_here_trains_evaluates_and_runs_in_a_grid(
 
     cells = {(c.row, c.column): c for c in build_grid("fusions", model="pixel-mlp")}
     assert ("shape only", "baseline") in cells and ("hue only", "baseline") in cells  # its modality names
-    overrides = {**PIXEL, "data": str(cgmnist_h5), "epochs": 1}
-    table = run_grid(
-        "balancers", tmp_path / "grid", seeds=1, model="pixel-mlp", overrides=overrides,
-        rows=["naive", "ScaledCE"], log=lambda s: None,
-    )  # fmt: skip
+    sets = [f"--set={k}={v}" for k, v in {**PIXEL, "epochs": 1}.items() if k not in ("model", "progress")]
+    grid = CliRunner().invoke(app, [
+        "ablate", "balancers", str(tmp_path / "grid"), "--data", str(cgmnist_h5), "--model", "pixel-mlp",
+        "--seeds", "1", "--row", "naive", "--row", "ScaledCE", "--no-progress", *sets,
+    ])  # fmt: skip
+    assert grid.exit_code == 0, grid.output
+    assert "| ScaledCE |" in grid.output and "| concat |" in grid.output  # `avel ablate balancers`'s table
+    table = write_tables(tmp_path / "grid")
     assert table.columns == ["concat"]  # its grid fusions
     for row in ("naive", "ScaledCE"):
         cell = table.cell(row, "concat")
