@@ -1,11 +1,12 @@
 """Config loading: defaults < TOML file < command line; unknown keys are errors."""
 
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from avel.balance import build_balancer
-from avel.engine.config import TrainConfig, balancer_options, load_config
+from avel.engine.config import TrainConfig, balancer_options, load_config, validate
 
 
 def test_precedence_defaults_file_cli(tmp_path):
@@ -77,6 +78,23 @@ CONFIGS = sorted(Path(__file__).parents[1].glob("avel/configs/*.toml"))
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)  # an unknown or mistyped key raises, naming the file
     assert cfg.model in ("avel", "resnet18", "cgmnist") and cfg.epochs >= 1
+
+
+# one seed of each committed grid cell (the other seeds differ in seed and out only), the encoders' runs
+GRIDS = Path(__file__).parents[1] / "docs" / "grids"
+SAVED = sorted(p for p in GRIDS.rglob("config.toml")
+               if p.parent.name == "seed0" or p.parent.parent.name == "encoders")  # fmt: skip
+
+
+def test_every_saved_run_config_of_the_committed_grids_loads():
+    # docs/grids: runs saved before the balancer tables (flat pmr_alpha = ..., w25's AVE-form grids) and after
+    forms = {"pmr_alpha" in tomllib.loads(p.read_text()) for p in SAVED}
+    assert len(SAVED) > 50 and forms == {True, False}  # both forms among them
+    for path in SAVED:
+        validate(load_config(path))  # an unknown, mistyped or refused value raises, naming the file
+    flat = load_config(GRIDS / "features-ave10-a6g8v40/concat__pmr/seed0/config.toml")
+    pmr = flat.balancers["pmr"]
+    assert (pmr.alpha, pmr.reg_epochs, pmr.window, pmr.subset) == (2.0, 5, [0, 30], "0.1")  # its flat values
 
 
 def test_avel_balancers_lists_each_method_and_its_options_from_the_registry():

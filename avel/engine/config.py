@@ -14,6 +14,7 @@ flat form). OGM-GE and OGM share the table ``[ogm]``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import tomllib
@@ -103,12 +104,20 @@ def default_balancer_options() -> dict[str, Any]:
 
 def option_keys() -> dict[str, tuple[str, dataclasses.Field]]:
     """Each balancer option's flat key -> (table, its field): ``pmr_alpha`` -> ("pmr", alpha)."""
-    from avel.balance import option_tables
+    from avel.balance import BALANCERS
+
+    return _option_keys(tuple(BALANCERS.values()))
+
+
+@functools.lru_cache(maxsize=16)
+def _option_keys(registered: tuple[type, ...]) -> dict[str, tuple[str, dataclasses.Field]]:
+    """``option_keys`` of these registered balancers (asked for per key: computed once per registry)."""
+    from avel.balance import table_of
 
     return {
-        f"{table}_{f.name}": (table, f)
-        for table, options_type in option_tables().items()
-        for f in dataclasses.fields(options_type)
+        f"{table_of(cls)}_{f.name}": (table_of(cls), f)
+        for cls in registered
+        for f in dataclasses.fields(cls.Options)
     }
 
 
