@@ -21,9 +21,9 @@ UNIT_OPEN: Rule = (lambda v: 0 <= v < 1, "in [0, 1)")
 WINDOW: Rule = (lambda v: len(v) == 2 and 0 <= v[0] <= v[1], "two epochs [start, end] with 0 <= start <= end")
 
 
-def one_of(*choices: str) -> Rule:
+def one_of(*choices: str | int) -> Rule:
     """A choice among ``choices`` (``must be one of a, b``)."""
-    return (lambda v: v in choices, "one of " + ", ".join(choices))
+    return (lambda v: v in choices, "one of " + ", ".join(map(str, choices)))
 
 
 def refusal(value: Any, rule: Rule) -> str:

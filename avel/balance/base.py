@@ -227,6 +227,9 @@ class BalancerHooks:
     weighs_event_segments = False
     # optimizer steps the loop takes on each batch (MLA: one per modality), each its own training_loss
     steps_per_batch = 1
+    # takes torch.autograd.grad of a loss with respect to the model's parameters (MMPareto, LFM): the
+    # encoders must be in the loss's graph, so such a method refuses encoder_threads = 2 (avel.models.threads)
+    differentiates_parameters = False
 
     def applies_to(self, model: AVModel) -> str | None:
         return None  # a reason string when the method cannot run on this model

@@ -109,6 +109,7 @@ class LFM(BalancerHooks):
     """2(α_0 CE + α_1 alignment of the uni-modal predictions), α_1 fitted by a Hessian-vector step."""
 
     name = "lfm"
+    differentiates_parameters = True  # torch.autograd.grad of its losses w.r.t. the parameters
     method = "LFM"
     Options = LFMOptions
     grid_rows = ()  # BalanceBenchmark's rows: avel.experiments.ablate._balance_benchmark_cells

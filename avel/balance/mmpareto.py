@@ -121,6 +121,7 @@ class MMPareto(BalancerHooks):
     """L_mm + Σ_m L_m, each encoder's gradient replaced by the Pareto integration of g_mm and g_u."""
 
     name = "mmpareto"
+    differentiates_parameters = True  # torch.autograd.grad of its losses w.r.t. the parameters
     method = "MMPareto"
     Options = MMParetoOptions
     grid_rows = ()  # BalanceBenchmark's rows: avel.experiments.ablate._balance_benchmark_cells

@@ -27,6 +27,7 @@ from avel.data.splits import AUDIO_NORMS
 from avel.models.classifier import MMTM_HEADS
 from avel.models.encoders import AUDIO_POOLS, CG_STEMS
 from avel.models.intermediate import MMTM_GATES
+from avel.models.threads import ENCODER_THREADS
 from avel.rules import AT_LEAST_1, NON_NEGATIVE, POSITIVE, UNIT, Rule, one_of, refusal
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # bf16 autocast on CUDA or a CPU with native bf16 (AVX512-BF16 / AMX)
+    encoder_threads: int = 1  # 2: a late fusion's two encoders on two CPU threads (the same numbers; faster)
     # clean: prototypes from train, test read once per reported model (the val-selected and the last epoch);
     # released: PMR's released script (test every epoch, the best test epoch reported; prototypes from a tenth
     # of test on CG-MNIST, a fresh tenth of train on resnet18/CREMA-D): a labelled measurement that reads the
@@ -321,6 +323,7 @@ RULES: dict[str, Rule] = {
     "grad_clip": NON_NEGATIVE,
     "device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v), "auto, cpu, cuda or cuda:N"),
     "protocol": one_of(*PROTOCOLS),
+    "encoder_threads": one_of(*ENCODER_THREADS),
     "eval_every": AT_LEAST_1,
     "modality_eval_every": NON_NEGATIVE,
 }  # each balancer option's rule is in its Options field (avel.balance.base.option)
@@ -371,6 +374,11 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.cg_stem != "layers" and family is not None and "cg_stem" not in family.switches:
         takers = " / ".join(switch_families("cg_stem"))
         raise ValueError(f"cg_stem (--set cg_stem=...) applies to --model {takers}, not {cfg.model}")
+    if cfg.encoder_threads > 1 and getattr(BALANCERS.get(cfg.balance), "differentiates_parameters", False):
+        raise ValueError(
+            f"encoder_threads = {cfg.encoder_threads} hides the encoders' parameters from "
+            f"torch.autograd.grad, which {cfg.balance} takes: set encoder_threads = 1"
+        )
     if cfg.lr_step_unit == "iteration" and cfg.schedule == "cosine":
         raise ValueError("lr_step_unit = 'iteration' applies to the step and multistep schedules, not cosine")
     check_protocol(cfg)

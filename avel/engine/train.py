@@ -46,6 +46,7 @@ from avel.engine.tensorboard import TensorBoardLog
 from avel.families import build_model, load_splits
 from avel.models.base import AVModel
 from avel.models.prototypes import compute_prototypes
+from avel.models.threads import encoder_threads
 from avel.preprocessing.lock import output_lock, write_text_atomic
 
 # config keys that may change when a run is resumed (they do not change what is computed)
@@ -59,6 +60,7 @@ RESUMABLE_CHANGES = {
     "tensorboard",
     "measures",
     "cg_stem",  # the same model computed another way, equal up to rounding (as device)
+    "encoder_threads",  # the same numbers bit for bit, on two threads
 }
 BUSY = "wait for it to finish, or give another --out"  # a second run on a run directory
 RELEASED_LABEL = (
@@ -453,6 +455,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = print_line) -> d
 
 def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib.ExitStack) -> dict[str, Any]:
     cfg, ctx, device = _setup(cfg)
+    held.enter_context(encoder_threads(cfg.encoder_threads, device))  # evaluation passes included
     log = log if ctx.main else _silent
     generator = seed_everything(cfg.seed)
     data = _prepare_data(cfg, device, ctx, log)
@@ -504,6 +507,8 @@ def _setup(cfg: TrainConfig) -> tuple[TrainConfig, distributed.Dist, torch.devic
         raise ValueError(
             f"--batch-size {cfg.batch_size} is the global batch: it must divide by the {ctx.world} processes"
         )
+    if ctx.world > 1 and cfg.encoder_threads > 1:
+        raise ValueError("encoder_threads = 2 runs in one process: set encoder_threads = 1 under --nproc")
     device = config_mod.resolve_device(device_name)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     if run_dir.exists() and not run_dir.is_dir():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from avel.models import threads
 from avel.models.base import AVModel, ModelOutput, fill_missing
 from avel.models.encoders import AudioEncoder, CGConvNet, VisualEncoder
 from avel.models.fusion import CLASSIFIER_FUSIONS, ConcatFusion, MeanFusion, UniModal
@@ -53,6 +54,8 @@ class AVClassifier(AVModel):
         return audio, VisualEncoder(width, pretrained, pooled=True, compress=self.compress), 8 * width
 
     def encode(self, audio: Tensor, visual: Tensor) -> tuple[Tensor, Tensor]:
+        if self.modality == "both" and threads.active():  # encoder_threads = 2: the same numbers
+            return threads.encode_pair(self.audio_branch, self.visual_branch, audio, visual)
         z_a = self.audio_branch(audio) if self.modality != "visual" else None
         z_v = self.visual_branch(visual) if self.modality != "audio" else None
         return fill_missing(z_a, z_v)
