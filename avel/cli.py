@@ -179,6 +179,9 @@ def synth(
         None,
         help="crema-d / manifest: the sound of the other 1 - p_audio clips: other (another class's) | none",
     ),
+    visual_groups: int = typer.Option(
+        None, help="ave: G groups of consecutive classes share one object (vision alone tells only the group)"
+    ),
     val_fraction: float = typer.Option(None, help="ave: share of each class's videos in val (0.1)"),
     test_fraction: float = typer.Option(
         None, help="ave: share of each class's videos in test (0.1); the rest trains"
@@ -206,6 +209,7 @@ def synth(
         p_visual=p_visual,
         audio_groups=audio_groups,
         audio_else=audio_else,
+        visual_groups=visual_groups,
         val_fraction=val_fraction,
         test_fraction=test_fraction,
     )

@@ -136,6 +136,30 @@ def test_audio_groups_share_the_group_sound(tmp_path):
         synth_dataset(Path("/nonexistent"), SynthConfig(classes=2, audio_groups=-1))
 
 
+def test_visual_groups_share_the_group_object(tmp_path):
+    """--visual-groups 1 of 2 classes: class 1's event frames show class 0's object (hue), not its own; the
+    audio is that of the set without visual groups."""
+    clean = {"distractors": 0, "p_background_audio_only": 0, "p_background_visual_only": 0}
+    base = dict(videos=6, classes=2, frame_size=64, fps=4.0, seed=1, workers=1, visual_snr=0.9, **clean)
+    synth_dataset(tmp_path / "g", SynthConfig(**base, visual_groups=1))
+    synth_dataset(tmp_path / "n", SynthConfig(**base))
+    rows = [ln.split("&") for ln in (tmp_path / "g" / "Annotations.txt").read_text().splitlines()[1:]]
+    _, vid, _, start, _ = next(r for r in rows if r[0] == AVE_CLASSES[1])
+
+    def near(folder: str, k: int) -> float:  # share of the event frame's pixels near class k's colour
+        frame = decord.VideoReader(str(tmp_path / folder / "AVE" / f"{vid}.mp4"))[int(start) * 4 + 2]
+        colour = hue_rgb(class_traits(k)["hue"])
+        return float((np.abs(frame.asnumpy().astype(np.float32) - colour).max(-1) < 60).mean())
+
+    assert near("g", 0) > 0.03 and near("g", 1) < 0.01
+    assert near("n", 1) > 0.03 and near("n", 0) < 0.01
+    audio = [decord.AudioReader(str(tmp_path / f / "AVE" / f"{vid}.mp4"), sample_rate=16000)[:].asnumpy()
+             for f in ("g", "n")]  # fmt: skip
+    assert np.array_equal(*audio)
+    with pytest.raises(ValueError, match="--visual-groups -1: must be at least 0"):
+        synth_dataset(Path("/nonexistent"), SynthConfig(classes=2, visual_groups=-1))
+
+
 def test_split_fractions_move_videos_between_splits_only():
     """--val-fraction / --test-fraction: per class that share of videos in val / test, the rest in train; the
     videos themselves (ids, labels, event timing) are those of the default 80/10/10 split."""

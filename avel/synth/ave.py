@@ -62,6 +62,7 @@ class SynthConfig:
     p_background_visual_only: float = 0.3  # a background second with a silent object of some class
     p_background_own_class: float = 0.8  # that sound / object is the video's own class (else a random one)
     audio_groups: int = 8  # G groups of consecutive classes share one sound; 0 or ≥ classes: one per class
+    visual_groups: int = 0  # the same for the object (shape, colour, motion); 0: one per class
     val_fraction: float = 0.1  # of each class's videos (AVE: 402 / 4143); the rest not in val or test trains
     test_fraction: float = 0.1
     workers: int = 2
@@ -83,13 +84,16 @@ def class_traits(k: int) -> dict[str, Any]:
     }
 
 
-def sound_class(k: int, classes: int, groups: int) -> int:
-    """The class whose sound class ``k`` plays: itself, or with ``groups`` G > 0 the first class of its
-    group (classes with equal ``k * G // classes`` share one sound, so audio alone tells only the group;
-    G ≥ classes leaves every class its own sound)."""
+def group_class(k: int, classes: int, groups: int) -> int:
+    """The class whose sound (object) class ``k`` plays (shows): itself, or with ``groups`` G > 0 the first
+    class of its group (classes with equal ``k * G // classes`` share one sound / object, so that modality
+    alone tells only the group; G ≥ classes leaves every class its own)."""
     if not groups:
         return k
     return min(j for j in range(classes) if j * groups // classes == k * groups // classes)
+
+
+sound_class = group_class  # --audio-groups (avel.synth.clips imports this name)
 
 
 def class_sound(k: int, seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
@@ -168,7 +172,7 @@ def render_audio(sound: list, length: float, cfg: SynthConfig, rng: np.random.Ge
     for t, k in enumerate(sound):
         lo, hi = t * sr, min((t + 1) * sr, n)
         if k is not None and lo < n:
-            heard = sound_class(k, cfg.classes, cfg.audio_groups)
+            heard = group_class(k, cfg.classes, cfg.audio_groups)
             wave[lo:hi] += gain * class_sound(heard, 1.0, sr, rng)[: hi - lo]
     # an off-screen distractor sound of random pitch somewhere in the clip (not of any class)
     lo = int(rng.integers(0, max(1, n - sr)))
@@ -198,7 +202,7 @@ def render_frames(obj: list, length: float, cfg: SynthConfig, rng: np.random.Gen
         xs, ys = object_position(int(rng.integers(MOTIONS)), tau, rng.uniform(0, 6.3), 0.3)
         paste(frames, mask, colour, xs, ys, np.full(n, 0.5 * cfg.visual_snr + 0.1))
     for k in sorted({k for k in obj if k is not None}):
-        tr = class_traits(k)
+        tr = class_traits(group_class(k, cfg.classes, cfg.visual_groups))
         on = np.array([obj[min(int(x), len(obj) - 1)] == k for x in tau], np.float32)
         xs, ys = object_position(tr["motion"], tau, rng.uniform(0, 6.3), 0.25)
         paste(frames, shape_mask(tr["shape"], size), hue_rgb(tr["hue"]), xs, ys, on * cfg.visual_snr)
@@ -263,6 +267,7 @@ def video_id(rng: np.random.Generator) -> str:
 def check_synth_config(cfg: SynthConfig) -> None:
     """Every option in its range, named as on the command line."""
     held_out = cfg.val_fraction + cfg.test_fraction
+    no_groups = "0 or ≥ classes: no groups"
     checks = [
         ("--videos", cfg.videos, cfg.videos >= 3, "at least 3 (one video per split: train, val, test)"),
         ("--classes", cfg.classes, 1 <= cfg.classes <= len(AVE_CLASSES), f"in 1..{len(AVE_CLASSES)}"),
@@ -272,7 +277,8 @@ def check_synth_config(cfg: SynthConfig) -> None:
         ("--duration-jitter", cfg.duration_jitter, 0 <= cfg.duration_jitter < cfg.duration - 1, "in [0, 9)"),
         ("--visual-snr", cfg.visual_snr, 0 < cfg.visual_snr <= 1, "in (0, 1]"),
         ("--audio-snr-db", cfg.audio_snr_db, -60 <= cfg.audio_snr_db <= 60, "in -60..60"),
-        ("--audio-groups", cfg.audio_groups, cfg.audio_groups >= 0, "at least 0 (0 or ≥ classes: no groups)"),
+        ("--audio-groups", cfg.audio_groups, cfg.audio_groups >= 0, f"at least 0 ({no_groups})"),
+        ("--visual-groups", cfg.visual_groups, cfg.visual_groups >= 0, f"at least 0 ({no_groups})"),
         ("--val-fraction", cfg.val_fraction, 0 < cfg.val_fraction < 1, "in (0, 1)"),
         ("--test-fraction", cfg.test_fraction, 0 < cfg.test_fraction < 1, "in (0, 1)"),
         ("--val-fraction + --test-fraction", held_out, held_out < 1, "below 1 (train keeps the rest)"),
