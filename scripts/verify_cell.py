@@ -2,6 +2,8 @@
 
     # re-train seed 0 of a recorded cell from its own config.toml (into --out) and compare
     python scripts/verify_cell.py runs/pmr_effect/features-ave10-a11v40 concat baseline --seed 0
+    # a grid committed under docs/grids: its data path was relative to where it ran
+    python scripts/verify_cell.py docs/grids/cg-t2 PMR concat --set data=data/cgmnist.h5 --out /tmp/pmr
     # compare a grid re-made by its table's command with the figure docs/results.md records
     python scripts/verify_cell.py runs/new/features-ave10-a11v40 concat baseline --recorded "66.8 ± 3.3"
 
@@ -19,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from avel.cli import set_values
 from avel.experiments.reproduce import compare_cell, parse_recorded, verify_cell
 
 
@@ -29,6 +32,8 @@ def main() -> int:
     ap.add_argument("column")
     ap.add_argument("--seed", type=int, default=0, help="the seed to re-train (default 0)")
     ap.add_argument("--out", type=Path, default=None, help="run directory of the re-run")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config value of the re-run, e.g. data=PATH (the file it ran on)")  # fmt: skip
     ap.add_argument("--recorded", help="compare GRID's finished seeds with this MEAN ± STD (%%); no training")
     ap.add_argument("--recorded-on", default="", help="commit / machine of --recorded, for the report")
     args = ap.parse_args()
@@ -41,7 +46,10 @@ def main() -> int:
             out = args.out or args.grid / "verify" / f"{args.row}__{args.column}-seed{args.seed}".replace(
                 " ", "-"
             )
-            verdict = verify_cell(args.grid, args.row, args.column, args.seed, out, log=lambda s: None)
+            overrides = set_values(args.set)
+            verdict = verify_cell(
+                args.grid, args.row, args.column, args.seed, out, overrides, log=lambda s: None
+            )
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
