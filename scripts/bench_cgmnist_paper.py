@@ -1,9 +1,10 @@
 """Training throughput of the CG-MNIST paper recipe (``-c cgmnist_paper``: concat, SGD, batch 64, bf16
-autocast, fused stem) on CPU: main's path before ``encoder_threads`` (the two encoders one after the other on
-one torch thread, and on ``--threads`` intra-op threads) beside the two encoders on two threads
-(``encoder_threads = 2``, what ``cgmnist_paper`` now runs: one intra-op thread each); interleaved
-epoch-slices on the same data so that a shared machine's load hits every path alike (not a test:
-BENCHMARKS.md).
+autocast, fused stem) on CPU: main's path before this work (4fb2b48: the two encoders one after the other,
+the stem's convolution on NCHW input; on one torch thread, and on ``--threads`` intra-op threads) beside
+what ``cgmnist_paper`` now runs: the stem's convolution on channels_last input (``stem_channels_last``) and
+the two encoders on two threads (``encoder_threads = 2``, one intra-op thread each), and the channels_last
+stem alone; interleaved epoch-slices on the same data so that a shared machine's load hits every path alike
+(not a test: BENCHMARKS.md).
 
 Each slice trains ``--steps`` optimizer steps of one path from ``train_one_epoch`` on a fixed-size subset of
 the train split, then runs the evaluation passes the config runs (val every epoch, bf16, batch 256; the
@@ -20,9 +21,11 @@ time of two idle cores, waits for the other thread aside. The projection of one 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -32,11 +35,23 @@ from avel.engine.config import load_config
 from avel.engine.evaluate import evaluate, train_prototypes
 from avel.engine.train import build_optimizer, make_balancer, modality_epoch, train_one_epoch
 from avel.families import build_model, load_splits
-from avel.models import threads
+from avel.models import encoders, threads
 from avel.synth.cgmnist import make_cgmnist, small
 
-BASE = "main (encoders in turn, 1 thread)"
-NEW = "encoder_threads = 2"
+BASE = "main 4fb2b48 (NCHW stem, encoders in turn, 1 thread)"
+NEW = "channels_last stem + encoder_threads = 2"
+
+
+@contextlib.contextmanager
+def stem_layout(channels_last: bool) -> Iterator[None]:
+    """main's NCHW stem convolution (``channels_last`` false) or the channels_last one (true)."""
+    before = encoders.stem_channels_last
+    if not channels_last:
+        encoders.stem_channels_last = lambda x, weight: False
+    try:
+        yield
+    finally:
+        encoders.stem_channels_last = before
 
 
 def setup(path: Path, balance: str, encoder_threads: int):
@@ -81,17 +96,18 @@ def main() -> None:
         n = args.steps * 64
         data.train = sub = subset(data.train, n)
         val = subset(data.val, min(n, len(data.val)))
-        paths = {BASE: (1, 1), NEW: (2, 2)}  # (encoder threads, torch threads given to the run)
+        # (encoder threads, torch threads given to the run, channels_last stem)
+        paths = {BASE: (1, 1, False), "channels_last stem, 1 thread": (1, 1, True), NEW: (2, 2, True)}
         if args.threads > 1:
-            paths[f"main, {args.threads} intra-op threads"] = (1, args.threads)
-        runs = {name: setup(path, args.balance, enc) for name, (enc, _) in paths.items()}
+            paths[f"main, {args.threads} intra-op threads"] = (1, args.threads, False)
+        runs = {name: setup(path, args.balance, enc) for name, (enc, _, _) in paths.items()}
         kinds = ("wall", "cpu", "critical")
         got: dict[str, dict[str, list[float]]] = {k: {} for k in paths}
         gen = torch.Generator().manual_seed(0)
         for r in range(args.rounds + 1):  # round 0 warms up
             for name, (cfg, model, balancer, opt) in runs.items():
                 torch.set_num_threads(paths[name][1])  # encoder_threads(2) shares them out: 1 each
-                with threads.encoder_threads(cfg.encoder_threads):
+                with threads.encoder_threads(cfg.encoder_threads), stem_layout(paths[name][2]):
 
                     def train(cfg=cfg, model=model, balancer=balancer, opt=opt, r=r) -> None:
                         balancer.on_epoch_start(model, data, r)

@@ -12,7 +12,8 @@
 - ``FeatureMap``: precomputed visual features, which already are the map.
 - ``CGConvNet``: PMR's 4-conv encoder for CG-MNIST (``stem="fused"``: its input BN and first convolution as
   one convolution, ``FusedBNConv``, the fast CPU training path of ``-c cgmnist_paper``).
-- ``conv_layout``: the memory layout every encoder hands its convolutions (channels_last on CUDA only).
+- ``conv_layout``: the memory layout every encoder hands its convolutions (channels_last on CUDA only; on
+  CPU too for the one convolution proven to take it, ``stem_channels_last``: the fused CG-MNIST stem's).
 """
 
 from __future__ import annotations
@@ -28,8 +29,18 @@ from avel.rules import check, one_of
 # Devices whose convolutions get channels_last input (cuDNN's fast path). On CPU the encoders use contiguous
 # NCHW: PyTorch's CPU kernel for the backward of a 1x1 stride-2 conv on a channels_last input with 8 -> 16
 # channels (ResNet18's layer2 downsample at width 8, 224 px frames) segfaults on Intel Xeon (AVX-512 / AMX)
-# and on AMD EPYC alike (issue #24). NCHW costs up to ~1.3x on narrow CPU models (BENCHMARKS.md).
+# and on AMD EPYC alike (issue #24). NCHW costs up to ~1.3x on narrow CPU models (BENCHMARKS.md). The one
+# exception, proven in a subprocess over its shapes: the fused CG-MNIST stem's 5x5 conv (stem_channels_last).
 CHANNELS_LAST_DEVICES = frozenset({"cuda"})
+
+
+def stem_channels_last(x: Tensor, weight: Tensor) -> bool:
+    """Whether a CPU convolution of ``x`` with ``weight`` is the fused CG-MNIST stem's, the one CPU conv
+    given channels_last input: 5×5, at most 4 input channels (x̂ and the ones channel), 32 outputs. Its
+    forward and weight-gradient backward (no input gradient) run in a subprocess over the batch sizes,
+    dtypes and channel counts the recipe meets (tests/test_cpu_layouts.py) and in tests/encoder_worker.py;
+    it takes the max pool's layout copies out of the step (BENCHMARKS.md, CG-MNIST at the paper's scale)."""
+    return x.dim() == 4 and x.shape[1] <= 4 and tuple(weight.shape[-2:]) == (5, 5) and weight.shape[0] == 32
 
 
 def conv_layout(x: Tensor) -> Tensor:
@@ -336,7 +347,11 @@ class FusedBNConv(nn.Module):
         ones = x_hat.new_ones(x.shape[0], 1, *x.shape[2:])  # zero-padded like the BN output: the border mask
         gamma, beta = bn.weight.view(1, -1, 1, 1), bn.bias.view(1, -1, 1, 1)
         weight = torch.cat([conv.weight * gamma, (conv.weight * beta).sum(1, True)], 1)
-        x_ext = conv_layout(torch.cat([x_hat, ones], 1))
+        x_ext = torch.cat([x_hat, ones], 1)
+        if stem_channels_last(x_ext, weight):  # its output is then channels_last: the pool's layout
+            x_ext = x_ext.contiguous(memory_format=torch.channels_last)
+        else:
+            x_ext = conv_layout(x_ext)
         return F.conv2d(x_ext, weight, conv.bias, conv.stride, conv.padding, conv.dilation)
 
 
