@@ -119,7 +119,7 @@ def test_avel_balancers_lists_each_method_and_its_options_from_the_registry():
         ("lr_step_unit", "epoch, iteration"),
         ("init", "default, reference"),
         ("protocol", "clean, released"),
-        ("audio_pool", "mean, freq"),
+        ("audio_pool", "mean, freq, freq_bn"),
         ("audio_norm", "clip, tiled"),
         ("mmtm_gate", "paper, code"),
         ("mmtm_head", "concat, mean"),

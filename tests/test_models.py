@@ -56,8 +56,29 @@ def test_audio_freq_pool_by_hand():
     mean = build_model("avel", "concat", input_mode="e2e", width=8, regions=1).audio_branch["encoder"]
     assert not hasattr(mean, "proj") and torch.allclose(mean(spec), mean.net(spec.flatten(0, 1)).mean(
         (-2, -1)).view(2, 3, 64), atol=1e-6)  # fmt: skip
-    with pytest.raises(ValueError, match='audio_pool: "max" is not allowed: must be one of mean, freq'):
+    allowed = "must be one of mean, freq, freq_bn$"
+    with pytest.raises(ValueError, match=f'audio_pool: "max" is not allowed: {allowed}'):
         AudioEncoder(8, "max")
+
+
+def test_audio_freq_bn_head_cannot_die():
+    """pool "freq_bn": linear layer, BatchNorm, ReLU. A bias that silences every ReLU of the "freq" head (no
+    output, no gradient: the dead start of issue #25) leaves the freq_bn head's units alive, and its gradient
+    reaches the ResNet."""
+    spec = torch.randn(4, 3, 1, 257, 20)
+    alive = {}
+    for pool in ("freq", "freq_bn"):
+        torch.manual_seed(0)
+        enc = AudioEncoder(8, pool).train()
+        with torch.no_grad():
+            enc.proj[0].bias.fill_(-100.0)
+        out = enc(spec)
+        out.sum().backward()
+        grad = sum(float(p.grad.abs().sum()) for p in enc.net.parameters() if p.grad is not None)
+        alive[pool] = (float((out > 0).float().mean()), grad)
+    assert alive["freq"] == (0.0, 0.0)
+    assert 0.3 < alive["freq_bn"][0] < 0.7 and alive["freq_bn"][1] > 0
+    assert isinstance(AudioEncoder(8, "freq_bn").proj[1], torch.nn.BatchNorm1d)
 
 
 def test_visual_only_init_does_not_depend_on_the_audio_pool():

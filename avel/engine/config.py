@@ -53,7 +53,7 @@ class TrainConfig:
     augment: bool = True  # train-time augmentation of frames (on the device)
     augment_audio: bool = False  # train-time SpecAugment masks on spectrograms (end to end)
     audio_norm: str = "clip"  # resnet18: clip (standardise the clip, tile the span) | tiled (tile, then; PMR)
-    audio_pool: str = "mean"  # avel e2e audio encoder: mean (over frequency and time) | freq (bands kept)
+    audio_pool: str = "mean"  # avel e2e audio encoder: mean (freq. and time) | freq (bands kept) | freq_bn
     # optimisation
     optimizer: str = "adam"  # sgd | adam | adagrad
     lr: float = 1e-3

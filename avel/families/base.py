@@ -34,7 +34,7 @@ class ModelArgs:
     visual_dim: int = 512  # the visual map's channels,
     regions: int = 49  # and the attention's grid size h·w (49 on 7×7)
     hidden: int = 128  # AVEL's bi-LSTM width
-    audio_pool: str = "mean"  # AVEL end to end: how the audio encoder pools (mean | freq)
+    audio_pool: str = "mean"  # AVEL end to end: how the audio encoder pools (mean | freq | freq_bn)
     mmtm_gate: str = "paper"
     mmtm_head: str = "concat"
     centralnet_unimodal_loss: bool = True

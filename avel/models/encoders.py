@@ -229,7 +229,7 @@ def load_imagenet(encoder: ResNet18) -> None:
         raise RuntimeError(f"ImageNet ResNet18 weights left parameters unset: {missing}")
 
 
-AUDIO_POOLS = ("mean", "freq")
+AUDIO_POOLS = ("mean", "freq", "freq_bn")
 AUDIO_BANDS = 9  # frequency rows kept by pool "freq": the layer4 grid of a 257-bin spectrogram (⌈257/32⌉)
 
 
@@ -238,8 +238,10 @@ class AudioEncoder(nn.Module):
     per segment. ``pool="mean"`` averages the layer4 map over frequency and time; ``pool="freq"`` averages
     over time only, keeps ``AUDIO_BANDS`` frequency rows and maps them to D with a linear layer and a ReLU
     (as VGGish's fully connected layers read its whole map): where in frequency a sound lies (its pitch)
-    stays visible to the layers above. A staged encoder (``avel.models.intermediate.StagedEncoder``) for
-    the intermediate fusions."""
+    stays visible to the layers above. ``pool="freq_bn"`` puts a BatchNorm between that linear layer and its
+    ReLU: with "freq" the ReLU of some seeds dies at the start (99.7 % zeros, the loss at the label prior for
+    13 epochs; docs/results.md, issue #25), with the BatchNorm every unit is positive on part of each batch.
+    A staged encoder (``avel.models.intermediate.StagedEncoder``) for the intermediate fusions."""
 
     def __init__(self, width: int, pool: str = "mean", compress: bool = False):
         super().__init__()
@@ -247,10 +249,11 @@ class AudioEncoder(nn.Module):
         self.net = ResNet18(1, width, "audio" if compress else None)
         self.stage_channels = self.net.stage_channels
         self.pool_mode = pool
-        if pool == "freq":
+        if pool != "mean":
             d = self.net.out_channels
             self.bands = nn.AdaptiveAvgPool2d((AUDIO_BANDS, 1))
-            self.proj = nn.Sequential(nn.Linear(AUDIO_BANDS * d, d), nn.ReLU(inplace=True))
+            norm = [nn.BatchNorm1d(d)] if pool == "freq_bn" else []
+            self.proj = nn.Sequential(nn.Linear(AUDIO_BANDS * d, d), *norm, nn.ReLU(inplace=True))
 
     def fold(self, audio: Tensor) -> Tensor:
         return conv_layout(audio.flatten(0, -4))  # (N, 1, F, L)
