@@ -199,6 +199,8 @@ def test_a_family_registered_here_trains_evaluates_and_runs_in_a_grid(
     ])  # fmt: skip
     assert grid.exit_code == 0, grid.output
     assert "| ScaledCE |" in grid.output and "| concat |" in grid.output  # `avel ablate balancers`'s table
+    assert "| probe alone shape / hue | Shapley shape / hue |" in grid.output  # the measures: its names
+    assert "linear-probe accuracy of shape − of hue" in grid.output
     table = write_tables(tmp_path / "grid")
     assert table.columns == ["concat"]  # its grid fusions
     for row in ("naive", "ScaledCE"):

@@ -287,6 +287,11 @@ class Table:
                 return cells[self.columns.index(column)]
         raise KeyError(f"no row {row!r}; rows: {[r for r, _ in self.rows]}")
 
+    def modality_names(self) -> tuple[str, str]:
+        """The family's names of its two modalities (audio / visual where the family is not registered)."""
+        family = families.FAMILIES.get(self.model)
+        return tuple(family.modality_names) if family else ("audio", "visual")
+
     def caption(self) -> str:
         if not self.released:
             return CLEAN_CAPTION
@@ -320,16 +325,17 @@ class Table:
         cells = [(label, s) for label, row in self.rows for s in row if s.measures and not s.na_reason]
         if not cells:
             return []
+        a, v = self.modality_names()
         lines = [
             "",
             "BalanceBenchmark's measures (avel.engine.measures; mean over the finished seeds, test split): "
-            "accuracy and macro-F1 (%); imbalance degree = |linear-probe accuracy of audio − of visual| "
+            f"accuracy and macro-F1 (%); imbalance degree = |linear-probe accuracy of {a} − of {v}| "
             "(%, BalanceMM's probe: a new linear head on the frozen encoders, each modality's share); "
             "each encoder probed alone (%); Shapley values of each modality (accuracy points); training "
             "time per epoch, peak memory of the training process, parameters the method adds.",
             "",
             "| row | column | "
-            + " | ".join(h for h, _, _ in MEASURE_COLUMNS)
+            + " | ".join(h.format(a=a, v=v) for h, _, _ in MEASURE_COLUMNS)
             + " |"
             + (" BalanceBenchmark CREMA-D acc / F1 |" if self.reference else ""),
             "|---|---|" + "---|" * (len(MEASURE_COLUMNS) + bool(self.reference)),
@@ -379,13 +385,14 @@ class Table:
         return buf.getvalue()
 
 
-# (header, measure keys shown as a / b, format): fractions in %, the rest as numbers
+# (header, measure keys shown as a / b, format): fractions in %, the rest as numbers; {a} / {v}: the family's
+# modality names (audio / visual; gray / colored on CG-MNIST)
 MEASURE_COLUMNS = [
     ("accuracy", ("accuracy",), "pct"),
     ("macro-F1", ("macro_f1",), "pct"),
     ("imbalance degree", ("imbalance_degree",), "pct"),
-    ("probe alone a / v", ("probe_audio_alone_accuracy", "probe_visual_alone_accuracy"), "pct"),
-    ("Shapley a / v", ("shapley_audio", "shapley_visual"), "pct"),
+    ("probe alone {a} / {v}", ("probe_audio_alone_accuracy", "probe_visual_alone_accuracy"), "pct"),
+    ("Shapley {a} / {v}", ("shapley_audio", "shapley_visual"), "pct"),
     ("s / epoch", ("epoch_time_s",), "num"),
     ("peak MiB", ("peak_memory_mib",), "int"),
     ("extra params", ("extra_parameters",), "int"),
