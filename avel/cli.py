@@ -395,7 +395,7 @@ def train(
     config: Path = typer.Option(
         None, "--config", "-c", help="TOML config file, or a shipped config by name (table4_avel)"
     ),
-    model: str = typer.Option(None, help="avel | resnet18 | cgmnist"),
+    model: str = typer.Option(None, help="avel | resnet18 | cgmnist, or a registered family"),
     fusion: str = typer.Option(
         None, help="avel: concat | dmrn; resnet18, cgmnist: concat | sum | film | gated | mmtm | centralnet"
     ),
@@ -628,7 +628,9 @@ def _ablate(kind: str):
         config: Path = typer.Option(
             None, "--config", "-c", help="TOML config file, or a shipped one by name (table6_optimizers)"
         ),
-        model: str = typer.Option(None, help="resnet18 | avel (default: the config's model)"),
+        model: str = typer.Option(
+            None, help="a model family: avel | resnet18 | cgmnist | ... (default: the config's)"
+        ),
         seeds: int = typer.Option(3, help="seeds 0..N-1 per cell"),
         set_: list[str] = typer.Option(None, "--set", help="any config key for every run: --set epochs=20"),
         rows: list[str] = typer.Option(None, "--row", help="train only this row (repeatable)"),
