@@ -32,6 +32,7 @@ import torch
 
 from avel.data.splits import SplitData
 from avel.engine.config import load_config
+from avel.engine.cpu_memory import keep_freed_memory
 from avel.engine.evaluate import evaluate, train_prototypes
 from avel.engine.train import build_optimizer, make_balancer, modality_epoch, train_one_epoch
 from avel.families import build_model, load_splits
@@ -86,7 +87,16 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=54000, help="train samples of the projected run")
     ap.add_argument("--val", type=int, default=6000, help="val samples of the projected run")
     ap.add_argument("--balance", default="none", help="none | pmr (prototypes once per slice)")
+    ap.add_argument(
+        "--malloc",
+        choices=("keep", "default"),
+        default="keep",
+        help="keep: glibc keeps freed memory (keep_freed_memory, what CPU training now sets; process-wide, "
+        "so main's glibc default needs a run of its own: --malloc default)",
+    )
     args = ap.parse_args()
+    if args.malloc == "keep":
+        keep_freed_memory()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         path = args.data or Path(tmp) / "cg.h5"
@@ -134,7 +144,8 @@ def main() -> None:
         return (train_s + eval_s + protos * args.train / rates[f"proto {kind}"]) / 60
 
     print(
-        f"# -c cgmnist_paper, balance {args.balance}, {args.rounds} interleaved slices of {n} train samples "
+        f"# malloc {args.malloc}; -c cgmnist_paper, balance {args.balance}, {args.rounds} interleaved slices "
+        f"of {n} train samples "
         f"per path (+ {len(val)} val, no-grad); projection: {cfg.epochs} epochs of {args.train} + val "
         f"{args.val} every epoch + {protos} prototype passes"
     )

@@ -39,6 +39,7 @@ from avel.engine.checkpoint import (
     set_rng_state,
 )
 from avel.engine.config import TrainConfig
+from avel.engine.cpu_memory import keep_freed_memory
 from avel.engine.evaluate import evaluate, train_prototypes
 from avel.engine.measures import balance_measures, peak_memory_mib, reset_peak_memory
 from avel.engine.provenance import provenance
@@ -510,6 +511,8 @@ def _setup(cfg: TrainConfig) -> tuple[TrainConfig, distributed.Dist, torch.devic
     if ctx.world > 1 and cfg.encoder_threads > 1:
         raise ValueError("encoder_threads = 2 runs in one process: set encoder_threads = 1 under --nproc")
     device = config_mod.resolve_device(device_name)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults of every step's activations afresh: the same numbers, faster
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"{run_dir}: is a file; --out names the run directory")
