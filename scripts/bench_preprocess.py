@@ -30,7 +30,7 @@ import numpy as np
 
 from avel.preprocessing.annotations import SEGMENTS
 from avel.preprocessing.audio import decoded_samples, load_audio, source_sample_rate
-from avel.preprocessing.decoders import Decoder, TorchcodecVideo, torchcodec_audio
+from avel.preprocessing.decoders import Decoder, TorchcodecVideo, torchcodec_audio, torchcodec_unavailable
 from avel.preprocessing.pipeline import clip_spectrogram, preprocess
 from avel.preprocessing.video import frame_indices, frame_times, open_video, read_frames
 
@@ -82,7 +82,7 @@ def decode_floor(root: Path, frames_per_segment: int, decoder: str = "decord") -
             vr = TorchcodecVideo(p)
             idx = frame_indices(frame_times(SEGMENTS, frames_per_segment), vr.get_avg_fps(), len(vr))
             vr.get_batch(np.unique(idx).tolist()).asnumpy()
-            torchcodec_audio(p, 16000)
+            torchcodec_audio(p, 16000)  # and the source rate, which the decord floor does not probe
             continue
         vr = decord.VideoReader(str(p), num_threads=1)
         idx = frame_indices(frame_times(SEGMENTS, frames_per_segment), vr.get_avg_fps(), len(vr))
@@ -150,6 +150,10 @@ def main() -> None:
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     decoders = args.decoders.split(",")
+    why = torchcodec_unavailable() if "torchcodec" in decoders else ""
+    if why:  # the other decoders still run; the line says why this one did not
+        print(f"decoder torchcodec skipped: torchcodec cannot load here: {why}")
+        decoders = [d for d in decoders if d != "torchcodec"] or ["decord"]
     root = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
     try:
         make_set(root / "set", args.videos, args.seed, (args.height, args.width), args.fps)

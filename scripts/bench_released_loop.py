@@ -348,6 +348,15 @@ def make_sets(tmp: Path, args) -> tuple[Path, Path, int]:
     return h5, tmp / "released", len(rows)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo, as lscpu's 'Model name'), and whether it has AMX / AVX512-BF16."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    bf16 = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return f"{model or platform.processor() or 'cpu'} ({', '.join(bf16) or 'no native bf16'})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -370,7 +379,7 @@ def main() -> None:
     if args.threads or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
     clock = time.perf_counter if device.type == "cuda" else time.process_time
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     want = args.steps * args.batch_size  # train clips; a tenth of each class (at least one) goes to test
     args.clips = args.clips or (want + 6 if want < 90 else int(np.ceil(want / 0.9)))
     variants = [v for v in args.variants.split(",") if v]
@@ -412,8 +421,12 @@ def main() -> None:
         per_clip: dict[str, list[float]] = {}
 
         def proto(key: str, fn) -> None:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             t0 = clock()
             clips = fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             per_clip.setdefault(key, []).append((clock() - t0) / clips)
 
         # warm-up: one slice of each (compile happens here)

@@ -96,7 +96,12 @@ def test_torchcodec_preprocess_file_matches_decords(tiny_ave, tiny_h5, tmp_path)
     assert not report.failed
     with h5py.File(tiny_h5) as a, h5py.File(out) as b:
         assert b.attrs["decoder"] == "torchcodec" and "decoder" not in a.attrs
-        assert np.array_equal(a["label"][()], b["label"][()])
+        for key in (
+            "label",
+            "source_sample_rate",
+            "fps",
+        ):  # the rate: torchcodec's stream, decord's PyAV probe
+            assert np.array_equal(a[key][()], b[key][()]), key
         fa, fb = a["frames"][()], b["frames"][()]
         _frames_close(fa.reshape(-1, *fa.shape[-3:]), fb.reshape(-1, *fb.shape[-3:]))
         log_diff = np.abs(a["spectrogram"][()] - b["spectrogram"][()])  # log magnitudes: a 1e-7 change of

@@ -75,12 +75,22 @@ def spectrogram_params(name: str) -> SpecParams:
     return SPECTROGRAMS[name]
 
 
+def load_audio_and_rate(
+    path: str | Path, sample_rate: int, decoder: Decoder = DECORD
+) -> tuple[np.ndarray, int]:
+    """``load_audio``'s waveform and the file's own sample rate (``source_sample_rate``): torchcodec reads
+    it from the stream it decodes, decord's path probes the file with PyAV."""
+    if decoder.name == "torchcodec":
+        with quiet_stderr():
+            return torchcodec_audio(path, sample_rate)
+    return load_audio(path, sample_rate), source_sample_rate(path)
+
+
 def load_audio(path: str | Path, sample_rate: int = 16000, decoder: Decoder = DECORD) -> np.ndarray:
     """(S,) float32 mono waveform resampled to ``sample_rate`` by decord (stereo is mixed to mono), or by
     torchcodec (``decoder``)."""
     if decoder.name == "torchcodec":
-        with quiet_stderr():
-            return torchcodec_audio(path, sample_rate)
+        return load_audio_and_rate(path, sample_rate, decoder)[0]
     try:
         with quiet_stderr():
             reader = decord.AudioReader(str(path), sample_rate=sample_rate, mono=True)

@@ -26,12 +26,11 @@ from avel.preprocessing.assemble import Assembler, FileRows, shard_path, write_s
 from avel.preprocessing.audio import (
     SPECTROGRAM_ATTRS,
     fit_length,
-    load_audio,
+    load_audio_and_rate,
     log_spectrogram,
     num_columns,
     spectrogram_params,
 )
-from avel.preprocessing.audio import source_sample_rate as read_source_rate
 from avel.preprocessing.clips import Clip, ClipList
 from avel.preprocessing.decoders import DECORD, Decoder
 from avel.preprocessing.h5 import CLIPS_KIND, create, strings
@@ -104,7 +103,7 @@ def decode_clip_audio(clip: Clip, p: ClipParams, decoder: Decoder = DECORD) -> t
     path = clip.audio or clip.video
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing file")
-    wave = load_audio(path, spec.sample_rate, decoder)
+    wave, source_rate = load_audio_and_rate(path, spec.sample_rate, decoder)
     lo = round((clip.start or 0.0) * spec.sample_rate)
     hi = len(wave) if clip.end is None else round(clip.end * spec.sample_rate)
     wave = wave[lo:hi]
@@ -112,7 +111,7 @@ def decode_clip_audio(clip: Clip, p: ClipParams, decoder: Decoder = DECORD) -> t
         raise ValueError(f"{path}: zero length (no audio samples in the clip)")
     window = round(p.audio_seconds * spec.sample_rate)
     spectrogram = log_spectrogram(fit_length(wave, window, "tile"), spec)
-    info = {"source_sample_rate": read_source_rate(path), "audio_s": len(wave) / spec.sample_rate}
+    info = {"source_sample_rate": source_rate, "audio_s": len(wave) / spec.sample_rate}
     return spectrogram, info
 
 

@@ -116,9 +116,9 @@ class TorchcodecVideo:
         return _Frames(self.decoder.get_frames_at(indices).data)  # (N, H, W, 3) uint8
 
 
-def torchcodec_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """(S,) float32 mono samples at ``sample_rate`` (FFmpeg's resampler and channel mix); a ValueError
-    naming the file when it has no audio stream."""
+def torchcodec_audio(path: str | Path, sample_rate: int) -> tuple[np.ndarray, int]:
+    """(S,) float32 mono samples at ``sample_rate`` (FFmpeg's resampler and channel mix) and the stream's own
+    sample rate (no second probe of the file); a ValueError naming the file when it has no audio stream."""
     from torchcodec.decoders import AudioDecoder
 
     try:
@@ -127,4 +127,5 @@ def torchcodec_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         if "audio" in str(e).lower() and "stream" in str(e).lower():
             raise ValueError(f"{path}: no audio stream") from None
         raise
-    return decoder.get_all_samples().data.reshape(-1).numpy().astype(np.float32, copy=False)
+    wave = decoder.get_all_samples().data.reshape(-1).numpy().astype(np.float32, copy=False)
+    return wave, int(decoder.metadata.sample_rate or 0)

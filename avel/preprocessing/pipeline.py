@@ -30,12 +30,11 @@ from avel.preprocessing.audio import (
     SPECTROGRAM_ATTRS,
     SpecParams,
     fit_length,
-    load_audio,
+    load_audio_and_rate,
     log_spectrogram,
     segment_columns,
     spectrogram_params,
 )
-from avel.preprocessing.audio import source_sample_rate as read_source_rate
 from avel.preprocessing.ave import ave_video_path
 from avel.preprocessing.decoders import DECORD, Decoder
 from avel.preprocessing.h5 import PREPROCESS_KIND, RowsMeta, check_output, create
@@ -76,10 +75,10 @@ def decode_audio(
     path: str | Path, sample_rate: int = 16000, decoder: Decoder = DECORD
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Mono waveform (S,) float32 at ``sample_rate`` and info (audio_seconds, source_sample_rate)."""
-    wave = load_audio(path, sample_rate, decoder)
+    wave, source_rate = load_audio_and_rate(path, sample_rate, decoder)
     if len(wave) == 0:
         raise ValueError(f"{path}: zero length (no audio samples)")
-    return wave, {"audio_seconds": len(wave) / sample_rate, "source_sample_rate": read_source_rate(path)}
+    return wave, {"audio_seconds": len(wave) / sample_rate, "source_sample_rate": source_rate}
 
 
 def clip_spectrogram(
