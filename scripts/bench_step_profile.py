@@ -5,6 +5,7 @@ step of each (its times are wall time: on a shared machine compare the shares, n
 
     python scripts/bench_step_profile.py                     # 224 px, width 64, batch 16, 3 frames, 257 x 299
     python scripts/bench_step_profile.py --size 64 --width 8 --rounds 1
+    TORCHINDUCTOR_COMPILE_THREADS=1 python scripts/bench_step_profile.py --compile --no-profile
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--frames", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--compile", action="store_true", help="also avel's model under torch.compile (inductor)")
+    ap.add_argument("--no-profile", action="store_true", help="skip the profiler tables")
     args = ap.parse_args()
     torch.set_num_threads(1)
     b, k, s, w = args.batch_size, args.frames, args.size, args.width
@@ -47,10 +50,10 @@ def main() -> None:
 
     def step(model: nn.Module, amp: bool) -> None:
         with torch.autocast("cpu", torch.bfloat16, enabled=amp):
-            if model is avel:
-                logits = model(audio, visual).logits
-            else:
+            if model is not avel and isinstance(model, ReleasedAVClassifier):
                 logits = model(audio, visual.permute(0, 2, 1, 3, 4))[2]  # the release's (B, 3, T, S, S)
+            else:
+                logits = model(audio, visual).logits
             loss = ce(logits, labels)
         opts[id(model)].zero_grad()
         loss.backward()
@@ -58,8 +61,15 @@ def main() -> None:
 
     cases = {f"released{' compress' if c else ''} fp32": (m, False) for c, m in released.items()}
     cases |= {"avel fp32": (avel, False), "avel bf16": (avel, True)}
-    for m, amp in cases.values():
-        step(m, amp)  # warm-up
+    if args.compile:  # the same parameters and optimizer, the forward compiled
+        compiled = torch.compile(avel)
+        opts[id(compiled)] = opts[id(avel)]
+        cases |= {"avel fp32 compiled": (compiled, False), "avel bf16 compiled": (compiled, True)}
+    for key, (m, amp) in cases.items():
+        t0 = time.perf_counter()
+        step(m, amp)  # warm-up (the compile, where asked: gcc runs in child processes, so wall time)
+        if "compiled" in key:
+            print(f"{key}: first step (compile) {time.perf_counter() - t0:.1f} s wall", flush=True)
     times: dict[str, list[float]] = {key: [] for key in cases}
     for _ in range(args.rounds):
         for key, (m, amp) in cases.items():
@@ -68,7 +78,7 @@ def main() -> None:
             times[key].append(time.process_time() - t0)
     for key, v in times.items():
         print(f"{key}: {statistics.median(v):.3f} CPU s per step", flush=True)
-    for key in ("released fp32", "avel fp32"):
+    for key in () if args.no_profile else ("released fp32", "avel fp32"):
         m, amp = cases[key]
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             step(m, amp)
