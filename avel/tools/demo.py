@@ -1,56 +1,62 @@
-"""``avel demo``: the whole pipeline on the embedded set, sized for a CPU in a few minutes.
+"""``avel demo``: the whole pipeline on the default embedded set, sized for a CPU in minutes.
 
-make the embedded AVE-format set -> preprocess to HDF5 -> summary -> train AVEL concat end to end (narrow
-ResNet18 encoders), without and with PMR -> test accuracy of each, each modality's accuracy inside the fused
-model (its prototype classifier) and the always-background floor, side by side.
+make the default AVE-form set (``avel.synth.ave.DEFAULT_SET``) -> preprocess to HDF5 -> summary -> the
+calibration's features pipeline (``avel.tools.features_pipeline``: an audio-only and a visual-only encoder,
+their features file) -> AVEL concat on the features (``configs/embedded_features.toml``), without and with
+PMR -> test accuracy of each, each modality's accuracy inside the fused model (its prototype classifier)
+and the always-background floor, side by side. Seed s is seed s of the calibration in docs/results.md.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-DEMO_FRAME_SIZE = 32  # pixels: small enough for a 2-core CPU
 DEMO_RUNS = (("none", "AVEL concat"), ("pmr", "concat + PMR"))
 
 
 def run_demo(
     workdir: Path,
-    videos: int = 400,
-    classes: int = 10,
-    epochs: int = 6,
+    videos: int | None = None,
+    classes: int | None = None,
+    epochs: int = 30,
     seed: int = 0,
-    width: int = 8,
+    encoder_epochs: dict[str, int] | None = None,
     progress: bool = True,
 ) -> dict[str, dict]:
-    """``avel demo``: the default embedded set, AVEL concat end to end with ``configs/embedded_avel.toml``'s
-    recipe for ``epochs`` epochs, naive and with PMR; returns each run's results by balancer."""
+    """``avel demo``: the default set drawn with ``seed`` (``videos`` / ``classes`` replace its own), both
+    encoders, AVEL concat on their features for ``epochs`` epochs, naive and with PMR; each run's results."""
     from avel.engine.config import load_config
     from avel.engine.train import run_training
     from avel.preprocessing.h5 import describe
     from avel.preprocessing.pipeline import preprocess
-    from avel.synth.ave import SynthConfig, synth_dataset
+    from avel.synth.ave import DEFAULT_SET, SynthConfig, synth_dataset
+    from avel.tools.features_pipeline import ENCODER_EPOCHS, make_features
 
     workdir = Path(workdir)
     dataset = workdir / "ave-synth"
     h5 = workdir / "ave-synth.h5"
+    spec = {**DEFAULT_SET, **{k: v for k, v in (("videos", videos), ("classes", classes)) if v is not None}}
     if not (dataset / "Annotations.txt").exists():
-        print(f"[1/5] making {videos} videos of {classes} AVE classes in {dataset}")
-        cfg = SynthConfig(videos=videos, classes=classes, seed=seed, frame_size=DEMO_FRAME_SIZE, fps=4.0)
-        synth_dataset(dataset, cfg)
+        print(f"[1/6] making {spec['videos']} videos of {spec['classes']} AVE classes in {dataset}")
+        synth_dataset(dataset, SynthConfig(**spec, seed=seed))
     if not h5.exists():
-        print(f"[2/5] preprocessing {dataset} -> {h5}")
-        report = preprocess(dataset, h5, workers=2, frame_size=DEMO_FRAME_SIZE, progress=progress)
+        print(f"[2/6] preprocessing {dataset} -> {h5}")
+        report = preprocess(dataset, h5, workers=2, frame_size=spec["frame_size"], progress=progress)
         print(report.summary())
-    print("[3/5] what is in the file")
+    print("[3/6] what is in the file")
     print(describe(h5))
+    epochs_of = encoder_epochs or ENCODER_EPOCHS
+    a_epochs, v_epochs = epochs_of["audio"], epochs_of["visual"]
+    print(f"[4/6] the audio-only ({a_epochs} epochs) and visual-only ({v_epochs}) encoders, their features")
+    pair = make_features(h5, seed, epochs=epochs_of, overrides={"device": "cpu", "progress": progress})
     results: dict[str, dict] = {}
     for balance, name in DEMO_RUNS:
-        print(f"[4/5] training {name} end to end for {epochs} epochs")
+        print(f"[5/6] training {name} on the features for {epochs} epochs")
         run_dir = workdir / f"run-avel-concat-{balance}-s{seed}"
-        overrides = {"data": str(h5), "balance": balance, "epochs": epochs, "width": width, "seed": seed}
+        overrides = {"data": str(pair), "balance": balance, "epochs": epochs, "seed": seed}
         overrides |= {"pmr_window": [0, epochs], "out": str(run_dir), "device": "cpu", "progress": progress}
-        results[balance] = run_training(load_config("embedded_avel", overrides))
-    print("[5/5] test segment accuracy (selected on val); each modality = its prototype classifier")
+        results[balance] = run_training(load_config("embedded_features", overrides))
+    print("[6/6] test segment accuracy (selected on val); each modality = its prototype classifier")
     print(demo_table(results))
     return results
 
