@@ -37,12 +37,17 @@ def _train(path, data, n: int, balance: str = "none") -> tuple[dict[str, torch.T
     full, rows = data.train, slice(0, 192)
     train = SplitData(full.audio[rows], full.visual[rows], full.labels[rows], full.transform)
     gen = torch.Generator().manual_seed(1)
-    with threads.encoder_threads(n):
-        for epoch in range(2):
-            balancer.on_epoch_start(model, data, epoch)
-            logs = train_one_epoch(model, balancer, train, optimizer, cfg, gen)
-        pred = predict_split(model, data.val, 64, amp=True)
-        protos = train_prototypes(model, train, 64)
+    intra = torch.get_num_threads()  # the claim is against one thread: one intra-op thread too, whatever
+    torch.set_num_threads(1)  # OMP_NUM_THREADS says (more would change the reduction order of the convs)
+    try:
+        with threads.encoder_threads(n):
+            for epoch in range(2):
+                balancer.on_epoch_start(model, data, epoch)
+                logs = train_one_epoch(model, balancer, train, optimizer, cfg, gen)
+            pred = predict_split(model, data.val, 64, amp=True)
+            protos = train_prototypes(model, train, 64)
+    finally:
+        torch.set_num_threads(intra)
     return {k: v.clone() for k, v in model.state_dict().items()}, logs, (pred, protos)
 
 
