@@ -12,9 +12,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from avel.models.encoders import CGConvNet, stem_channels_last
+
+pytestmark = pytest.mark.slow  # subprocesses (the fast tier leaves out modules that run processes)
 
 WORKER = textwrap.dedent(
     """

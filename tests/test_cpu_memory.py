@@ -14,6 +14,8 @@ import pytest
 
 from avel.engine import cpu_memory
 
+pytestmark = pytest.mark.slow  # fresh processes (the fast tier leaves out modules that run processes)
+
 MAPPED = """
 import ctypes, ctypes.util, sys, torch
 from avel.engine.cpu_memory import keep_freed_memory
