@@ -65,16 +65,21 @@ def test_pre_move_checkpoints_evaluate(tiny_h5, features_h5, tmp_path):
         assert f"{100 * rep['accuracy']:7.2f}%" in text
 
 
+def _assert_probe_logits(model, probe: dict) -> torch.Tensor:
+    """The stored probe's inputs (drawn again from its seed) give the stored logits; returns them."""
+    g = torch.Generator().manual_seed(probe["seed"])
+    first, second = torch.randn(probe["audio"], generator=g), torch.randn(probe["visual"], generator=g)
+    with torch.no_grad():
+        logits = model(first, second).logits
+    torch.testing.assert_close(logits, probe["logits"], rtol=1e-4, atol=1e-5)
+    return logits
+
+
 def test_pre_registry_checkpoint_gives_the_same_logits_and_options():
     # written before the balancer registry (tests/data/make_pre_registry.py): flat config keys, G-Blend with
     # predict = mean (its logits: the mean of the fused and uni-modal heads), options of other tables too
     model, ckpt = model_from_checkpoint(DATA / "pre_registry_resnet18_gblend.pt")
-    probe = ckpt["probe"]
-    g = torch.Generator().manual_seed(probe["seed"])
-    audio, visual = torch.randn(probe["audio"], generator=g), torch.randn(probe["visual"], generator=g)
-    with torch.no_grad():
-        logits = model(audio, visual).logits
-    torch.testing.assert_close(logits, probe["logits"], rtol=1e-4, atol=1e-5)
+    _assert_probe_logits(model, ckpt["probe"])
     assert isinstance(model, GBlendModel) and model.predict == "mean"
     cfg = config_of(ckpt, "pre_registry")
     assert (cfg.balance, cfg.balancers["gblend"].holdout, cfg.balancers["gblend"].super_epoch) == (
@@ -90,12 +95,7 @@ def test_pre_families_cgmnist_checkpoint_gives_the_same_logits_and_evaluates(tmp
     # model with MMTM between its staged 4-conv encoders (released gate and head), rebuilt now through the
     # cgmnist family; the same logits (a "paper" gate would differ by ~1), its config and its evaluation
     model, ckpt = model_from_checkpoint(DATA / "pre_families_cgmnist_mmtm.pt")
-    probe = ckpt["probe"]
-    g = torch.Generator().manual_seed(probe["seed"])
-    gray, colored = torch.randn(probe["audio"], generator=g), torch.randn(probe["visual"], generator=g)
-    with torch.no_grad():
-        logits = model(gray, colored).logits
-    torch.testing.assert_close(logits, probe["logits"], rtol=1e-4, atol=1e-5)
+    logits = _assert_probe_logits(model, ckpt["probe"])
     assert model.family == "cgmnist" and model.fusion_name == "mmtm" and logits.shape == (2, 10)
     assert ckpt["balancer"]["prototypes"][0].shape == (10, 512)  # PMR's state came along
     cfg = config_of(ckpt, "pre_families")
