@@ -232,6 +232,10 @@ def test_tiny_avel_grid_runs_resumes_and_tabulates(features_h5, tmp_path):
 
     with pytest.raises(ValueError, match=r"holds a different grid \(overrides: "):
         run_grid("optimizers", out, seeds=2, model="avel", overrides={**overrides, "lr": 0.1}, log=QUIET)
+    # an option a run may resume with (it does not change what is computed) is the same grid
+    resumable = {**overrides, "eval_every": 2}
+    run_grid("optimizers", out, seeds=2, model="avel", overrides=resumable, log=logs.append)
+    assert not any(m.startswith("[") for m in logs) and _mtimes(out) == before
 
 
 def test_a_partial_run_resumes(features_h5, tmp_path):

@@ -694,12 +694,21 @@ def _grid_record(kind, out_dir, config, seeds, model, overrides, cells) -> dict[
     }
 
 
+def _computed(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that change what a grid's runs compute (those a run may not resume with)."""
+    from avel.engine.train import RESUMABLE_CHANGES
+
+    return {k: v for k, v in overrides.items() if k not in RESUMABLE_CHANGES}
+
+
 def _write_grid(out_dir: Path, grid: dict[str, Any]) -> None:
     """Create or resume a grid directory; a directory holding a different grid is refused."""
     path = out_dir / "grid.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        diff = [k for k in ("kind", "model", "config", "overrides") if old.get(k) != grid[k]]
+        diff = [k for k in ("kind", "model", "config") if old.get(k) != grid[k]]
+        if _computed(old.get("overrides", {})) != _computed(grid["overrides"]):
+            diff.append("overrides")  # a change a run may resume with (RESUMABLE_CHANGES) is not another grid
         if diff:
             changes = ", ".join(f"{k}: {old.get(k)!r} -> {grid[k]!r}" for k in diff)
             raise ValueError(
