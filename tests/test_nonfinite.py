@@ -3,6 +3,7 @@ import-features and cgmnist write, what ``info --verify`` reads, what ``train`` 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -139,6 +140,13 @@ def test_train_stops_at_a_nonfinite_loss_and_keeps_the_last_good_checkpoint(feat
     assert f"the loss is nan; {run / 'last.pt'} keeps epoch 1" in out[1]
     assert (run / "last.pt").read_bytes() == last and (run / "best.pt").read_bytes() == best
     assert (run / "metrics.jsonl").read_text() == lines  # no epoch line of the stopped epoch
+    stop = json.loads((run / "stopped.json").read_text())
+    assert stop["epoch"] == 2 and stop["message"] == out[1].removeprefix("error: ")
+
+    _set_row(data, "audio", row, 0.5, (0,))  # the data mended: the run resumes, finishes, the record goes
+    code, text = invoke(*args, "--epochs", "4")
+    assert code == 0, text
+    assert (run / "results.json").is_file() and not (run / "stopped.json").exists()
 
 
 def test_a_nonfinite_first_epoch_writes_no_checkpoint(features_h5, tmp_path):
@@ -178,3 +186,31 @@ def test_cgmnist_refuses_a_colour_variance_that_gives_nan(tmp_path):
     gray = np.full((3, 28, 28), 200, np.uint8)
     with pytest.raises(ValueError, match=r"colouring gave NaN or Inf in rows 0-2 \(colour variance nan\)"):
         colorize(gray, np.array([0, 1, 2]), np.nan, np.random.default_rng(0))
+
+
+def test_a_grid_reports_a_run_stopped_at_a_nonfinite_loss_and_goes_on(features_h5, tmp_path):
+    import csv
+    import io
+
+    from avel.experiments.ablate import list_grid, run_grid
+
+    data, out = tmp_path / "data.h5", tmp_path / "grid"
+    shutil.copy(features_h5, data)
+    _set_row(data, "audio", int(read_rows_meta(data).splits["train"][2]), 3e38, (0,))
+    logs: list[str] = []
+    overrides = {"data": str(data), "epochs": 1, "batch_size": 8, "width": 8, "progress": False}
+    table = run_grid("optimizers", out, seeds=1, model="avel", overrides=overrides, rows=["SGD", "Adam"],
+                     columns=["baseline"], log=logs.append)  # fmt: skip
+    assert sum(m.startswith("stopped: ") for m in logs) == 2  # the first stop did not end the grid
+    stop = json.loads((out / "adam__baseline" / "seed0" / "stopped.json").read_text())
+    assert stop["epoch"] == 0 and f"training stopped at epoch 0, batch {stop['step']} " in stop["message"]
+    assert "stopped (non-finite loss, training stopped: seed0 at epoch 0)" in table.markdown()
+    row = next(r for r in csv.DictReader(io.StringIO(table.csv())) if r["row"] == "Adam")
+    assert row["stopped"] == "seed0 at epoch 0" and row["mean"] == "" and row["done"] == "0"
+    assert "stopped (non-finite loss at epoch 0)" in list_grid(out)
+
+    logs.clear()  # a re-run reports the stopped runs instead of training them again
+    run_grid("optimizers", out, seeds=1, model="avel", overrides=overrides, rows=["SGD", "Adam"],
+             columns=["baseline"], log=logs.append)  # fmt: skip
+    assert not any(m.startswith("[") for m in logs)
+    assert sum(m.startswith("stopped earlier (delete its stopped.json") for m in logs) == 2

@@ -63,6 +63,7 @@ RESUMABLE_CHANGES = {
     "cg_stem",  # the same model computed another way, equal up to rounding (as device)
     "encoder_threads",  # the same numbers bit for bit, on two threads
 }
+STOPPED = "stopped.json"  # RUN/stopped.json: the run stopped at a non-finite step (epoch, batch, message)
 BUSY = "wait for it to finish, or give another --out"  # a second run on a run directory
 RELEASED_LABEL = (
     "RELEASED PROTOCOL: reads the test split while training (PMR's prototypes from a tenth of test, "
@@ -628,7 +629,7 @@ def _run_epoch(run: Run, epoch: int, bar: _Progress) -> dict[str, Any]:
         if not params_finite(model):
             raise NonFiniteError(-1, torch.zeros(0), "a parameter is not finite after the epoch's last step")
     except NonFiniteError as e:
-        raise _stopped(e, epoch, cfg, run.dir) from None
+        raise _stopped(e, epoch, cfg, run.dir, record=run.ctx.main) from None
     finally:
         bar.stop()
     logs.update(run.balancer.epoch_logs())
@@ -682,14 +683,21 @@ def _record(run: Run, line: dict[str, Any], board: TensorBoardLog | None, improv
     save_checkpoint(run.dir / "last.pt", state)
 
 
-def _stopped(e: NonFiniteError, epoch: int, cfg: TrainConfig, run_dir: Path) -> NonFiniteError:
-    """The one line of a run stopped by a non-finite step: where, and which checkpoint it keeps."""
+def _stopped(
+    e: NonFiniteError, epoch: int, cfg: TrainConfig, run_dir: Path, record: bool = True
+) -> NonFiniteError:
+    """The one line of a run stopped by a non-finite step: where, and which checkpoint it keeps; recorded
+    in ``RUN/stopped.json`` (``record``: rank 0) so that a grid reports the run instead of re-training it."""
     where = f"epoch {epoch}, {e}" if e.step >= 0 else f"epoch {epoch}: {e.what}"
     kept = f"{run_dir / 'last.pt'} keeps epoch {epoch - 1}" if epoch > 0 else "no checkpoint was written"
     e.args = (
         f"{cfg.data}: training stopped at {where}; {kept} (a smaller --lr, --set grad_clip=..., or "
         "`avel info --verify` on the data may help)",
     )
+    if record:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stop = {"epoch": epoch, "step": e.step, "what": e.what, "message": e.args[0]}
+        write_text_atomic(run_dir / STOPPED, json.dumps(stop, indent=2))
     return e
 
 
@@ -804,6 +812,7 @@ def _finish(
         results["measures"] = run_measures(model, data, cfg, run_dir, complexity or {})
     if main:
         write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
+        (run_dir / STOPPED).unlink(missing_ok=True)  # an earlier stop of this run, now finished
     if cfg.protocol == "released":
         log(
             f"test accuracy {100 * results['test_accuracy']:.2f}% at the best TEST epoch "

@@ -230,6 +230,7 @@ class CellSummary:
     run_dirs: list[str] = field(default_factory=list)
     published: float | None = None
     measures: list[dict[str, Any]] = field(default_factory=list)  # BalanceBenchmark's, one per seed
+    stopped: list[str] = field(default_factory=list)  # "seedK: epoch E" of runs stopped at a non-finite step
 
     def measure(self, key: str) -> float | None:
         """The mean over the finished seeds of one of BalanceBenchmark's measures (None where absent)."""
@@ -253,7 +254,7 @@ class CellSummary:
         if self.na_reason:
             return "n/a"
         if not self.accuracies:
-            return "—"
+            return "stopped" if self.stopped else "—"
         return format_mean_std(self.accuracies)
 
 
@@ -352,7 +353,8 @@ class Table:
 
     def csv(self) -> str:
         """One line per cell: row, column, mean and std in %, seeds done, each seed's accuracy, n/a reason,
-        then the means of BalanceBenchmark's measures (``CSV_MEASURES``)."""
+        run directories, the seeds stopped at a non-finite step, then the means of BalanceBenchmark's
+        measures (``CSV_MEASURES``)."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(
@@ -367,6 +369,7 @@ class Table:
                 "published",
                 "na_reason",
                 "run_dirs",
+                "stopped",
                 *CSV_MEASURES,
             ]
         )
@@ -379,7 +382,7 @@ class Table:
                     "" if s.std is None else f"{100 * s.std:.2f}",
                     len(s.accuracies), s.seeds, ";".join(pct),
                     "" if s.published is None else s.published,
-                    s.na_reason or "", ";".join(s.run_dirs),
+                    s.na_reason or "", ";".join(s.run_dirs), ";".join(s.stopped),
                     *["" if s.measure(k) is None else f"{s.measure(k):.6g}" for k in CSV_MEASURES],
                 ])  # fmt: skip
         return buf.getvalue()
@@ -432,6 +435,8 @@ def _md_cell(s: CellSummary, reasons: list[str]) -> str:
         links = " ".join(f"[{Path(d).name}]({d})" for d in s.run_dirs)
         done = f"{len(s.accuracies)}/{s.seeds}: " if len(s.accuracies) < s.seeds else ""
         text += f" ({done}{links})"
+    if s.stopped:  # never averaged in: a run stopped at a non-finite step has no test accuracy
+        text += f" (non-finite loss, training stopped: {', '.join(s.stopped)})"
     if s.published is not None:
         text += f" (paper {s.published:.1f})"
     return text
@@ -459,6 +464,14 @@ def _grid_cells(grid: dict[str, Any], out_dir: Path) -> list[Cell]:
     return cells
 
 
+def _stop(run_dir: Path) -> dict[str, Any] | None:
+    """``RUN/stopped.json`` of a run stopped at a non-finite step (avel.engine.train), or None."""
+    from avel.engine.train import STOPPED
+
+    path = run_dir / STOPPED
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _results(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / "results.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -473,6 +486,9 @@ def tabulate(out_dir: Path) -> Table:
         summary = CellSummary(cell, grid["seeds"])
         for seed in range(grid["seeds"]):
             res = _results(out_dir / cell.name / f"seed{seed}")
+            stop = _stop(out_dir / cell.name / f"seed{seed}")
+            if res is None and stop is not None and not cell.na_reason:
+                summary.stopped.append(f"seed{seed} at epoch {stop['epoch']}")
             if res is not None and not cell.na_reason:
                 summary.accuracies.append(float(res["test_accuracy"]))
                 if res.get("measures"):
@@ -544,6 +560,9 @@ def run_state(run_dir: Path) -> str:
     res = _results(run_dir)
     if res is not None:
         return f"done (test {100 * res['test_accuracy']:.1f}%)"
+    stop = _stop(run_dir)
+    if stop is not None:
+        return f"stopped (non-finite loss at epoch {stop['epoch']})"
     metrics = run_dir / "metrics.jsonl"
     done = len([ln for ln in metrics.read_text().splitlines() if ln.strip()]) if metrics.is_file() else 0
     if done == 0:
@@ -631,6 +650,10 @@ def run_grid(
             run_dir = out_dir / cell.name / f"seed{seed}"
             if (run_dir / "results.json").is_file():
                 continue  # finished: never re-run
+            stop = _stop(run_dir)
+            if stop is not None:  # re-training would stop at the same step: reported, not re-run
+                log(f"stopped earlier (delete its stopped.json to train it again): {stop['message']}")
+                continue
             log(f"[{i}/{len(runnable)}] {cell.row} / {cell.column}, seed {seed} -> {run_dir}")
             try:
                 cfg = configs[cell.name]
@@ -653,7 +676,7 @@ def _check_names(what: str, names: list[str], chosen: list[str] | None) -> None:
 
 def _train(cfg: TrainConfig, seed: int, run_dir: Path, cell: Cell, log: Callable[[str], None]) -> bool:
     """Train one seed of a cell; a method that turns out not to apply marks the cell n/a (returns False)."""
-    from avel.engine.train import NotApplicable, run_training
+    from avel.engine.train import NonFiniteError, NotApplicable, run_training
 
     # a data path with "{seed}" names one file per seed (e.g. features from seed-s encoders); UMT's teachers
     # are "{grid}/<cell>/seed{seed}/best.pt": the grid's uni-modal runs of this seed
@@ -670,6 +693,8 @@ def _train(cfg: TrainConfig, seed: int, run_dir: Path, cell: Cell, log: Callable
         write_text_atomic(run_dir.parent / "na.json", json.dumps({"reason": cell.na_reason}))
         log(f"n/a: {cell.row} / {cell.column}: {cell.na_reason}")
         return False
+    except NonFiniteError as e:  # recorded in RUN/stopped.json; the grid goes on with the next run
+        log(f"stopped: {e}")
     return True
 
 
