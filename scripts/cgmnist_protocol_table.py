@@ -3,9 +3,11 @@ epoch) | clean protocol (val-selected), rows naive / PMR concat and the uni-moda
 ``avel ablate fusions`` grid directories run with ``-c cgmnist_paper`` (the clean one, and the released one:
 ``--set protocol=released --set pmr_subset=test``). Each figure is mean ± sample std over the finished
 seeds (n = how many); gray / colored: each modality's prototype accuracy on test, ρ: the train-batch mean of
-the last epoch (PMR runs). Unfinished runs are listed with their last logged epoch, never averaged in.
+the last epoch (PMR runs). Unfinished runs are listed with their last logged epoch, runs stopped at a
+non-finite loss (``stopped.json``) with the epoch they stopped at; neither is averaged in. ``--eq11 DIR``
+adds the row of PMR with the paper's Eq. 11 coefficients (``--set pmr_coef=paper``, clean protocol only).
 
-    python scripts/cgmnist_protocol_table.py /work/grids/w31/paper_clean /work/grids/w31/paper_released
+    python scripts/cgmnist_protocol_table.py G/paper_clean G/paper_released --eq11 G/paper_clean_eq11
 """
 
 from __future__ import annotations
@@ -15,18 +17,29 @@ import json
 import statistics
 from pathlib import Path
 
-PAPER = {"naive": 58.4, "PMR": 77.2, "colored only": 60.4, "gray only": 99.3}  # PMR Table 1 (concat)
-CELLS = {"naive": "concat__baseline", "PMR": "concat__pmr", "colored only": "colored-only__baseline",
-         "gray only": "gray-only__baseline"}  # fmt: skip
+EQ11 = "PMR, Eq. 11 coefficients"
+PAPER = {
+    "naive": 58.4,
+    "PMR": 77.2,
+    EQ11: 77.2,
+    "colored only": 60.4,
+    "gray only": 99.3,
+}  # PMR Table 1, concat
+CELLS = {"naive": "concat__baseline", "PMR": "concat__pmr", EQ11: "concat__pmr",
+         "colored only": "colored-only__baseline", "gray only": "gray-only__baseline"}  # fmt: skip
 
 
 def runs(grid: Path, cell: str) -> tuple[list[dict], list[str]]:
-    """(results.json of the finished seeds, 'seedK: epoch E' of the unfinished ones)."""
+    """(results.json of the finished seeds, 'seedK: epoch E' of the unfinished or stopped ones)."""
     done, partial = [], []
     for run in sorted((grid / cell).glob("seed*")):
-        res = run / "results.json"
+        res, stop = run / "results.json", run / "stopped.json"
         if res.is_file():
             done.append(json.loads(res.read_text()))
+        elif stop.is_file():
+            partial.append(
+                f"{run.name}: non-finite loss, stopped at epoch {json.loads(stop.read_text())['epoch']}"
+            )
         elif (run / "metrics.jsonl").is_file():
             lines = [ln for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
             partial.append(f"{run.name}: epoch {len(lines) - 1 if lines else '-'}")
@@ -57,6 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("clean", type=Path)
     ap.add_argument("released", type=Path, nargs="?")
+    ap.add_argument("--eq11", type=Path, help="the grid of PMR with Eq. 11's coefficients (clean protocol)")
     args = ap.parse_args()
     print(
         "| row | paper | released protocol: best test epoch (reads test while training) "
@@ -64,8 +78,10 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for row, cell in CELLS.items():
-        clean, clean_part = runs(args.clean, cell)
-        rel, rel_part = runs(args.released, cell) if args.released else ([], [])
+        if row == EQ11 and args.eq11 is None:
+            continue
+        clean, clean_part = runs(args.eq11 if row == EQ11 else args.clean, cell)
+        rel, rel_part = runs(args.released, cell) if args.released and row != EQ11 else ([], [])
         released = block(rel, "best_test_epoch") if rel else "—"
         last = block(clean, "last_test") if clean else "—"
         val = (
