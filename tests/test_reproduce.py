@@ -98,6 +98,16 @@ def test_same_seed_same_numbers_in_fresh_processes_with_one_thread(features_h5, 
     assert prov["machine"]["torch_threads"] == 1
 
 
+def test_a_frozen_archive_names_the_commit_of_its_commit_file(tmp_path):
+    from avel.engine.provenance import code_version
+
+    assert code_version(tmp_path) == {"commit": "unknown", "dirty": None}  # no git, no COMMIT file
+    (tmp_path / "COMMIT").write_text(
+        "d426301a60e7c6aec9b3412608365036f0afb56e\n"
+    )  # as the grid scripts write
+    assert code_version(tmp_path) == {"commit": "d426301a60e7c6aec9b3412608365036f0afb56e", "dirty": None}
+
+
 def test_results_name_their_commit_and_machine(features_h5, tmp_path):
     from avel.engine.train import run_training
 

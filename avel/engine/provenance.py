@@ -17,19 +17,27 @@ import torch
 REPO = Path(__file__).resolve().parents[2]  # the checkout avel is imported from
 
 
-def _git(*args: str) -> str | None:
+def _git(*args: str, repo: Path = REPO) -> str | None:
     try:
-        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True)
+        out = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip()
 
 
-def code_version() -> dict[str, Any]:
-    """``{"commit": full sha or "unknown", "dirty": uncommitted changes to tracked files (bool or None)}``."""
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit or "unknown", "dirty": None if status is None else bool(status)}
+def code_version(repo: Path = REPO) -> dict[str, Any]:
+    """``{"commit": full sha or "unknown", "dirty": uncommitted changes to tracked files (bool or None)}``.
+    Outside a git checkout (a frozen ``git archive`` of a commit, as the grid scripts make) the commit is
+    read from the ``COMMIT`` file beside the package, and ``dirty`` is unknown (None)."""
+    commit = _git("rev-parse", "HEAD", repo=repo)
+    if not commit:
+        try:
+            commit = (repo / "COMMIT").read_text().split()[0]
+        except (OSError, IndexError):
+            commit = None
+        return {"commit": commit or "unknown", "dirty": None}
+    status = _git("status", "--porcelain", "--untracked-files=no", repo=repo)
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
 def cpu_model() -> str:
