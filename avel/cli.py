@@ -414,6 +414,9 @@ def train(
     seed: int = typer.Option(None),
     device: str = typer.Option(None, help="auto | cpu | cuda"),
     amp: bool = typer.Option(None, "--amp/--no-amp", help="bf16 autocast (CUDA, or a CPU with native bf16)"),
+    compile_: bool = typer.Option(
+        None, "--compile/--no-compile", help="torch.compile the encoders (once per run; training steps)"
+    ),
     width: int = typer.Option(None, help="ResNet18 base width (64 standard; 8-16 for CPU runs)"),
     frames: int = typer.Option(None, help="resnet18: frames per clip sample"),
     pretrained: bool = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights (visual)"),
@@ -469,7 +472,7 @@ def train_overrides(options: dict[str, Any]) -> dict[str, Any]:
     """``avel train``'s options as config overrides: each option given under its key, ``--pmr`` as
     ``balance = "pmr"``, then each ``--set KEY=VALUE`` (the last word)."""
     skip = {"config", "pmr", "set_", "nproc"}
-    given = {k: v for k, v in options.items() if k not in skip and v is not None}
+    given = {k.removesuffix("_"): v for k, v in options.items() if k not in skip and v is not None}
     overrides = {k: str(v) if isinstance(v, Path) else v for k, v in given.items()}
     if options["pmr"]:
         if options["balance"] not in (None, "pmr"):

@@ -35,6 +35,7 @@ iterated without steps, and avel's ``SplitData.batch`` (gather, frame choice, cr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import pickle
@@ -56,9 +57,11 @@ from torchvision import transforms
 from torchvision.models.resnet import BasicBlock
 
 from avel.balance import build_balancer
+from avel.engine.compiling import compile_encoders
 from avel.engine.config import TrainConfig
 from avel.engine.train import bf16_supported, build_optimizer, train_one_epoch
 from avel.families import build_model, load_splits
+from avel.models import encoders
 from avel.models.encoders import compress_block
 from avel.preprocessing.clip_pipeline import ClipParams, preprocess_clips
 from avel.preprocessing.cremad import CREMAD_CLASSES, load_cremad
@@ -297,7 +300,17 @@ class ReleasedLoop:
 class AvelLoop:
     """``avel train``'s epoch: ``on_epoch_start`` + ``train_one_epoch`` on the preprocessed clips."""
 
-    def __init__(self, h5: Path, args, device: torch.device, amp: bool, balance: str, **pmr):
+    def __init__(
+        self,
+        h5: Path,
+        args,
+        device: torch.device,
+        amp: bool,
+        balance: str,
+        compiled: bool = False,
+        channels_last: bool = False,
+        **pmr,
+    ):
         self.data = load_splits(h5, family="resnet18", device=device, splits=("train",), frames=args.frames)
         self.cfg = TrainConfig(
             model="resnet18", optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4,
@@ -308,6 +321,11 @@ class AvelLoop:
             "resnet18", "concat", input_mode="e2e", num_classes=len(CREMAD_CLASSES), width=args.width
         )
         self.model = model.to(device)
+        self.channels_last = channels_last
+        if channels_last:  # bench only: the layout #24 keeps off CPU convolutions (it segfaults on some)
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if compiled:  # what `avel train --compile` does (compiled at the first training step)
+            compile_encoders(self.model)
         extra = {"batch_size": args.batch_size, **pmr} if balance == "pmr" else {}
         self.balancer = build_balancer(balance, **extra)  # prototype batches: the training batch
         self.opt = build_optimizer(self.cfg, self.model.parameters())
@@ -317,7 +335,8 @@ class AvelLoop:
 
     def train(self) -> None:
         self.balancer.epoch = 0
-        train_one_epoch(self.model, self.balancer, self.data.train, self.opt, self.cfg, self.gen)
+        with keep_layout() if self.channels_last else contextlib.nullcontext():
+            train_one_epoch(self.model, self.balancer, self.data.train, self.opt, self.cfg, self.gen)
 
     def prototypes(self) -> int:
         """PMR's prototype pass as ``avel train`` runs it (``on_epoch_start``: a tenth of train, fp32 also
@@ -331,6 +350,19 @@ class AvelLoop:
         bs = self.cfg.batch_size
         for start in range(0, len(order), bs):
             self.data.train.batch(order[start : start + bs], True, self.gen, buffers)
+
+
+@contextlib.contextmanager
+def keep_layout():
+    """Within: avel's encoders hand CPU convolutions channels_last input (``conv_layout``), as on CUDA: the
+    path #24 keeps off the CPU (a segfault on some CPUs and shapes); for measurements in a process of
+    their own only."""
+    saved = encoders.CHANNELS_LAST_DEVICES
+    encoders.CHANNELS_LAST_DEVICES = frozenset({"cuda", "cpu"})
+    try:
+        yield
+    finally:
+        encoders.CHANNELS_LAST_DEVICES = saved
 
 
 # ------------------------------------------------------------------------------------ timing
@@ -370,7 +402,13 @@ def main() -> None:
     ap.add_argument(
         "--threads", type=int, default=0, help="torch threads (default: 1 on CPU, torch's on CUDA)"
     )
-    ap.add_argument("--variants", default="fp32,bf16", help="avel variants: fp32, bf16, compile")
+    ap.add_argument(
+        "--variants",
+        default="fp32,bf16",
+        help="avel variants: fp32, bf16 (--amp), fp32-compile, bf16-compile (--compile); fp32-cl, bf16-cl: "
+        "channels_last CPU convolutions (not an avel option: #24; may segfault, run it in its own process)",
+    )
+    ap.add_argument("--no-pmr", action="store_true", help="leave PMR out (both sides)")
     ap.add_argument(
         "--released-no-compress", action="store_true", help="the released model without its block"
     )
@@ -391,14 +429,14 @@ def main() -> None:
         released = ReleasedLoop(root, args, device, len(CREMAD_CLASSES))
         released.prototypes(1)
         loops = {}
-        for v in variants:
-            amp = v in ("bf16", "compile")
-            loops[v] = AvelLoop(h5, args, device, amp, "none")
-            loops[v + " + PMR"] = AvelLoop(h5, args, device, amp, "pmr")
-            loops[v + " + PMR frames 3"] = AvelLoop(h5, args, device, amp, "pmr", frames=args.frames)
-            if v == "compile":
-                for key in (v, v + " + PMR", v + " + PMR frames 3"):
-                    loops[key].model.compile()
+        for v in variants:  # fp32 | bf16 (--amp), + "-compile" (--compile), or + "-cl" (bench only)
+            amp, compiled, cl = v.startswith("bf16"), v.endswith("-compile"), v.endswith("-cl")
+            loops[v] = AvelLoop(h5, args, device, amp, "none", compiled=compiled, channels_last=cl)
+            if not args.no_pmr:
+                loops[v + " + PMR"] = AvelLoop(h5, args, device, amp, "pmr", compiled=compiled)
+                loops[v + " + PMR frames 3"] = AvelLoop(
+                    h5, args, device, amp, "pmr", compiled=compiled, frames=args.frames
+                )
         print(
             f"# device {name} | torch {torch.__version__} | threads {torch.get_num_threads()} | width "
             f"{args.width} | {args.size} px | {args.frames} frames | batch {args.batch_size} | {n_train} "
@@ -431,13 +469,17 @@ def main() -> None:
 
         # warm-up: one slice of each (compile happens here)
         released.train(steps, pmr=False)
-        for loop in loops.values():
+        for key, loop in loops.items():
+            t0 = time.perf_counter()
             loop.train()
+            if key.split(" ")[0].endswith("-compile"):  # gcc runs in child processes: wall time
+                print(f"# avel {key}: first slice (the compile) {time.perf_counter() - t0:.1f} s wall")
         for _ in range(args.rounds):
             timeit("released", lambda: released.train(steps, pmr=False))
-            timeit("released + PMR", lambda: released.train(steps, pmr=True))
             timeit("released data path", lambda: released.data_only(steps))
-            proto("released", lambda: released.prototypes(steps))
+            if not args.no_pmr:
+                timeit("released + PMR", lambda: released.train(steps, pmr=True))
+                proto("released", lambda: released.prototypes(steps))
             for key, loop in loops.items():
                 timeit("avel " + key, loop.train)
                 if "PMR" in key:
@@ -452,11 +494,9 @@ def main() -> None:
     for key in ["released", *variants]:
         k = "released" if key == "released" else "avel " + key
         rows[k] = n / med[k]
-    for key in [
-        "released + PMR",
-        *(v + " + PMR" for v in variants),
-        *(v + " + PMR frames 3" for v in variants),
-    ]:
+    pmr_rows = ["released + PMR", *(v + " + PMR" for v in variants)]
+    pmr_rows += [v + " + PMR frames 3" for v in variants]
+    for key in [] if args.no_pmr else pmr_rows:
         k = key if key.startswith("released") else "avel " + key
         proto_key = "released" if key.startswith("released") else k
         epoch = med[k] + 0.1 * n * proto_med[proto_key]  # the prototype pass on a tenth of train
@@ -464,10 +504,18 @@ def main() -> None:
     for k, sps in rows.items():
         base = rows["released + PMR" if "PMR" in k else "released"]
         print(f"| {k} | {n / sps:.3f} | {sps:.2f} | {sps / base:.2f}x |")
-    print(f"| loop | prototype pass, {unit} per clip | x released |")
-    print("|---|---|---|")
+    if proto_med:
+        print(f"| loop | prototype pass, {unit} per clip | x released |")
+        print("|---|---|---|")
     for k, s in proto_med.items():
         print(f"| {k} | {s:.4f} | {s / proto_med['released']:.2f}x (lower is faster) |")
+    best = max(variants, key=lambda v: rows["avel " + v])
+    fp32 = rows.get("avel fp32", float("nan")) / rows["released"]
+    print(
+        f"ratio avel/released samples/s (goal >= 4x best, >= 1.25x fp32): fp32 {fp32:.2f}x, "
+        + ", ".join(f"{v} {rows['avel ' + v] / rows['released']:.2f}x" for v in variants)
+        + f"; best ({best}) {rows['avel ' + best] / rows['released']:.2f}x"
+    )
     share_r = med["released data path"] / med["released"]
     share_a = med["avel data path"] / med["avel " + variants[0]]
     released_data = med["released data path"]
@@ -478,15 +526,13 @@ def main() -> None:
     else:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
         print(f"# peak memory: {rss:.0f} MiB (process peak RSS)")
-    best = max(variants, key=lambda v: rows["avel " + v])
+    if args.no_pmr:
+        return
     best_pmr = max((k for k in rows if k.startswith("avel") and "PMR" in k), key=rows.get)
     worst_proto = proto_med.get("avel " + variants[0] + " + PMR frames 3", float("nan"))
     print(
-        f"ratio avel/released samples/s (goal >= 4x best, >= 1.25x fp32): fp32 "
-        f"{rows.get('avel fp32', float('nan')) / rows['released']:.2f}x, best ({best}) "
-        f"{rows['avel ' + best] / rows['released']:.2f}x; with PMR best ({best_pmr[5:]}) "
-        f"{rows[best_pmr] / rows['released + PMR']:.2f}x; prototype pass per clip (goal <= 1x) "
-        f"{variants[0]} frames 3 {worst_proto / proto_med['released']:.2f}x, "
+        f"with PMR best ({best_pmr[5:]}) {rows[best_pmr] / rows['released + PMR']:.2f}x; prototype pass "
+        f"per clip (goal <= 1x) {variants[0]} frames 3 {worst_proto / proto_med['released']:.2f}x, "
         f"default {proto_med['avel ' + variants[0] + ' + PMR'] / proto_med['released']:.2f}x"
     )
 

@@ -6,11 +6,18 @@ step of each (its times are wall time: on a shared machine compare the shares, n
     python scripts/bench_step_profile.py                     # 224 px, width 64, batch 16, 3 frames, 257 x 299
     python scripts/bench_step_profile.py --size 64 --width 8 --rounds 1
     TORCHINDUCTOR_COMPILE_THREADS=1 python scripts/bench_step_profile.py --compile --no-profile
+    python scripts/bench_step_profile.py --compile --layouts channels_last --no-released --no-profile
+
+``--compile`` compiles avel's model as ``--set compile=true`` does (``avel.engine.compiling``: inductor
+keeps the CPU convolutions NCHW); ``--layouts channels_last`` adds avel's model with channels_last
+parameters and inputs, eager and compiled with inductor's own layout choice (channels_last convolutions:
+the path that segfaults on some CPUs, #24: run it in a process of its own).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -20,10 +27,11 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from avel.engine.compiling import compile_encoders, compile_targets
 from avel.families import build_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_released_loop import ReleasedAVClassifier  # noqa: E402 (the released model, one definition)
+from bench_released_loop import ReleasedAVClassifier, keep_layout  # noqa: E402 (one definition each)
 
 
 def main() -> None:
@@ -35,6 +43,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="also avel's model under torch.compile (inductor)")
     ap.add_argument("--no-profile", action="store_true", help="skip the profiler tables")
+    ap.add_argument("--no-released", action="store_true", help="leave the released model out")
+    ap.add_argument("--no-bf16", action="store_true", help="fp32 cases only")
+    ap.add_argument("--layouts", default="nchw", help="nchw and/or channels_last (comma-separated)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     b, k, s, w = args.batch_size, args.frames, args.size, args.width
@@ -43,15 +54,26 @@ def main() -> None:
     labels = torch.randint(0, 6, (b,), generator=g)
     ce = nn.CrossEntropyLoss()
     torch.manual_seed(0)
-    released = {c: ReleasedAVClassifier(6, w, c) for c in ((True, False) if s >= 193 else (False,))}
+    sides = () if args.no_released else ((True, False) if s >= 193 else (False,))
+    released = {c: ReleasedAVClassifier(6, w, c) for c in sides}
     avel = build_model("resnet18", "concat", input_mode="e2e", num_classes=6, width=w)
-    models = [*released.values(), avel]
+    layouts = args.layouts.split(",")
+    cl = None
+    if "channels_last" in layouts:  # the same weights, channels_last parameters and inputs
+        cl = copy.deepcopy(avel).to(memory_format=torch.channels_last)
+    models = [*released.values(), avel, *([cl] if cl is not None else [])]
     opts = {id(m): torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4) for m in models}
+
+    audio_cl = audio.contiguous(memory_format=torch.channels_last)
+    visual_cl = visual.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (b, k))
 
     def step(model: nn.Module, amp: bool) -> None:
         with torch.autocast("cpu", torch.bfloat16, enabled=amp):
             if model is not avel and isinstance(model, ReleasedAVClassifier):
                 logits = model(audio, visual.permute(0, 2, 1, 3, 4))[2]  # the release's (B, 3, T, S, S)
+            elif model in cl_models:
+                with keep_layout():
+                    logits = model(audio_cl, visual_cl).logits
             else:
                 logits = model(audio, visual).logits
             loss = ce(logits, labels)
@@ -60,11 +82,32 @@ def main() -> None:
         opts[id(model)].step()
 
     cases = {f"released{' compress' if c else ''} fp32": (m, False) for c, m in released.items()}
-    cases |= {"avel fp32": (avel, False), "avel bf16": (avel, True)}
-    if args.compile:  # the same parameters and optimizer, the forward compiled
-        compiled = torch.compile(avel)
-        opts[id(compiled)] = opts[id(avel)]
-        cases |= {"avel fp32 compiled": (compiled, False), "avel bf16 compiled": (compiled, True)}
+    precisions = {"fp32": False} if args.no_bf16 else {"fp32": False, "bf16": True}
+    cl_models: list[nn.Module] = []
+
+    def compiled_copy(model: nn.Module, own_layout: bool) -> nn.Module:
+        """A copy of the same weights (its own optimizer), its encoders compiled: as `--set compile=true`
+        (NCHW CPU convolutions), or with inductor's own layout choice (``own_layout``: channels_last)."""
+        copied = copy.deepcopy(model)
+        opts[id(copied)] = torch.optim.SGD(copied.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+        if own_layout:
+            for module in compile_targets(copied):
+                module.compile(dynamic=False)
+        else:
+            compile_encoders(copied)
+        return copied
+
+    for name, amp in precisions.items():  # one compiled copy per precision: one graph each
+        if "nchw" in layouts:
+            cases[f"avel {name}"] = (avel, amp)
+            if args.compile:
+                cases[f"avel {name} compiled"] = (compiled_copy(avel, False), amp)
+        if cl is not None:
+            cl_models.append(cl)
+            cases[f"avel {name} channels_last"] = (cl, amp)
+            if args.compile:
+                cl_models.append(compiled_copy(cl, True))
+                cases[f"avel {name} channels_last compiled"] = (cl_models[-1], amp)
     for key, (m, amp) in cases.items():
         t0 = time.perf_counter()
         step(m, amp)  # warm-up (the compile, where asked: gcc runs in child processes, so wall time)
@@ -78,7 +121,7 @@ def main() -> None:
             times[key].append(time.process_time() - t0)
     for key, v in times.items():
         print(f"{key}: {statistics.median(v):.3f} CPU s per step", flush=True)
-    for key in () if args.no_profile else ("released fp32", "avel fp32"):
+    for key in () if args.no_profile or args.no_released else ("released fp32", "avel fp32"):
         m, amp = cases[key]
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             step(m, amp)

@@ -75,6 +75,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # bf16 autocast on CUDA or a CPU with native bf16 (AVX512-BF16 / AMX)
+    compile: bool = False  # the encoders under torch.compile for the training steps (avel.engine.compiling)
     encoder_threads: int = 1  # 2: a late fusion's two encoders on two CPU threads (the same numbers; faster)
     # clean: prototypes from train, test read once per reported model (the val-selected and the last epoch);
     # released: PMR's released script (test every epoch, the best test epoch reported; prototypes from a tenth
@@ -379,9 +380,33 @@ def validate(cfg: TrainConfig) -> None:
             f"encoder_threads = {cfg.encoder_threads} hides the encoders' parameters from "
             f"torch.autograd.grad, which {cfg.balance} takes: set encoder_threads = 1"
         )
+    check_compile(cfg)
     if cfg.lr_step_unit == "iteration" and cfg.schedule == "cosine":
         raise ValueError("lr_step_unit = 'iteration' applies to the step and multistep schedules, not cosine")
     check_protocol(cfg)
+
+
+def check_compile(cfg: TrainConfig) -> None:
+    """``compile = true`` where it works: late fusions, one encoder thread, balancers that backpropagate
+    each loss once (compiled graphs have no double backward, which LFM takes)."""
+    from avel.balance import BALANCERS
+    from avel.families import INTERMEDIATE_FUSIONS
+
+    if not cfg.compile:
+        return
+    if cfg.encoder_threads > 1:
+        raise ValueError("compile = true runs the encoders on one thread: set encoder_threads = 1")
+    if cfg.fusion in INTERMEDIATE_FUSIONS:
+        raise ValueError(
+            f"compile = true compiles whole encoders; --fusion {cfg.fusion} fuses inside them: "
+            "train it with compile = false"
+        )
+    if getattr(BALANCERS.get(cfg.balance), "differentiates_parameters", False):
+        raise ValueError(
+            f"compile = true: {cfg.balance} takes torch.autograd.grad of its losses with respect to the "
+            "parameters (LFM a second derivative, which compiled graphs cannot give): train it with "
+            "compile = false"
+        )
 
 
 def check_protocol(cfg: TrainConfig) -> None:

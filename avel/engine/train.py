@@ -38,6 +38,7 @@ from avel.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from avel.engine.compiling import compile_encoders
 from avel.engine.config import TrainConfig
 from avel.engine.cpu_memory import keep_freed_memory
 from avel.engine.evaluate import evaluate, train_prototypes
@@ -62,6 +63,7 @@ RESUMABLE_CHANGES = {
     "measures",
     "cg_stem",  # the same model computed another way, equal up to rounding (as device)
     "encoder_threads",  # the same numbers bit for bit, on two threads
+    "compile",  # the same model, its encoders compiled: equal up to rounding (as cg_stem)
 }
 STOPPED = "stopped.json"  # RUN/stopped.json: the run stopped at a non-finite step (epoch, batch, message)
 BUSY = "wait for it to finish, or give another --out"  # a second run on a run directory
@@ -565,6 +567,8 @@ def _build_run(
     initialise(model, cfg, log, resuming=(Path(cfg.out) / "last.pt").exists())
     balancer = make_balancer(cfg, model)
     model = balancer.prepare_model(model).to(device)
+    if cfg.compile:  # in place: the same parameters, state_dict keys and checkpoints
+        compile_encoders(model, log)
     model = distributed.wrap(
         model, ctx, balancer=cfg.balance, find_unused=_find_unused(cfg), sync_bn=cfg.sync_bn
     )
