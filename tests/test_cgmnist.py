@@ -212,6 +212,22 @@ def test_uni_modal_gray_by_name(cg_h5, tmp_path):
     assert model.modality == "audio" and isinstance(model.visual_branch, torch.nn.Identity)
 
 
+@pytest.mark.slow  # evaluate trains BalanceMM's linear probes (seconds)
+def test_evaluate_names_gray_and_colored(cg_h5, tmp_path):
+    overrides = {"data": str(cg_h5), "model": "cgmnist", "epochs": 1, "batch_size": 16, "device": "cpu",
+                 "progress": False, "measures": False, "out": str(tmp_path / "r")}  # fmt: skip
+    run_training(load_config(None, overrides), log=lambda s: None)
+    result = CliRunner().invoke(
+        app, ["evaluate", str(tmp_path / "r" / "best.pt"), str(cg_h5), "--split", "test"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for name in ("gray", "colored"):
+        assert any(ln.startswith(f"{name} alone (prototypes)") for ln in lines)
+        assert any(ln.startswith(f"{name} alone macro-F1") for ln in lines)
+    assert not any(ln.startswith(("audio alone", "visual alone")) for ln in lines)
+
+
 def test_ablate_grids_for_cgmnist_name_gray_and_colored():
     from avel.experiments.ablate import build_grid
     from avel.experiments.published import AVE

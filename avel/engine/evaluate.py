@@ -146,9 +146,10 @@ def report(
     return out
 
 
-def format_report(rep: dict[str, Any], title: str) -> str:
-    """A readable terminal table of a report."""
+def format_report(rep: dict[str, Any], title: str, names: tuple[str, str] = ("audio", "visual")) -> str:
+    """A readable terminal table of a report; ``names``: the two modalities (gray / colored on CG-MNIST)."""
     lines = [title, "-" * len(title)]
+    a, v = names
     order = [
         ("accuracy", "segment accuracy" if "always_background" in rep else "accuracy"),
         ("macro_f1", "macro-F1"),
@@ -161,10 +162,10 @@ def format_report(rep: dict[str, Any], title: str) -> str:
         ("event_f1", "event detection F1"),
         ("onset_error_s", "onset error (s)"),
         ("offset_error_s", "offset error (s)"),
-        ("audio_accuracy", "audio alone (prototypes)"),
-        ("visual_accuracy", "visual alone (prototypes)"),
-        ("audio_macro_f1", "audio alone macro-F1"),
-        ("visual_macro_f1", "visual alone macro-F1"),
+        ("audio_accuracy", f"{a} alone (prototypes)"),
+        ("visual_accuracy", f"{v} alone (prototypes)"),
+        ("audio_macro_f1", f"{a} alone macro-F1"),
+        ("visual_macro_f1", f"{v} alone macro-F1"),
     ]
     for key, name in order:
         if key in rep:

@@ -52,7 +52,8 @@ def evaluate_checkpoint(
     save_confusion_png(rep["confusion"], classes, str(out / "confusion.png"))
     title = f"{Path(checkpoint)} on {split} ({rep['rows']} rows)"
     names = list(data.meta.get("modalities", ("audio", "visual")))
-    text = format_report(rep, title) + "\n\n" + format_measures(rep["measures"], (names[0], names[1]))
+    pair = (names[0], names[1])
+    text = format_report(rep, title, pair) + "\n\n" + format_measures(rep["measures"], pair)
     return text + f"\n\nwrote {out / 'eval.json'} and {out / 'confusion.png'}"
 
 
