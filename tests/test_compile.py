@@ -57,6 +57,7 @@ def test_compile_flag_is_the_config_key():
     assert "compile" not in train_overrides({**options, "compile_": None})
 
 
+@pytest.mark.slow  # imports dynamo and inductor (7.6 s on the shared machine): the fast tier's budget
 def test_compiled_encoders_keep_the_state_dict_and_run_eagerly_outside_training_steps():
     """In place: the same state_dict keys and tensors; an evaluation pass (eval mode, no gradients)
     runs the eager forward, so it compiles nothing and gives the eager outputs bit for bit."""
