@@ -107,6 +107,7 @@ def test_cgmnist_demo_draws_fig4_naming_gray_and_colored(tmp_path, capsys):
     assert set(res) == {"none", "pmr"}
     out = capsys.readouterr().out
     assert "naive concat" in out and "concat + PMR" in out and "gray" in out and "colored" in out
+    assert out.splitlines()[-1].startswith("At the paper's scale (60,000 digits")  # the large table, one line
     runs = [tmp_path / "concat-none-s0", tmp_path / "concat-pmr-s0"]
     assert "rho" in json.loads((runs[1] / "metrics.jsonl").read_text().splitlines()[0])  # PMR's own ρ
     png = tmp_path / "pmr-fig4-cgmnist.png"
