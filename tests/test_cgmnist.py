@@ -213,19 +213,29 @@ def test_uni_modal_gray_by_name(cg_h5, tmp_path):
 
 
 @pytest.mark.slow  # evaluate trains BalanceMM's linear probes (seconds)
-def test_evaluate_names_gray_and_colored(cg_h5, tmp_path):
+def test_evaluate_names_gray_and_colored_and_gives_the_runs_figures(cg_h5, tmp_path):
+    run = tmp_path / "r"  # trained (and evaluated) under bf16 autocast where the CPU has native bf16
     overrides = {"data": str(cg_h5), "model": "cgmnist", "epochs": 1, "batch_size": 16, "device": "cpu",
-                 "progress": False, "measures": False, "out": str(tmp_path / "r")}  # fmt: skip
-    run_training(load_config(None, overrides), log=lambda s: None)
-    result = CliRunner().invoke(
-        app, ["evaluate", str(tmp_path / "r" / "best.pt"), str(cg_h5), "--split", "test"]
-    )
+                 "progress": False, "measures": False, "amp": True, "out": str(run)}  # fmt: skip
+    results = run_training(load_config(None, overrides), log=lambda s: None)
+    args = ["evaluate", str(run / "best.pt"), str(cg_h5), "--split", "test", "--out", str(tmp_path / "e")]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     for name in ("gray", "colored"):
         assert any(ln.startswith(f"{name} alone (prototypes)") for ln in lines)
         assert any(ln.startswith(f"{name} alone macro-F1") for ln in lines)
     assert not any(ln.startswith(("audio alone", "visual alone")) for ln in lines)
+    rep = json.loads((tmp_path / "e" / "eval.json").read_text())  # the run's own test figures, exactly
+    assert (rep["accuracy"], rep["macro_f1"], rep["map"]) == (
+        results["test_accuracy"],
+        results["test_macro_f1"],
+        results["test_map"],
+    )
+    assert (rep["audio_accuracy"], rep["visual_accuracy"]) == (
+        results["test_audio_accuracy"],
+        results["test_visual_accuracy"],
+    )
 
 
 def test_ablate_grids_for_cgmnist_name_gray_and_colored():

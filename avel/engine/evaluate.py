@@ -114,9 +114,11 @@ def report(
     *,
     train: SplitData | None = None,
     batch_size: int = 256,
+    amp: bool = False,
 ) -> dict[str, Any]:
-    """All that ``avel evaluate`` shows: accuracy, per class, background/event, detection P/R/F1."""
-    pred = predict_split(model, split, batch_size)
+    """All that ``avel evaluate`` shows: accuracy, per class, background/event, detection P/R/F1; ``amp``:
+    the forward under bf16 autocast, as a run trained with it evaluates (its results.json)."""
+    pred = predict_split(model, split, batch_size, amp)
     y = split.labels
     yhat = pred["logits"].argmax(-1)
     num = pred["logits"].shape[-1]

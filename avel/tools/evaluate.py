@@ -12,6 +12,7 @@ from avel.engine.checkpoint import check_checkpoint_data, model_from_checkpoint,
 from avel.engine.config import resolve_device
 from avel.engine.evaluate import check_data_params, format_report, report, save_confusion_png
 from avel.engine.measures import balance_measures, format_measures
+from avel.engine.train import bf16_supported
 from avel.families import load_splits
 from avel.models.base import AVModel
 from avel.rules import check, one_of
@@ -42,7 +43,8 @@ def evaluate_checkpoint(
     check_data_params(ckpt, data.meta, str(data_path))
     classes = data.meta["classes"]
     has_both = cfg.get("modality", "both") == "both"
-    rep = report(model, getattr(data, split), classes, train=data.train if has_both else None)
+    amp = bool(cfg.get("amp", False)) and bf16_supported(dev)  # as the run evaluated (its results.json)
+    rep = report(model, getattr(data, split), classes, train=data.train if has_both else None, amp=amp)
     rep["measures"] = checkpoint_measures(model, ckpt, checkpoint, data, split, has_both)
     out = Path(out_dir) if out_dir else Path(checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
@@ -50,7 +52,9 @@ def evaluate_checkpoint(
         json.dumps({"checkpoint": str(checkpoint), "split": split, **rep}, indent=2)
     )
     save_confusion_png(rep["confusion"], classes, str(out / "confusion.png"))
-    title = f"{Path(checkpoint)} on {split} ({rep['rows']} rows)"
+    title = f"{Path(checkpoint)} on {split} ({rep['rows']} rows" + (
+        ", bf16 autocast as its run)" if amp else ")"
+    )
     names = list(data.meta.get("modalities", ("audio", "visual")))
     pair = (names[0], names[1])
     text = format_report(rep, title, pair) + "\n\n" + format_measures(rep["measures"], pair)
