@@ -53,6 +53,24 @@ def tiny_h5(tiny_ave, tmp_path_factory) -> Path:
     return h5
 
 
+@pytest.fixture(scope="session")
+def clips_h5(tmp_path_factory) -> Path:
+    """24 CREMA-D-form clips (``avel synth --layout crema-d``, 10 fps, 32 px) preprocessed to one file."""
+    from typer.testing import CliRunner
+
+    from avel.cli import app
+
+    d = tmp_path_factory.mktemp("clips")
+    runner = CliRunner()
+    for args in (
+        ["synth", d / "cd", "--layout", "crema-d", "--videos", 24, "--fps", 10, "--frame-size", 32],
+        ["preprocess", d / "cd", d / "cd.h5", "--frame-size", 32, "--no-progress"],
+    ):
+        res = runner.invoke(app, [str(a) for a in args])
+        assert res.exit_code == 0, res.output
+    return d / "cd.h5"
+
+
 def write_toy_features(path: Path, videos: int = 60, classes: int = TINY_CLASSES, seed: int = 0) -> Path:
     """An avel features file with a learnable structure: audio = class signal + noise (strong), visual
     grid = class signal in one region + noise (weaker); background segments carry noise only."""

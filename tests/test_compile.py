@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from avel.cli import app, train_overrides
+from avel.cli import train_overrides
 from avel.engine.compiling import compile_encoders, compile_targets
 from avel.engine.config import TrainConfig, validate
 from avel.engine.train import probe_model
@@ -82,19 +81,6 @@ def test_compiled_encoders_keep_the_state_dict_and_run_eagerly_outside_training_
 
 
 # ------------------------------------------------------------------------- compiled runs (subprocesses)
-
-
-@pytest.fixture(scope="module")
-def clips_h5(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("compile")
-    runner = CliRunner()
-    for args in (
-        ["synth", d / "cd", "--layout", "crema-d", "--videos", 24, "--fps", 10, "--frame-size", 32],
-        ["preprocess", d / "cd", d / "cd.h5", "--frame-size", 32, "--no-progress"],
-    ):
-        res = runner.invoke(app, [str(a) for a in args])
-        assert res.exit_code == 0, res.output
-    return d / "cd.h5"
 
 
 def _train(h5: Path, out: Path, *extra: str, env: dict[str, str] | None = None, epochs: int = 1):

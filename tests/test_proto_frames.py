@@ -5,30 +5,13 @@ Real media: an embedded CREMA-D-form set decoded and written by ``avel preproces
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from avel.balance.pmr import PMR
-from avel.cli import app
 from avel.engine.distributed import shard_split
 from avel.families import build_model, load_splits
 from avel.models.prototypes import compute_prototypes
-
-
-@pytest.fixture(scope="module")
-def clips_h5(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("proto_frames")
-    runner = CliRunner()
-    for args in (
-        ["synth", d / "cd", "--layout", "crema-d", "--videos", 24, "--fps", 10, "--frame-size", 32],
-        ["preprocess", d / "cd", d / "cd.h5", "--frame-size", 32, "--no-progress"],
-    ):
-        res = runner.invoke(app, [str(a) for a in args])
-        assert res.exit_code == 0, res.output
-    return d / "cd.h5"
 
 
 def _model(num_classes: int):
