@@ -486,8 +486,8 @@ def tabulate(out_dir: Path) -> Table:
         summary = CellSummary(cell, grid["seeds"])
         for seed in range(grid["seeds"]):
             res = _results(out_dir / cell.name / f"seed{seed}")
-            stop = _stop(out_dir / cell.name / f"seed{seed}")
-            if res is None and stop is not None and not cell.na_reason:
+            stop = _stop(out_dir / cell.name / f"seed{seed}") if res is None else None
+            if stop is not None and not cell.na_reason:
                 summary.stopped.append(f"seed{seed} at epoch {stop['epoch']}")
             if res is not None and not cell.na_reason:
                 summary.accuracies.append(float(res["test_accuracy"]))
