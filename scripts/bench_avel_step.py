@@ -33,8 +33,8 @@ from torch import nn
 
 from avel.balance import build_balancer
 from avel.data.splits import SplitData
-from avel.engine.config import TrainConfig
-from avel.engine.train import bf16_supported, build_optimizer, train_one_epoch
+from avel.engine.config import TrainConfig, bf16_supported
+from avel.engine.train import build_optimizer, train_one_epoch
 from avel.families import build_model
 
 T, DA, GRID, C, CLASSES, HIDDEN = 10, 128, 7, 512, 29, 128

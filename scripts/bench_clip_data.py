@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from avel.balance import build_balancer
-from avel.engine.config import TrainConfig
-from avel.engine.train import bf16_supported, build_optimizer
+from avel.engine.config import TrainConfig, bf16_supported
+from avel.engine.train import build_optimizer
 from avel.families import build_model, load_splits
 from avel.preprocessing.annotations import SEGMENTS
 from avel.preprocessing.assemble import Assembler

@@ -58,8 +58,8 @@ from torchvision.models.resnet import BasicBlock
 
 from avel.balance import build_balancer
 from avel.engine.compiling import compile_encoders
-from avel.engine.config import TrainConfig
-from avel.engine.train import bf16_supported, build_optimizer, train_one_epoch
+from avel.engine.config import TrainConfig, bf16_supported
+from avel.engine.train import build_optimizer, train_one_epoch
 from avel.families import build_model, load_splits
 from avel.models import encoders
 from avel.models.encoders import compress_block

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from avel.engine.config import load_config, validate
-from avel.engine.train import bf16_supported, run_training
+from avel.engine.config import bf16_supported, load_config, validate
+from avel.engine.train import run_training
 
 
 def run(args: argparse.Namespace, seed: int, amp: bool) -> dict:

@@ -9,8 +9,8 @@ import torch
 
 from avel.balance import build_balancer
 from avel.engine.checkpoint import model_from_kwargs
-from avel.engine.config import load_config
-from avel.engine.train import bf16_supported, build_optimizer, model_kwargs, run_training, train_one_epoch
+from avel.engine.config import bf16_supported, load_config
+from avel.engine.train import build_optimizer, model_kwargs, run_training, train_one_epoch
 from avel.families import load_splits
 
 TIMING = {"time_s", "train_time_s", "prototype_time_s", "samples_per_s"}

@@ -495,3 +495,12 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     return device
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bf16 autocast pays on this device: CUDA with bf16, or a CPU with native bf16 (AVX512-BF16 / AMX)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

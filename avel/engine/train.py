@@ -39,7 +39,7 @@ from avel.engine.checkpoint import (
     set_rng_state,
 )
 from avel.engine.compiling import compile_encoders
-from avel.engine.config import TrainConfig
+from avel.engine.config import TrainConfig, bf16_supported
 from avel.engine.cpu_memory import keep_freed_memory
 from avel.engine.evaluate import evaluate, train_prototypes
 from avel.engine.measures import balance_measures, peak_memory_mib, reset_peak_memory
@@ -85,13 +85,6 @@ DATA_META_KEYS = ("classes", "kind", "num_classes", "input_mode", "family", "mod
 def released_label(cfg: TrainConfig) -> str:
     """The released protocol's label for ``cfg.model`` (where its prototypes come from)."""
     return RELEASED_TRAIN_LABEL if released_source(cfg.model) == "train" else RELEASED_LABEL
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """bf16 autocast pays on this device: CUDA with bf16, or a CPU with native bf16 (AVX512-BF16 / AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -9,10 +9,9 @@ from typing import Any
 
 from avel.data.splits import DataSplits
 from avel.engine.checkpoint import check_checkpoint_data, model_from_checkpoint, model_from_kwargs
-from avel.engine.config import resolve_device
+from avel.engine.config import bf16_supported, resolve_device
 from avel.engine.evaluate import check_data_params, format_report, report, save_confusion_png
 from avel.engine.measures import balance_measures, format_measures
-from avel.engine.train import bf16_supported
 from avel.families import load_splits
 from avel.models.base import AVModel
 from avel.rules import check, one_of
