@@ -417,6 +417,9 @@ def train(
     compile_: bool = typer.Option(
         None, "--compile/--no-compile", help="torch.compile the encoders (once per run; training steps)"
     ),
+    cpu_conv_layout: str = typer.Option(
+        None, help="nchw | channels_last: the training steps' CPU convolutions (after a probe of the shapes)"
+    ),
     width: int = typer.Option(None, help="ResNet18 base width (64 standard; 8-16 for CPU runs)"),
     frames: int = typer.Option(None, help="resnet18: frames per clip sample"),
     pretrained: bool = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet weights (visual)"),

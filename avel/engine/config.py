@@ -76,6 +76,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = False  # bf16 autocast on CUDA or a CPU with native bf16 (AVX512-BF16 / AMX)
     compile: bool = False  # the encoders under torch.compile for the training steps (avel.engine.compiling)
+    # CPU convolutions of the training steps: nchw | channels_last (only where a probe in a subprocess proved
+    # the run's batch shapes on this machine, else NCHW with a warning: avel.engine.conv_probe); CUDA: always
+    # channels_last. The saved config holds the layout the run used.
+    cpu_conv_layout: str = "nchw"
     encoder_threads: int = 1  # 2: a late fusion's two encoders on two CPU threads (the same numbers; faster)
     # clean: prototypes from train, test read once per reported model (the val-selected and the last epoch);
     # released: PMR's released script (test every epoch, the best test epoch reported; prototypes from a tenth
@@ -299,6 +303,7 @@ SCHEDULES = ("none", "step", "multistep", "cosine")
 LR_STEP_UNITS = ("epoch", "iteration")
 INITS = ("default", "reference")
 PROTOCOLS = ("clean", "released")
+CPU_CONV_LAYOUTS = ("nchw", "channels_last")
 # each key's allowed values (avel.rules: one list of values and one message form per choice)
 RULES: dict[str, Rule] = {
     "width": AT_LEAST_1,
@@ -324,6 +329,7 @@ RULES: dict[str, Rule] = {
     "grad_clip": NON_NEGATIVE,
     "device": (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v), "auto, cpu, cuda or cuda:N"),
     "protocol": one_of(*PROTOCOLS),
+    "cpu_conv_layout": one_of(*CPU_CONV_LAYOUTS),
     "encoder_threads": one_of(*ENCODER_THREADS),
     "eval_every": AT_LEAST_1,
     "modality_eval_every": NON_NEGATIVE,
@@ -394,6 +400,11 @@ def check_compile(cfg: TrainConfig) -> None:
 
     if not cfg.compile:
         return
+    if cfg.cpu_conv_layout != "nchw":
+        raise ValueError(
+            "compile = true keeps CPU convolutions NCHW; cpu_conv_layout = 'channels_last' runs them eagerly "
+            "(not measured together): choose one"
+        )
     if cfg.encoder_threads > 1:
         raise ValueError("compile = true runs the encoders on one thread: set encoder_threads = 1")
     if cfg.fusion in INTERMEDIATE_FUSIONS:

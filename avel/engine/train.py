@@ -29,7 +29,7 @@ from avel.balance.base import Balancer, EpochMeter
 from avel.balance.pmr import released_rows, released_source
 from avel.data.splits import DataSplits, SplitData
 from avel.engine import config as config_mod
-from avel.engine import distributed
+from avel.engine import conv_probe, distributed
 from avel.engine.checkpoint import (
     load_checkpoint,
     load_matching_weights,
@@ -47,6 +47,7 @@ from avel.engine.provenance import provenance
 from avel.engine.tensorboard import TensorBoardLog
 from avel.families import build_model, load_splits
 from avel.models.base import AVModel
+from avel.models.encoders import cpu_channels_last
 from avel.models.prototypes import compute_prototypes
 from avel.models.threads import encoder_threads
 from avel.preprocessing.lock import output_lock, write_text_atomic
@@ -64,6 +65,7 @@ RESUMABLE_CHANGES = {
     "cg_stem",  # the same model computed another way, equal up to rounding (as device)
     "encoder_threads",  # the same numbers bit for bit, on two threads
     "compile",  # the same model, its encoders compiled: equal up to rounding (as cg_stem)
+    "cpu_conv_layout",  # the same model, CPU convolutions in another layout: equal up to rounding
 }
 STOPPED = "stopped.json"  # RUN/stopped.json: the run stopped at a non-finite step (epoch, batch, message)
 BUSY = "wait for it to finish, or give another --out"  # a second run on a run directory
@@ -457,6 +459,7 @@ def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib
     generator = seed_everything(cfg.seed)
     data = _prepare_data(cfg, device, ctx, log)
     run = _build_run(cfg, ctx, device, data, generator, log)
+    run.cfg, layout = _cpu_conv_layout(run, held)
     run.dir.mkdir(parents=True, exist_ok=True)  # only once everything above was found usable
     if ctx.main:  # RUN/train.lock while this process writes RUN (the other ranks write nothing)
         held.enter_context(output_lock(run.dir, "avel train", lock_path=run.dir / "train.lock", hint=BUSY))
@@ -464,7 +467,7 @@ def _run_training(cfg: TrainConfig, log: Callable[[str], None], held: contextlib
     _train_epochs(run)
     distributed.barrier()  # best.pt is written before any rank reads it
     complexity = {"base_parameters": run.base_parameters, "peak_mib": peak_memory_mib(device)}
-    results = _finish(run.dir, cfg, data, device, run.best, log, ctx.main, complexity)
+    results = _finish(run.dir, run.cfg, data, device, run.best, log, ctx.main, complexity, layout)
     distributed.close()
     return results
 
@@ -570,6 +573,29 @@ def _build_run(
     return Run(
         cfg, ctx, device, data, generator, model, kwargs, base_parameters, balancer, optimizer, scheduler, log
     )
+
+
+def _cpu_conv_layout(run: Run, held: contextlib.ExitStack) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """``cpu_conv_layout = "channels_last"`` on CPU: the probe's verdict on this run's training batch shapes
+    (avel.engine.conv_probe, cached per machine); where it proves them, those passes run channels_last for
+    the rest of the run, else the run trains NCHW after one warning line. Returns the config with the layout
+    the run uses (the saved config's) and what results.json keeps (None: nothing to decide)."""
+    cfg = run.cfg
+    if cfg.cpu_conv_layout == "nchw" or run.device.type != "cpu":
+        return cfg, None
+    cases = conv_probe.probe_cases(run.data.train, cfg.batch_size // run.ctx.world)
+    amp = cfg.amp and bf16_supported(run.device)
+    verdict = conv_probe.proven_layout(_build_args(run.kwargs), cases, amp)
+    how = f"cached verdict, {conv_probe.cache_dir()}" if verdict.cached else f"probe {verdict.seconds:.1f} s"
+    if verdict.layout != "channels_last":
+        run.log(f"warning: channels_last refused: {verdict.reason} ({how}); training NCHW")
+        return config_mod.apply(cfg, {"cpu_conv_layout": "nchw"}, "probe"), {
+            "requested": "channels_last",
+            **verdict.record(),
+        }
+    state = held.enter_context(cpu_channels_last(frozenset(verdict.proven)))
+    run.log(f"channels_last CPU convolutions for the training steps: {verdict.reason} ({how})")
+    return cfg, {"requested": "channels_last", **verdict.record(), "encoder_passes": state.passes}
 
 
 def _start_or_resume(run: Run) -> None:
@@ -770,6 +796,7 @@ def _finish(
     log,
     main: bool = True,
     complexity: dict[str, Any] | None = None,
+    layout: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Test, once each, the checkpoint selected on val and the last epoch's (every rank evaluates; rank 0
     writes results.json with BalanceBenchmark's measures of the val-selected checkpoint, ``measures``).
@@ -800,6 +827,7 @@ def _finish(
         **({"last_rho": last["rho"]} if "rho" in last else {}),
         "config": config_mod.to_dict(cfg),
         "provenance": provenance(device),
+        **({"cpu_conv_layout": layout} if layout else {}),
     }
     if cfg.protocol == "released":
         results.update(released_results(lines, test["accuracy"], released_label(cfg)))

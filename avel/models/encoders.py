@@ -13,12 +13,15 @@
 - ``CGConvNet``: PMR's 4-conv encoder for CG-MNIST (``stem="fused"``: its input BN and first convolution as
   one convolution, ``FusedBNConv``, the fast CPU training path of ``-c cgmnist_paper``).
 - ``conv_layout``: the memory layout every encoder hands its convolutions (channels_last on CUDA only; on
-  CPU too for the one convolution proven to take it, ``stem_channels_last``: the fused CG-MNIST stem's).
+  CPU too for the one convolution proven to take it, ``stem_channels_last``: the fused CG-MNIST stem's, and
+  for the training passes a probe proved on this machine, ``cpu_channels_last``: ``cpu_conv_layout``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -45,10 +48,60 @@ def stem_channels_last(x: Tensor, weight: Tensor) -> bool:
 
 def conv_layout(x: Tensor) -> Tensor:
     """``x`` (N, C, H, W) in the layout its device's convolutions get: channels_last on CUDA, contiguous NCHW
-    elsewhere (a permuted or channels_last input is copied)."""
-    if x.device.type in CHANNELS_LAST_DEVICES:
+    elsewhere (a permuted or channels_last input is copied), except a CPU pass that ``cpu_channels_last``
+    proved on this machine (``cpu_conv_layout = "channels_last"``, avel.engine.conv_probe)."""
+    if x.device.type in CHANNELS_LAST_DEVICES or _CPU_CHANNELS_LAST.takes(x):
         return x.contiguous(memory_format=torch.channels_last)
     return x.contiguous()
+
+
+LayoutKey = tuple[tuple[int, ...], bool, str]  # (encoder input shape, gradients on, autocast dtype or fp32)
+
+
+def layout_key(x: Tensor) -> LayoutKey:
+    """What decides a CPU encoder pass's convolution kernels: its input (N, C, H, W), whether the pass
+    records gradients (a backward follows) and the autocast dtype (bf16 kernels) or "fp32"."""
+    amp = torch.is_autocast_enabled("cpu")
+    dtype = str(torch.get_autocast_dtype("cpu")).removeprefix("torch.") if amp else "fp32"
+    return tuple(x.shape), torch.is_grad_enabled(), dtype
+
+
+class CpuChannelsLast:
+    """Which CPU encoder passes get channels_last input (``conv_layout``): those whose ``layout_key`` is in
+    ``proven`` (every one when ``proven`` is None: the probe's own subprocess); counts both kinds of pass."""
+
+    def __init__(self) -> None:
+        self.on, self.proven = False, frozenset()
+        self.seen: set[LayoutKey] = set()
+        self.passes = {"channels_last": 0, "nchw": 0}
+
+    def takes(self, x: Tensor) -> bool:
+        if not self.on or x.device.type != "cpu" or x.dim() != 4:
+            return False
+        key = layout_key(x)
+        self.seen.add(key)
+        taken = self.proven is None or key in self.proven
+        self.passes["channels_last" if taken else "nchw"] += 1
+        return taken
+
+
+_CPU_CHANNELS_LAST = CpuChannelsLast()
+
+
+@contextlib.contextmanager
+def cpu_channels_last(proven: frozenset[LayoutKey] | None) -> Iterator[CpuChannelsLast]:
+    """Within: the CPU encoder passes whose ``layout_key`` is in ``proven`` hand their convolutions
+    channels_last input (``None``: every pass, for the probe's subprocess only: #24's crash is in that path
+    at some shapes); any other pass stays NCHW. Yields the state (its ``passes`` counts each kind)."""
+    state = _CPU_CHANNELS_LAST
+    saved = state.on, state.proven
+    state.on, state.proven = True, proven
+    state.seen.clear()
+    state.passes = {"channels_last": 0, "nchw": 0}
+    try:
+        yield state
+    finally:
+        state.on, state.proven = saved
 
 
 class MaxPool2d(nn.MaxPool2d):
