@@ -57,12 +57,13 @@ from torchvision import transforms
 from torchvision.models.resnet import BasicBlock
 
 from avel.balance import build_balancer
+from avel.engine import conv_probe
 from avel.engine.compiling import compile_encoders
 from avel.engine.config import TrainConfig, bf16_supported
 from avel.engine.train import build_optimizer, train_one_epoch
 from avel.families import build_model, load_splits
 from avel.models import encoders
-from avel.models.encoders import compress_block
+from avel.models.encoders import compress_block, cpu_channels_last
 from avel.preprocessing.clip_pipeline import ClipParams, preprocess_clips
 from avel.preprocessing.cremad import CREMAD_CLASSES, load_cremad
 from avel.synth.clips import ClipSynthConfig, synth_clips
@@ -309,6 +310,7 @@ class AvelLoop:
         balance: str,
         compiled: bool = False,
         channels_last: bool = False,
+        cl_option: bool = False,
         **pmr,
     ):
         self.data = load_splits(h5, family="resnet18", device=device, splits=("train",), frames=args.frames)
@@ -317,10 +319,24 @@ class AvelLoop:
             batch_size=args.batch_size, frames=args.frames, amp=amp, balance=balance,
         )  # fmt: skip
         torch.manual_seed(0)
-        model = build_model(
-            "resnet18", "concat", input_mode="e2e", num_classes=len(CREMAD_CLASSES), width=args.width
-        )
-        self.model = model.to(device)
+        kwargs = {"family": "resnet18", "fusion": "concat", "input_mode": "e2e", "width": args.width}
+        kwargs["num_classes"] = len(CREMAD_CLASSES)
+        self.model = build_model(**kwargs).to(device)
+        self.proven: frozenset | None = None  # cpu_conv_layout = "channels_last": the passes proven here
+        if cl_option and device.type == "cpu":  # what `avel train --cpu-conv-layout channels_last` does
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            bf16 = amp and bf16_supported(device)
+            verdict = conv_probe.verdict_for(kwargs, self.data.train, args.batch_size, bf16)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            print(
+                f"# cpu_conv_layout = channels_last ({'bf16' if amp else 'fp32'}): {verdict.layout}, "
+                f"{verdict.reason}; the probe {verdict.seconds:.1f} s wall, {cpu:.1f} CPU s (its subprocess)"
+                + (" (cached)" if verdict.cached else ""),
+                flush=True,
+            )
+            if verdict.layout == "channels_last":
+                self.proven = frozenset(verdict.proven)
         self.channels_last = channels_last
         if channels_last:  # bench only: the layout #24 keeps off CPU convolutions (it segfaults on some)
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -335,7 +351,8 @@ class AvelLoop:
 
     def train(self) -> None:
         self.balancer.epoch = 0
-        with keep_layout() if self.channels_last else contextlib.nullcontext():
+        option = cpu_channels_last(self.proven) if self.proven is not None else contextlib.nullcontext()
+        with keep_layout() if self.channels_last else option:
             train_one_epoch(self.model, self.balancer, self.data.train, self.opt, self.cfg, self.gen)
 
     def prototypes(self) -> int:
@@ -405,8 +422,9 @@ def main() -> None:
     ap.add_argument(
         "--variants",
         default="fp32,bf16",
-        help="avel variants: fp32, bf16 (--amp), fp32-compile, bf16-compile (--compile); fp32-cl, bf16-cl: "
-        "channels_last CPU convolutions (not an avel option: #24; may segfault, run it in its own process)",
+        help="avel variants: fp32, bf16 (--amp), fp32-compile, bf16-compile (--compile); fp32-clopt, "
+        "bf16-clopt: --cpu-conv-layout channels_last (its probe, then channels_last where proven); fp32-cl, "
+        "bf16-cl: every CPU convolution channels_last, unproven (#24: may segfault; its own process)",
     )
     ap.add_argument("--no-pmr", action="store_true", help="leave PMR out (both sides)")
     ap.add_argument(
@@ -429,9 +447,11 @@ def main() -> None:
         released = ReleasedLoop(root, args, device, len(CREMAD_CLASSES))
         released.prototypes(1)
         loops = {}
-        for v in variants:  # fp32 | bf16 (--amp), + "-compile" (--compile), or + "-cl" (bench only)
+        os.environ.setdefault("AVEL_CACHE_DIR", str(tmp / "cache"))  # the probe runs (and is timed)
+        for v in variants:  # fp32 | bf16 (--amp), + "-compile" (--compile), "-clopt" (the option) or "-cl"
             amp, compiled, cl = v.startswith("bf16"), v.endswith("-compile"), v.endswith("-cl")
-            loops[v] = AvelLoop(h5, args, device, amp, "none", compiled=compiled, channels_last=cl)
+            opt = v.endswith("-clopt")
+            loops[v] = AvelLoop(h5, args, device, amp, "none", compiled, channels_last=cl, cl_option=opt)
             if not args.no_pmr:
                 loops[v + " + PMR"] = AvelLoop(h5, args, device, amp, "pmr", compiled=compiled)
                 loops[v + " + PMR frames 3"] = AvelLoop(

@@ -583,9 +583,9 @@ def _cpu_conv_layout(run: Run, held: contextlib.ExitStack) -> tuple[TrainConfig,
     cfg = run.cfg
     if cfg.cpu_conv_layout == "nchw" or run.device.type != "cpu":
         return cfg, None
-    cases = conv_probe.probe_cases(run.data.train, cfg.batch_size // run.ctx.world)
     amp = cfg.amp and bf16_supported(run.device)
-    verdict = conv_probe.proven_layout(_build_args(run.kwargs), cases, amp)
+    batch = cfg.batch_size // run.ctx.world
+    verdict = conv_probe.verdict_for(_build_args(run.kwargs), run.data.train, batch, amp)
     how = f"cached verdict, {conv_probe.cache_dir()}" if verdict.cached else f"probe {verdict.seconds:.1f} s"
     if verdict.layout != "channels_last":
         run.log(f"warning: channels_last refused: {verdict.reason} ({how}); training NCHW")
