@@ -226,6 +226,9 @@ def preprocess(
     ),
     out: Path = typer.Argument(..., help="HDF5 file to write"),
     workers: int = typer.Option(1, help="parallel decoding processes"),
+    threads: int = typer.Option(
+        1, help="parallel decoding threads in this process instead of --workers (the same file)"
+    ),
     frame_size: int = typer.Option(224, help="frames are resized and center-cropped to this size"),
     frames_per_segment: int = typer.Option(
         1, help="AVE: frames per one-second segment (1 = the middle frame)"
@@ -268,6 +271,7 @@ def preprocess(
 
     options = PreprocessOptions(
         workers=workers,
+        threads=threads,
         progress=progress,
         frame_size=frame_size,
         frames_per_segment=frames_per_segment,

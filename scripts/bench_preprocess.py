@@ -9,16 +9,26 @@ texture, H.264 at the given size and fps, 44.1 kHz stereo AAC noise.
     python scripts/bench_preprocess.py --decoders decord,torchcodec --clock cpu --steps  # per thread, CPU
     python scripts/bench_preprocess.py --decoders decord,torchcodec --clock cpu   # both decoders, CPU time
 
+``--threads 1,2`` times ``preprocess --threads N`` for each N (decoding threads of one process), each
+beside the floors in the same interleaved runs. ``--media DIR`` keeps the generated set in DIR and reuses
+it on the next run with the same set options (generate it once, time it later, e.g. on idle cores):
+
+    python scripts/bench_preprocess.py --media /tmp/set24 --videos 24 --generate-only
+    python scripts/bench_preprocess.py --media /tmp/set24 --decoders decord,torchcodec --threads 1,2
+
 ``--decoders`` adds, per decoder, its own decode-only floor (torchcodec: ``VideoDecoder.get_frames_at`` of
 the same indices and ``AudioDecoder`` at 16 kHz mono) and ``preprocess --decoder``, all beside the decord
 floor in the same interleaved runs. ``--clock cpu`` times process CPU time (every thread of this process
 and of its worker processes; other processes on a shared machine do not count): a measure of work, not of
-how two cores overlap it.
+how two cores overlap it. With the wall clock the script also prints the CPU time other processes used
+during the timed runs (``/proc/stat`` less this process's): a wall figure is an idle-core figure only
+when that is near zero.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -89,6 +99,16 @@ def cpu_time() -> float:
     return sum(os.times()[:4])
 
 
+def busy_seconds() -> float:
+    """CPU seconds every process of the machine has used so far (``/proc/stat``; 0 where it is absent)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def decode_floor(root: Path, frames_per_segment: int, decoder: str = "decord") -> float:
     """Seconds for the decoder alone to read every video's frames and audio."""
     paths = sorted((root / "AVE").glob("*.mp4"))
@@ -107,21 +127,22 @@ def decode_floor(root: Path, frames_per_segment: int, decoder: str = "decord") -
     return CLOCK() - t0
 
 
-def time_preprocess(root: Path, args: argparse.Namespace, decoder: str = "decord") -> float:
+def time_preprocess(root: Path, args: argparse.Namespace, decoder: str = "decord", threads: int = 1) -> float:
     """Seconds of one ``preprocess`` run from scratch (no shards, no output file)."""
     (root / "out.h5").unlink(missing_ok=True)
     t0, main0 = CLOCK(), time.thread_time()
     report = preprocess(
-        root / "set",
+        args.set_dir,
         root / "out.h5",
         workers=args.workers,
+        threads=threads,
         frame_size=args.frame_size,
         frames_per_segment=args.frames_per_segment,
         progress=False,
         decoder=Decoder(decoder, args.decoder_device if decoder == "torchcodec" else "cpu"),
     )
     assert not report.failed, report.failed
-    MAIN_THREAD.setdefault(decoder, []).append(time.thread_time() - main0)
+    MAIN_THREAD.setdefault(f"{decoder}/{threads}", []).append(time.thread_time() - main0)
     return CLOCK() - t0
 
 
@@ -158,12 +179,34 @@ def step_times(root: Path, args: argparse.Namespace, decoder: str = "decord") ->
     return times
 
 
+def media_set(args: argparse.Namespace, root: Path) -> Path:
+    """The set to time: ``--media DIR`` when it holds one made with the same options (else it is made
+    there), or a fresh one under ``root``."""
+    options = {k: getattr(args, k) for k in ("videos", "seed", "width", "height", "fps")}
+    if args.media is None:
+        make_set(root / "set", args.videos, args.seed, (args.height, args.width), args.fps)
+        return root / "set"
+    stamp = args.media / "bench_set.json"
+    if stamp.is_file():
+        if json.loads(stamp.read_text()) != options:
+            raise SystemExit(f"{args.media}: a set made with {stamp.read_text()}, not {options}")
+        return args.media
+    if args.media.exists():
+        raise SystemExit(f"{args.media}: exists and is not a set of this script (no bench_set.json)")
+    make_set(args.media, args.videos, args.seed, (args.height, args.width), args.fps)
+    stamp.write_text(json.dumps(options))
+    return args.media
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=24)
     ap.add_argument("--frame-size", type=int, default=224)
     ap.add_argument("--frames-per-segment", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", default="1", help="preprocess --threads: one or more, comma-separated")
+    ap.add_argument("--media", type=Path, help="keep the generated set here and reuse it when it matches")
+    ap.add_argument("--generate-only", action="store_true", help="with --media: write the set and stop")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=240)
@@ -183,39 +226,57 @@ def main() -> None:
     if why:  # the other decoders still run; the line says why this one did not
         print(f"decoder torchcodec skipped: torchcodec cannot load here: {why}")
         decoders = [d for d in decoders if d != "torchcodec"] or ["decord"]
+    thread_counts = [int(t) for t in args.threads.split(",")]
     root = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
     try:
-        make_set(root / "set", args.videos, args.seed, (args.height, args.width), args.fps)
-        n = len(list((root / "set" / "AVE").glob("*.mp4")))
+        args.set_dir = media_set(args, root)
+        if args.generate_only:
+            print(f"set written: {args.set_dir}")
+            return
+        n = len(list((args.set_dir / "AVE").glob("*.mp4")))
         for d in decoders:
-            decode_floor(root / "set", args.frames_per_segment, d)  # warm the page cache and the decoder
+            decode_floor(args.set_dir, args.frames_per_segment, d)  # warm the page cache and the decoder
         floors: dict[str, list[float]] = {d: [] for d in ["decord", *decoders]}
-        totals: dict[str, list[float]] = {d: [] for d in decoders}
+        runs = [(d, t) for d in decoders for t in thread_counts]
+        totals: dict[tuple[str, int], list[float]] = {r: [] for r in runs}
+        busy0, own0, wall0 = busy_seconds(), cpu_time(), time.perf_counter()
         for _ in range(args.repeat):  # interleaved, so all see the same machine noise; medians reported
             for d in floors:
-                floors[d].append(decode_floor(root / "set", args.frames_per_segment, d))
-            for d in decoders:
-                totals[d].append(time_preprocess(root, args, d))
+                floors[d].append(decode_floor(args.set_dir, args.frames_per_segment, d))
+            for d, t in runs:
+                totals[d, t].append(time_preprocess(root, args, d, t))
+        foreign = busy_seconds() - busy0 - (cpu_time() - own0)  # other processes' CPU seconds
+        wall = time.perf_counter() - wall0
         floor_vps = n / statistics.median(floors["decord"])
         print(
             f"videos: {n}, frame_size {args.frame_size}, K {args.frames_per_segment}, workers {args.workers}",
-            f"(floor: 1 process), median of {args.repeat} interleaved runs, {args.clock} clock",
+            f"(floor: 1 process, 1 thread), median of {args.repeat} interleaved runs, {args.clock} clock",
         )
         print(f"source: {args.width}x{args.height} at {args.fps} fps, 10 s, 44.1 kHz stereo")
+        print(
+            f"other processes during the timed runs: {max(foreign, 0.0):.1f} CPU-s in {wall:.1f} s "
+            f"({max(foreign, 0.0) / wall:.2f} cores on average; {os.cpu_count()} cores)"
+        )
         print(f"decode-only floor (decord, 1 process): {floor_vps:.2f} videos/s")
         for d in decoders:
-            d_floor, pre_vps = n / statistics.median(floors[d]), n / statistics.median(totals[d])
             if d != "decord":
+                d_floor = n / statistics.median(floors[d])
                 print(
                     f"decode-only floor ({d}, 1 process): {d_floor:.2f} videos/s ({d_floor / floor_vps:.2f}x)"
                 )
-            print(f"preprocess --decoder {d} (end to end, incl. HDF5 assembly): {pre_vps:.2f} videos/s")
+        for d, t in runs:
+            pre_vps = n / statistics.median(totals[d, t])
+            name = f"--decoder {d} --threads {t}"
+            print(f"preprocess {name} (end to end, incl. HDF5 assembly): {pre_vps:.2f} videos/s")
             print(
-                f"ratio preprocess ({d}) / decord floor: {pre_vps / floor_vps:.2f}x (goal >= 0.8x; #30: 1.5x)"
+                f"ratio preprocess ({name}) / decord floor: {pre_vps / floor_vps:.2f}x (goal >= 0.8x; "
+                "#30: 1.5x)"
             )
-            print(f"ms per video: decord floor {1000 / floor_vps:.1f}, preprocess ({d}) {1000 / pre_vps:.1f}")
-            if args.clock == "cpu" and args.workers == 1:  # main thread: frames; the writer: the rest
-                main_ms = 1000 * statistics.median(MAIN_THREAD[d]) / n
+            print(
+                f"ms per video: decord floor {1000 / floor_vps:.1f}, preprocess ({name}) {1000 / pre_vps:.1f}"
+            )
+            if args.clock == "cpu" and args.workers == 1 and t == 1:  # main thread: frames; writer: the rest
+                main_ms = 1000 * statistics.median(MAIN_THREAD[f"{d}/{t}"]) / n
                 rest_ms = 1000 / pre_vps - main_ms
                 print(
                     f"  of which main thread {main_ms:.1f} ms, other threads {rest_ms:.1f} ms: on two free "
@@ -224,7 +285,7 @@ def main() -> None:
                 )
         if args.steps:
             for d in decoders:
-                times = step_times(root / "set", args, d)
+                times = step_times(args.set_dir, args, d)
                 for name, ms in times.items():
                     print(f"  {name}: {ms:.1f} ms per video ({args.clock} clock)")
                 main_ms = sum(ms for name, ms in times.items() if name.startswith("main"))

@@ -200,14 +200,18 @@ def test_describe(result):
     assert "background segments: 57.5%" in text  # (5 + 0 + 10 + 8) / 40
 
 
-def test_resume_after_sigkill_equals_uninterrupted_run(dataset, result, tmp_path):
+@pytest.mark.parametrize(
+    "threads",
+    [1, pytest.param(2, marks=pytest.mark.slow)],  # killed on 1 or 2 decoding threads, resumed on 2
+)
+def test_resume_after_sigkill_equals_uninterrupted_run(dataset, result, tmp_path, threads):
     out = tmp_path / "killed.h5"
     parts = Path(f"{out}.parts")
     code = (
         "import sys, time; from avel.preprocessing.pipeline import preprocess, _decode_job as d\n"
         "import avel.preprocessing.pipeline as p\n"
         "p._decode_job = lambda job: (time.sleep(0.3), d(job))[1]  # slow enough to kill mid-run\n"
-        f"preprocess({str(dataset)!r}, {str(out)!r}, frame_size={SIZE}, progress=False)\n"
+        f"preprocess({str(dataset)!r}, {str(out)!r}, frame_size={SIZE}, progress=False, threads={threads})\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[1])
     deadline = time.time() + 60
@@ -216,7 +220,8 @@ def test_resume_after_sigkill_equals_uninterrupted_run(dataset, result, tmp_path
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists() and len(list(parts.glob("*.shard"))) >= 1
-    report = preprocess(dataset, out, frame_size=SIZE, workers=2, progress=False)
+    resume = {"workers": 2} if threads == 1 else {"threads": 2}
+    report = preprocess(dataset, out, frame_size=SIZE, progress=False, **resume)
     assert report.resumed >= 1 and report.rows == 4
     reference, _ = result
     with h5py.File(reference, "r") as a, h5py.File(out, "r") as b:
@@ -237,14 +242,30 @@ def test_clean_set_written_while_decoding_equals_rebuild_from_shards(dataset, re
     for name in SPLITS:
         (tmp_path / name).write_text("\n".join(lines) + "\n")
     reference, _ = result
-    for workers in (1, 2):
-        out = tmp_path / f"w{workers}.h5"
-        report = preprocess(tmp_path, out, frame_size=SIZE, workers=workers, progress=False)
+    for workers, threads in ((1, 1), (2, 1), (1, 2)):  # 1 thread, 2 processes, 2 threads
+        out = tmp_path / f"w{workers}t{threads}.h5"
+        report = preprocess(tmp_path, out, frame_size=SIZE, workers=workers, threads=threads, progress=False)
         assert (report.rows, report.decoded, report.failed) == (4, 3, [])
         assert not Path(f"{out}.parts").exists() and not Path(f"{out}.tmp").exists()
         with h5py.File(reference, "r") as a, h5py.File(out, "r") as b:
             for n in ("frames", "spectrogram", "duration", "fps", "source_sample_rate", "segment_labels"):
-                np.testing.assert_array_equal(a[n][()], b[n][()], err_msg=f"{n}, workers {workers}")
+                np.testing.assert_array_equal(a[n][()], b[n][()], err_msg=f"{n}, {workers}w {threads}t")
+
+
+def test_threads_report_the_same_failures_and_write_the_same_file(dataset, result, tmp_path):
+    """Missing, empty, truncated and audio-less videos on 2 decoding threads: the report and the file of
+    the one-thread run (``result``)."""
+    reference, one = result
+    out = tmp_path / "t2.h5"
+    report = preprocess(dataset, out, frame_size=SIZE, threads=2, progress=False)
+    assert report.failed == one.failed and len(report.failed) == 4
+    assert (report.rows, report.decoded, report.videos) == (one.rows, one.decoded, one.videos)
+    assert json.loads(Path(f"{out}.report.json").read_text())["failed"] == one.failed
+    with h5py.File(reference, "r") as a, h5py.File(out, "r") as b:
+        names = []
+        a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) else None)
+        for n in names:
+            np.testing.assert_array_equal(a[n][()], b[n][()], err_msg=n)
 
 
 def test_parts_from_other_parameters_are_refused(dataset, tmp_path):

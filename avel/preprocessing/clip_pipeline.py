@@ -34,7 +34,7 @@ from avel.preprocessing.audio import (
 from avel.preprocessing.clips import Clip, ClipList
 from avel.preprocessing.decoders import DECORD, Decoder
 from avel.preprocessing.h5 import CLIPS_KIND, create, strings
-from avel.preprocessing.runs import Decoding, PreprocessReport, run_preprocess
+from avel.preprocessing.runs import ARRAYS, FRAMES, Decoding, PreprocessReport, check_parallel, run_preprocess
 from avel.preprocessing.video import first_line, frame_indices, open_checked, resize_center_crop
 
 
@@ -117,23 +117,23 @@ def decode_clip_audio(clip: Clip, p: ClipParams, decoder: Decoder = DECORD) -> t
 
 @dataclass(frozen=True)
 class ClipJob:
-    """One clip to decode: its id, the clip, the parameters, its shard file, whether it runs in the main
-    process (then ``_finish`` does its audio on the writer thread, as AVE's ``pipeline._finish``)."""
+    """One clip to decode: its id, the clip, the parameters, its shard file, what it returns (as AVE's
+    ``pipeline.DecodeJob``; FRAMES: ``_finish`` does its audio on the writer thread)."""
 
     id: str
     clip: Clip
     params: ClipParams
     shard: str
-    in_process: bool
+    returns: str
     decoder: Decoder = DECORD  # the library that decodes (avel.preprocessing.decoders)
 
 
 def _decode_job(job: ClipJob) -> dict[str, Any]:
-    """One clip: in a worker, decoded whole into its shard file ({id, ok}); in the main process, its frames
+    """One clip: decoded whole into its shard file ({id, ok}; ARRAYS: {id, ok, arrays}); FRAMES: its frames
     ({id, ok, job, frames, info}); or {id, ok, path, reason}. Never raises."""
     try:
         frames, info = decode_clip_frames(job.clip, job.params, job.decoder)
-        if job.in_process:
+        if job.returns == FRAMES:
             return {"id": job.id, "ok": True, "job": job, "frames": frames, "info": info}
     except Exception as e:
         return _failure(job.id, job.clip.video, e)
@@ -141,8 +141,9 @@ def _decode_job(job: ClipJob) -> dict[str, Any]:
         spectrogram, audio_info = decode_clip_audio(job.clip, job.params, job.decoder)
     except Exception as e:
         return _failure(job.id, job.clip.audio or job.clip.video, e)
-    write_shard(Path(job.shard), {"frames": frames, "spectrogram": spectrogram, **info, **audio_info})
-    return {"id": job.id, "ok": True}
+    arrays = {"frames": frames, "spectrogram": spectrogram, **info, **audio_info}
+    write_shard(Path(job.shard), arrays)
+    return {"id": job.id, "ok": True, **({"arrays": arrays} if job.returns == ARRAYS else {})}
 
 
 def _failure(clip_id: str, path: Path, e: BaseException) -> dict[str, Any]:
@@ -169,6 +170,7 @@ def preprocess_clips(
     params: ClipParams = ClipParams(),
     *,
     workers: int = 1,
+    threads: int = 1,
     progress: bool = True,
     wait: bool = False,
     shard: tuple[int, int] | None = None,
@@ -180,15 +182,16 @@ def preprocess_clips(
     As for AVE (``avel.preprocessing.runs``): one run per output (``output_lock``: a second run on the same
     file refuses, naming the first); each clip becomes a shard ``OUT.h5.parts/<id>.shard``, so a killed run
     resumes where it stopped; ``shard=(I, N)`` decodes shard I of N only, ``merge`` writes OUT.h5 from the
-    shards of every ``--shard I/N`` run: the file one run writes."""
+    shards of every ``--shard I/N`` run: the file one run writes. ``workers``: decoding processes;
+    ``threads``: decoding threads of this process instead."""
     params.check()
     decoder.check()
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+    check_parallel(workers, threads)
     return run_preprocess(
         clips_decoding(clip_list, params, decoder),
         out_h5,
         workers=workers,
+        threads=threads,
         progress=progress,
         wait=wait,
         shard=shard,
@@ -219,8 +222,8 @@ def clips_decoding(clip_list: ClipList, params: ClipParams, decoder: Decoder = D
     f, s = params.frames, params.frame_size
     width = num_columns(round(params.audio_seconds * spec.sample_rate), spec)
 
-    def jobs(ids: list[str], parts: Path, in_process: bool) -> list[ClipJob]:
-        return [ClipJob(i, by_id[i], params, str(shard_path(parts, i)), in_process, decoder) for i in ids]
+    def jobs(ids: list[str], parts: Path, returns: str) -> list[ClipJob]:
+        return [ClipJob(i, by_id[i], params, str(shard_path(parts, i)), returns, decoder) for i in ids]
 
     def file_rows(failed: set[str]) -> FileRows:
         keep = np.array([i for i, c in enumerate(clip_list.clips) if c.clip_id not in failed], dtype=np.int64)

@@ -34,7 +34,8 @@ from avel.preprocessing.runs import PreprocessReport
 class PreprocessOptions:
     """Everything ``avel preprocess`` takes besides the dataset and the output file."""
 
-    workers: int = 1
+    workers: int = 1  # decoding processes
+    threads: int = 1  # decoding threads of this process instead (decord and torchcodec release the GIL)
     progress: bool = True
     frame_size: int = 224
     frames_per_segment: int = 1  # per-second layouts: frames per one-second segment
@@ -119,6 +120,7 @@ def preprocess_dataset(
             path,
             out_h5,
             workers=o.workers,
+            threads=o.threads,
             frame_size=o.frame_size,
             frames_per_segment=o.frames_per_segment,
             audio_pad=o.audio_pad,
@@ -143,6 +145,7 @@ def preprocess_dataset(
         out_h5,
         params,
         workers=o.workers,
+        threads=o.threads,
         progress=o.progress,
         wait=o.wait,
         shard=o.shard,

@@ -3,10 +3,11 @@
 Crash-safe and resumable, shardable across machines (``avel.preprocessing.runs``, as for clip sets): each
 decoded video becomes a shard ``OUT.h5.parts/<id>.shard``, a re-run skips finished shards, and the final
 file is filled in ``OUT.h5.tmp`` while decoding goes on (``avel.preprocessing.assemble``) and renamed onto
-``OUT.h5`` only when complete. With one process, a video's audio, spectrogram, shard and rows are done on a
-writer thread while the main thread decodes the next video's frames (decord releases the GIL while it
-decodes). Bad videos (missing, no audio stream, undecodable, zero length) go to ``OUT.h5.report.json``
-while the rest go on.
+``OUT.h5`` only when complete. With one process and one thread, a video's audio, spectrogram, shard and
+rows are done on a writer thread while the main thread decodes the next video's frames (decord releases
+the GIL while it decodes); with ``threads`` N, N threads decode whole videos into their shards (decord and
+torchcodec release the GIL while they decode) and the writer thread writes their rows. Bad videos
+(missing, no audio stream, undecodable, zero length) go to ``OUT.h5.report.json`` while the rest go on.
 
 Policy for clips that are not exactly 10 s (the AVE file always has 10 segments): longer clips keep
 their first 10 s; shorter clips repeat their last decoded frame for the missing seconds and their audio
@@ -38,7 +39,7 @@ from avel.preprocessing.audio import (
 from avel.preprocessing.ave import ave_video_path
 from avel.preprocessing.decoders import DECORD, Decoder
 from avel.preprocessing.h5 import PREPROCESS_KIND, RowsMeta, check_output, create
-from avel.preprocessing.runs import Decoding, PreprocessReport, run_preprocess
+from avel.preprocessing.runs import ARRAYS, FRAMES, Decoding, PreprocessReport, check_parallel, run_preprocess
 from avel.preprocessing.video import first_line, open_checked, read_frames
 
 __all__ = ["PreprocessReport", "decode_clip", "preprocess"]  # PreprocessReport: avel.preprocessing.runs'
@@ -133,12 +134,13 @@ class DecodeParams:
 
 @dataclass(frozen=True)
 class DecodeJob:
-    """One video to decode: its id, file, shard path, whether it runs in the main process, the parameters."""
+    """One video to decode: its id, file, shard path, what it returns (``avel.preprocessing.runs``: FRAMES,
+    ARRAYS or SHARD), the parameters."""
 
     id: str
     path: str
     shard: str
-    in_process: bool
+    returns: str
     params: DecodeParams
     spec: SpecParams = SpecParams()  # the spectrogram transform
     decoder: Decoder = DECORD  # the library that decodes (avel.preprocessing.decoders)
@@ -147,20 +149,22 @@ class DecodeJob:
 def _decode_job(job: DecodeJob) -> dict[str, Any]:
     """Decode one video; returns {id, ok, ...} or {id, ok, path, reason}. Never raises.
 
-    In a worker process (``job.in_process`` false) it decodes everything and writes the shard. In the
-    main process it decodes the frames only and ``_finish`` does the rest on the writer thread (audio,
-    spectrogram, shard, rows) while the next video's frames decode.
+    FRAMES (the main thread of a one-thread run): the frames only; ``_finish`` does the rest on the
+    writer thread (audio, spectrogram, shard, rows) while the next video's frames decode. Otherwise it
+    decodes everything and writes the shard; ARRAYS (a decoding thread) also returns the arrays, whose rows
+    the writer thread writes.
     """
     path, p = Path(job.path), job.params
     try:
-        if job.in_process:
+        if job.returns == FRAMES:
             frames, info = decode_video(path, p.frame_size, p.frames_per_segment, p.segments, job.decoder)
             return {"id": job.id, "ok": True, "job": job, "frames": frames, "info": info}
         frames, spec, _, info = decode_clip(
             path, p.frame_size, p.frames_per_segment, p.segments, p.audio_pad, job.spec, job.decoder
         )
-        write_shard(Path(job.shard), {"frames": frames, "spectrogram": spec, **info})
-        return {"id": job.id, "ok": True}
+        arrays = {"frames": frames, "spectrogram": spec, **info}
+        write_shard(Path(job.shard), arrays)
+        return {"id": job.id, "ok": True, **({"arrays": arrays} if job.returns == ARRAYS else {})}
     except Exception as e:
         return _failure(job, e)
 
@@ -194,6 +198,7 @@ def preprocess(
     out_h5: str | Path,
     *,
     workers: int = 1,
+    threads: int = 1,
     frame_size: int = 224,
     frames_per_segment: int = 1,
     audio_pad: str = "zero",
@@ -217,7 +222,8 @@ def preprocess(
     (``avel.preprocessing.runs``).
     ``spectrogram`` names the transform (``avel.preprocessing.audio.SPECTROGRAMS``): "avel", "pmr" (the
     released PMR code's: 22.05 kHz, Tukey window, log power spectral density) or "pmr16" (the same at 16 kHz).
-    ``decoder``: decord (default) or torchcodec (``avel.preprocessing.decoders``).
+    ``decoder``: decord (default) or torchcodec (``avel.preprocessing.decoders``). ``workers``: decoding
+    processes; ``threads``: decoding threads of this process instead (the same file either way).
     """
     spec = spectrogram_params(spectrogram)
     decoder.check()
@@ -227,8 +233,7 @@ def preprocess(
         raise ValueError(
             f"frame_size and frames_per_segment must be >= 1, got {frame_size}, {frames_per_segment}"
         )
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+    check_parallel(workers, threads)
     dataset_dir, out_h5 = Path(dataset_dir), Path(out_h5)
     if not dataset_dir.is_dir():
         raise FileNotFoundError(f"{dataset_dir}: no such folder (an AVE-layout dataset folder)")
@@ -239,6 +244,7 @@ def preprocess(
         ave_decoding(dataset_dir, ann, decode, spec, decoder),
         out_h5,
         workers=workers,
+        threads=threads,
         progress=progress,
         wait=wait,
         shard=shard,
@@ -260,13 +266,13 @@ def ave_decoding(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
 
-    def jobs(ids: list[str], parts: Path, in_process: bool) -> list[DecodeJob]:
+    def jobs(ids: list[str], parts: Path, returns: str) -> list[DecodeJob]:
         return [
             DecodeJob(
                 v,
                 str(ave_video_path(dataset_dir, v)),
                 str(shard_path(parts, v)),
-                in_process,
+                returns,
                 decode,
                 spec,
                 decoder,

@@ -11,6 +11,9 @@ rest, the same way for every layout:
 - OUT.h5 is filled in ``OUT.h5.tmp`` while decoding goes on (``Assembler``), gets its completion marker
   last and is renamed onto OUT.h5 only when whole; when some ids failed it is written again from the shards
   without their rows; failures go to ``OUT.h5.report.json``; the shards are removed once OUT.h5 exists;
+- decoding runs on this thread (frames; the writer thread does the rest), on ``threads`` threads of this
+  process (each video whole; the writer thread writes its rows) or in ``workers`` processes (each video
+  into its shard, which the writer reads): the same file every way;
 - one run per output (``avel.preprocessing.lock``): ``OUT.h5.lock`` for a whole run or ``--merge``,
   ``OUT.h5.shard-I-of-N.lock`` for ``--shard I/N``, which decodes the ids ``shard_ids`` gives it into
   OUT.h5.parts/ and writes ``OUT.h5.shard-I-of-N.report.json``; ``--merge`` writes OUT.h5 from those
@@ -31,7 +34,7 @@ from typing import Any
 from avel.preprocessing.assemble import Assembler, FileRows, assemble_from_shards, shard_path
 from avel.preprocessing.h5 import check_output
 from avel.preprocessing.lock import output_lock, write_text_atomic
-from avel.preprocessing.workers import run_jobs
+from avel.preprocessing.workers import one_torch_thread, run_jobs
 
 
 @dataclass
@@ -64,14 +67,22 @@ class PreprocessReport:
         )
 
 
+# what a decoding job returns besides {id, ok}: its third argument of ``Decoding.jobs``
+FRAMES = "frames"  # one thread here: its frames; ``Decoding.finish`` does the rest on the writer thread
+ARRAYS = "arrays"  # decoding threads here: its shard is written and its arrays come back for its rows
+SHARD = "shard"  # worker processes and --shard runs: its shard is written, nothing comes back
+
+
 @dataclass(frozen=True)
 class Decoding:
     """What a layout's run decodes and writes; ``run_preprocess`` runs it."""
 
     row_ids: list[str]  # the shard id of each row of OUT.h5, in row order (AVE: a video for several rows)
     params: dict[str, Any]  # what every shard is decoded with (OUT.h5.parts/params.json)
-    jobs: Callable[[list[str], Path, bool], list]  # (ids, parts folder, in this process) -> their jobs
-    decode: Callable[[Any], dict[str, Any]]  # a job -> {id, ok, ...} or {id, ok, path, reason}; never raises
+    jobs: Callable[[list[str], Path, str], list]  # (ids, parts folder, FRAMES | ARRAYS | SHARD) -> their jobs
+    # a job -> {id, ok} (SHARD), {id, ok, arrays} (ARRAYS), {id, ok, frames, ...} (FRAMES) or
+    # {id, ok, path, reason}; never raises
+    decode: Callable[[Any], dict[str, Any]]
     file_rows: Callable[[set[str]], FileRows]  # OUT.h5 without the rows of these (failed) ids
     # a result decoded in this process that carries its data ("frames"): finish it on the writer thread
     # (AVE: audio, shard and rows); other results have written their shard
@@ -101,24 +112,41 @@ def run_preprocess(
     out_h5: str | Path,
     *,
     workers: int = 1,
+    threads: int = 1,
     progress: bool = True,
     wait: bool = False,
     shard: tuple[int, int] | None = None,
     merge: bool = False,
 ) -> PreprocessReport:
     """The whole run (``shard`` None; ``merge``: from the shards of every ``--shard I/N`` run only) or one
-    shard of it, under its lock (``wait``: wait for a run holding it, else refuse naming it)."""
+    shard of it, under its lock (``wait``: wait for a run holding it, else refuse naming it); decoding on
+    ``workers`` processes or ``threads`` threads of this one (``check_parallel``)."""
     out_h5 = Path(out_h5)
     check_output(out_h5)
+    check_parallel(workers, threads)
     if shard is not None:
         index, count = check_shard(shard)
         with output_lock(f"{out_h5}.shard-{index}-of-{count}", "avel preprocess --shard", wait=wait):
-            return _run_shard(d, out_h5, index, count, workers, progress)
-    with output_lock(out_h5, "avel preprocess", wait=wait):
-        return _run_whole(d, out_h5, workers, progress, merge)
+            with one_torch_thread():
+                return _run_shard(d, out_h5, index, count, workers, threads, progress)
+    with output_lock(out_h5, "avel preprocess", wait=wait), one_torch_thread():
+        return _run_whole(d, out_h5, workers, threads, progress, merge)
 
 
-def decode_all(d: Decoding, jobs: list, workers: int, progress: bool) -> Iterator[dict[str, Any]]:
+def check_parallel(workers: int, threads: int) -> None:
+    """--workers N (processes) or --threads N (threads of this process), each >= 1, not both above 1."""
+    for name, n in (("workers", workers), ("threads", threads)):
+        if n < 1:
+            raise ValueError(f"--{name} must be >= 1, got {n}")
+    if workers > 1 and threads > 1:
+        raise ValueError(
+            f"--workers {workers} and --threads {threads}: choose one (decoding processes or threads)"
+        )
+
+
+def decode_all(
+    d: Decoding, jobs: list, workers: int, progress: bool, threads: int = 1
+) -> Iterator[dict[str, Any]]:
     """``d.decode`` over ``jobs`` as they finish (``run_jobs``), with a rich progress bar when asked."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TimeRemainingColumn
     from rich.text import Text
@@ -132,7 +160,7 @@ def decode_all(d: Decoding, jobs: list, workers: int, progress: bool) -> Iterato
     )
     with bar:
         task = bar.add_task("decode", total=len(jobs))
-        for r in run_jobs(d.decode, jobs, workers):
+        for r in run_jobs(d.decode, jobs, workers, threads=threads, ordered=threads > 1):
             bar.advance(task)
             yield r
 
@@ -142,7 +170,7 @@ def _failure(r: dict[str, Any]) -> dict[str, str]:
 
 
 def _run_shard(
-    d: Decoding, out_h5: Path, index: int, count: int, workers: int, progress: bool
+    d: Decoding, out_h5: Path, index: int, count: int, workers: int, threads: int, progress: bool
 ) -> PreprocessReport:
     """Shard ``index`` of ``count``: its ids' shard files in OUT.h5.parts/ and its report (no OUT.h5)."""
     parts = parts_dir(out_h5, d.params)
@@ -151,7 +179,8 @@ def _run_shard(
     t0 = time.perf_counter()
     todo = [i for i in ids if not shard_path(parts, i).is_file()]
     report.resumed = len(ids) - len(todo)
-    failed = [r for r in decode_all(d, d.jobs(todo, parts, False), workers, progress) if not r["ok"]]
+    jobs = d.jobs(todo, parts, SHARD)
+    failed = [r for r in decode_all(d, jobs, workers, progress, threads) if not r["ok"]]
     report.failed = sorted(map(_failure, failed), key=lambda f: f["id"])
     report.decoded = len(todo) - len(failed)
     done = set(ids) - {f["id"] for f in report.failed}
@@ -170,7 +199,9 @@ def shard_failures(out_h5: Path) -> dict[str, dict[str, Any]]:
     return failed
 
 
-def _run_whole(d: Decoding, out_h5: Path, workers: int, progress: bool, merge: bool) -> PreprocessReport:
+def _run_whole(
+    d: Decoding, out_h5: Path, workers: int, threads: int, progress: bool, merge: bool
+) -> PreprocessReport:
     parts = parts_dir(out_h5, d.params)
     ids = d.ids
     report = PreprocessReport(str(out_h5), videos=len(ids))
@@ -195,9 +226,12 @@ def _run_whole(d: Decoding, out_h5: Path, workers: int, progress: bool, merge: b
                 asm.failed.append(failed_in_shards[i])
             else:
                 todo.append(i)
-        for r in decode_all(d, d.jobs(todo, parts, workers <= 1), workers, progress):
+        mode = SHARD if workers > 1 else ARRAYS if threads > 1 else FRAMES
+        for r in decode_all(d, d.jobs(todo, parts, mode), workers, progress, threads):
             if not r["ok"]:
                 asm.failed.append(r)
+            elif "arrays" in r:
+                asm.submit(asm.write, r["id"], r["arrays"])
             elif d.finish is not None and "frames" in r:
                 asm.submit(d.finish, asm, r)
             else:

@@ -1,11 +1,13 @@
 """Decoding worker processes that cannot outlive the run that started them, and cannot hang it.
 
-``run_jobs`` maps a decoding function over jobs, in this process or in spawned workers
+``run_jobs`` maps a decoding function over jobs, in this process (on this thread, or on ``threads``
+threads of it: the decoders release the GIL while they decode) or in spawned workers
 (``concurrent.futures.ProcessPoolExecutor``: a worker that dies — killed, out of memory — breaks the pool
 with an error instead of leaving the run waiting forever, as ``multiprocessing.Pool`` would).
 ``init_worker(parent_pid)`` (the workers' initializer) asks the kernel to kill the worker when its parent
 dies (Linux ``PR_SET_PDEATHSIG``); where that is not available a watchdog thread polls the parent's pid.
-Each worker also runs torch on one thread.
+Each worker also runs torch on one thread, and so does the run's own process while it decodes
+(``one_torch_thread``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -56,18 +59,49 @@ def init_worker(parent_pid: int) -> None:
     torch.set_num_threads(1)
 
 
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch on one intra-op thread inside the block (as in a worker: ``init_worker``), the caller's count
+    after it. Decoding's parallelism is its own threads (frames beside the writer, ``threads``) or processes;
+    torch's pool beside them (one thread per core by default) slowed a one-thread torchcodec run on two idle
+    cores from 18.8 to 26.5 ms a video (BENCHMARKS.md, #30), and every path computes with one thread alike."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 J = TypeVar("J")
 
 
 def run_jobs(
-    fn: Callable[[J], dict[str, Any]], jobs: list[J], workers: int, *, ordered: bool = False
+    fn: Callable[[J], dict[str, Any]],
+    jobs: list[J],
+    workers: int,
+    *,
+    ordered: bool = False,
+    threads: int = 1,
 ) -> Iterator[dict[str, Any]]:
-    """``fn`` over ``jobs``: here with ``workers <= 1``, else in spawned processes that die with this one.
+    """``fn`` over ``jobs``: here with ``workers <= 1`` (on this thread, or on ``threads`` threads of this
+    process), else in spawned processes that die with this one.
 
-    Results come in job order when ``ordered``, else as they finish. At most ``2 * workers`` jobs are in
-    the workers' hands at a time, so workers of a parent killed with ``kill -9`` stop within a few jobs.
-    A dead worker raises ``ChildProcessError`` (an ``OSError``: one line from the CLI), never a hang.
+    Results come in job order when ``ordered``, else as they finish. At most ``2 * workers`` (``2 *
+    threads``) jobs are in the workers' hands at a time, so workers of a parent killed with ``kill -9`` stop
+    within a few jobs. A dead worker raises ``ChildProcessError`` (an ``OSError``: one line from the CLI),
+    never a hang.
     """
+    if workers <= 1 and threads > 1 and len(jobs) > 1:
+        n = min(threads, len(jobs))
+        with ThreadPoolExecutor(n, thread_name_prefix="avel-decode") as ex:
+            try:
+                yield from _bounded(ex, fn, iter(jobs), 2 * n, ordered)
+            finally:
+                ex.shutdown(wait=True, cancel_futures=True)
+        return
     if workers <= 1 or len(jobs) <= 1:
         yield from map(fn, jobs)
         return
@@ -82,7 +116,7 @@ def run_jobs(
             ex.shutdown(wait=True, cancel_futures=True)
 
 
-def _bounded(ex: ProcessPoolExecutor, fn: Callable, jobs: Iterable, depth: int, ordered: bool) -> Iterator:
+def _bounded(ex: Executor, fn: Callable, jobs: Iterable, depth: int, ordered: bool) -> Iterator:
     """Keep ``depth`` jobs submitted; yield their results in order (``ordered``) or as they finish."""
     pending: list = []
     for job in jobs:
