@@ -7,8 +7,9 @@ same layout is 1.26× faster (BENCHMARKS.md, #30). Before such a run trains, a s
 model and runs forward + backward of each training batch shape (the train batch and the last partial one,
 under the run's autocast and thread count) in NCHW and in channels_last. The layout is taken only when the
 subprocess exits 0 **and** every output and gradient of the channels_last pass matches NCHW's (``allowed``:
-a relative L2 distance per tensor within ``TOLERANCE``, plus under bf16 autocast twice bf16's own distance
-from fp32; heap corruption can be silent). Otherwise the run trains NCHW and
+within ``TOLERANCE`` of its norm plus ``FACTOR`` times NCHW's own rounding error, its distance from the same
+step in a wider dtype: float64 for fp32, fp32 for bf16 autocast; heap corruption can be silent). Otherwise
+the run trains NCHW and
 prints one line naming why (a signal, an exit, a mismatch, a timeout).
 
 Then only the encoder passes the probe saw (``avel.models.encoders.layout_key``: the encoder's input
@@ -41,9 +42,9 @@ from avel.data.splits import SplitData
 from avel.engine.provenance import cpu_model
 from avel.models.encoders import LayoutKey, cpu_channels_last
 
-PROBE_VERSION = 2  # bump when what the probe runs changes: older cached verdicts are then not read
-TOLERANCE = 1e-2  # relative L2 distance per output / gradient tensor (fp32 measured: <= 3e-4)
-BF16_FACTOR = 2.0  # under bf16 autocast: plus this many times bf16's own distance from fp32
+PROBE_VERSION = 3  # bump when what the probe runs changes: older cached verdicts are then not read
+TOLERANCE = 1e-3  # relative L2 distance per output / gradient tensor, plus ...
+FACTOR = 5.0  # ... this many times NCHW's own rounding error (its distance from the wider dtype's step)
 TIMEOUT_S = float(os.environ.get("AVEL_PROBE_TIMEOUT_S", 1800))
 LAYOUTS = ("nchw", "channels_last")
 
@@ -242,6 +243,12 @@ def _step(model: torch.nn.Module, audio: Tensor, visual: Tensor, amp: bool) -> d
     return got
 
 
+def _float64_step(model: torch.nn.Module, audio: Tensor, visual: Tensor) -> dict[str, Tensor]:
+    """``_step`` of a float64 copy of ``model`` (NCHW): the reference NCHW's fp32 rounding is measured by."""
+    wide = [x.double() if x.is_floating_point() else x for x in (audio, visual)]
+    return _step(copy.deepcopy(model).double(), *wide, False)
+
+
 def relative_error(got: Tensor, ref: Tensor) -> float:
     """‖got − ref‖ / ‖ref‖ (0 for two zero tensors; inf for non-finite values)."""
     if not bool(got.isfinite().all()):
@@ -249,21 +256,21 @@ def relative_error(got: Tensor, ref: Tensor) -> float:
     return float((got - ref).norm() / ref.norm().clamp_min(1e-12)) if ref.norm() > 0 else float(got.norm())
 
 
-def allowed(ref: Tensor, fp32: Tensor | None) -> float:
-    """How far (L2) channels_last may land from NCHW's ``ref``: ``TOLERANCE`` of its norm, plus under bf16
-    autocast ``BF16_FACTOR`` times bf16's own distance from the fp32 result ``fp32`` (measured: channels_last
-    and NCHW in bf16 differ about as much as bf16 differs from fp32, up to 1.1x, in the batch norm
-    gradients, whose sums cancel)."""
-    bound = TOLERANCE * float(ref.norm())
-    return bound + (BF16_FACTOR * float((ref - fp32).norm()) if fp32 is not None else 0.0)
+def allowed(ref: Tensor, wide: Tensor | None) -> float:
+    """How far (L2) channels_last may land from NCHW's ``ref``: ``TOLERANCE`` of its norm plus ``FACTOR``
+    times NCHW's own rounding error, its distance from ``wide``, the same step in float64 (fp32 runs) or
+    fp32 (bf16 autocast). Measured on this AMD EPYC, ResNet18 width 64 at 224 px: the two fp32 layouts
+    differ by up to 1.6 % in the batch-norm gradients of layer1 (sums over 150k values that cancel), 2.6x
+    NCHW's own error there; in bf16 by up to 1.1x bf16's own distance from fp32."""
+    return TOLERANCE * float(ref.norm()) + (FACTOR * float((ref - wide).norm()) if wide is not None else 0.0)
 
 
-def score(got: Tensor, ref: Tensor, fp32: Tensor | None) -> float:
+def score(got: Tensor, ref: Tensor, wide: Tensor | None) -> float:
     """‖got − ref‖ over ``allowed``: > 1 fails (inf: a non-finite value)."""
     if not bool(got.isfinite().all()):
         return float("inf")
     distance = float((got - ref).norm())
-    return distance / allowed(ref, fp32) if distance > 0 else 0.0
+    return distance / allowed(ref, wide) if distance > 0 else 0.0
 
 
 def worker(spec_path: Path, result_path: Path, log: Callable[[str], None] = print) -> None:
@@ -281,16 +288,19 @@ def worker(spec_path: Path, result_path: Path, log: Callable[[str], None] = prin
         audio, visual = _inputs(case)
         log(f"start {i} nchw")
         ref = _step(copy.deepcopy(model), audio, visual, amp)
-        fp32 = _step(copy.deepcopy(model), audio, visual, False) if amp else {}  # bf16's own distance
+        if amp:  # NCHW's own rounding: bf16's distance from fp32, or fp32's from float64
+            wide = _step(copy.deepcopy(model), audio, visual, False)
+        else:
+            wide = _float64_step(model, audio, visual)
         log(f"start {i} channels_last")
         with cpu_channels_last(None) as state:
             got = _step(copy.deepcopy(model), audio, visual, amp)
-        scores = {k: score(got[k], ref[k], fp32.get(k)) for k in ref}
+        scores = {k: score(got[k], ref[k], wide[k]) for k in ref}
         worst = max(scores, key=scores.get)
         errors[case.name] = relative_error(got[worst], ref[worst])
         worst_scores[case.name] = scores[worst]
         if not scores[worst] <= 1:
-            bound = allowed(ref[worst], fp32.get(worst)) / max(float(ref[worst].norm()), 1e-12)
+            bound = allowed(ref[worst], wide[worst]) / max(float(ref[worst].norm()), 1e-12)
             mismatch = (
                 f"channels_last differs from NCHW at {case.describe()}: {worst} relative error "
                 f"{errors[case.name]:.2g} > {bound:.2g}"
