@@ -227,7 +227,10 @@ def preprocess(
     out: Path = typer.Argument(..., help="HDF5 file to write"),
     workers: int = typer.Option(1, help="parallel decoding processes"),
     threads: int = typer.Option(
-        1, help="parallel decoding threads in this process instead of --workers (the same file)"
+        None,
+        help="parallel decoding threads in this process instead of --workers (the same file) "
+        "[default: 2 with --workers 1]",
+        show_default=False,
     ),
     frame_size: int = typer.Option(224, help="frames are resized and center-cropped to this size"),
     frames_per_segment: int = typer.Option(

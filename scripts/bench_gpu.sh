@@ -40,8 +40,9 @@ run() {  # NAME SECONDS SCRIPT ARGS...
 # #30 first (what a lent device runs first): the released PMR CREMA-D loop beside avel (fp32, bf16; PMR's
 # prototype pass per clip; the data path's share of the step, goal there <= 5 %), 224 px, width 64
 run released_loop 150 scripts/bench_released_loop.py --device cuda --batch-size 64 --steps 2 --rounds 3
-# the decoders beside the decord floor (torchcodec on CPU, then its NVDEC path; skipped lines if absent)
-run decoders 40 scripts/bench_preprocess.py --videos 24 --repeat 2 --decoders decord,torchcodec
+# the decoders beside the decord floor (torchcodec on CPU, 1 and 2 decoding threads, then its NVDEC path;
+# skipped lines if absent)
+run decoders 40 scripts/bench_preprocess.py --videos 24 --repeat 2 --decoders decord,torchcodec --threads 1,2
 run decoders_cuda 30 scripts/bench_preprocess.py --videos 24 --repeat 2 --decoders torchcodec --decoder-device cuda
 run avel_step 75 scripts/bench_avel_step.py --device cuda --steps 52 --repeat 3 --variants fp32,bf16
 run eval 50 scripts/bench_eval.py --device cuda --videos 1024 --epochs 5 --amp

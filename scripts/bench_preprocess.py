@@ -10,7 +10,8 @@ texture, H.264 at the given size and fps, 44.1 kHz stereo AAC noise.
     python scripts/bench_preprocess.py --decoders decord,torchcodec --clock cpu   # both decoders, CPU time
 
 ``--threads 1,2`` times ``preprocess --threads N`` for each N (decoding threads of one process), each
-beside the floors in the same interleaved runs. ``--media DIR`` keeps the generated set in DIR and reuses
+beside the floors in the same interleaved runs; without it preprocess runs with its default (2 threads
+with ``--workers 1``, 1 with worker processes). ``--media DIR`` keeps the generated set in DIR and reuses
 it on the next run with the same set options (generate it once, time it later, e.g. on idle cores):
 
     python scripts/bench_preprocess.py --media /tmp/set24 --videos 24 --generate-only
@@ -127,7 +128,9 @@ def decode_floor(root: Path, frames_per_segment: int, decoder: str = "decord") -
     return CLOCK() - t0
 
 
-def time_preprocess(root: Path, args: argparse.Namespace, decoder: str = "decord", threads: int = 1) -> float:
+def time_preprocess(
+    root: Path, args: argparse.Namespace, decoder: str = "decord", threads: int | None = None
+) -> float:
     """Seconds of one ``preprocess`` run from scratch (no shards, no output file)."""
     (root / "out.h5").unlink(missing_ok=True)
     t0, main0 = CLOCK(), time.thread_time()
@@ -204,7 +207,9 @@ def main() -> None:
     ap.add_argument("--frame-size", type=int, default=224)
     ap.add_argument("--frames-per-segment", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--threads", default="1", help="preprocess --threads: one or more, comma-separated")
+    ap.add_argument(
+        "--threads", default="", help="preprocess --threads: one or more, comma-separated (default: its own)"
+    )
     ap.add_argument("--media", type=Path, help="keep the generated set here and reuse it when it matches")
     ap.add_argument("--generate-only", action="store_true", help="with --media: write the set and stop")
     ap.add_argument("--seed", type=int, default=0)
@@ -226,7 +231,7 @@ def main() -> None:
     if why:  # the other decoders still run; the line says why this one did not
         print(f"decoder torchcodec skipped: torchcodec cannot load here: {why}")
         decoders = [d for d in decoders if d != "torchcodec"] or ["decord"]
-    thread_counts = [int(t) for t in args.threads.split(",")]
+    thread_counts = [int(t) for t in args.threads.split(",")] if args.threads else [None]
     root = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
     try:
         args.set_dir = media_set(args, root)
@@ -266,7 +271,7 @@ def main() -> None:
                 )
         for d, t in runs:
             pre_vps = n / statistics.median(totals[d, t])
-            name = f"--decoder {d} --threads {t}"
+            name = f"--decoder {d}" + (f" --threads {t}" if t else " (default threads)")
             print(f"preprocess {name} (end to end, incl. HDF5 assembly): {pre_vps:.2f} videos/s")
             print(
                 f"ratio preprocess ({name}) / decord floor: {pre_vps / floor_vps:.2f}x (goal >= 0.8x; "

@@ -202,7 +202,7 @@ def test_describe(result):
 
 @pytest.mark.parametrize(
     "threads",
-    [1, pytest.param(2, marks=pytest.mark.slow)],  # killed on 1 or 2 decoding threads, resumed on 2
+    [None, pytest.param(1, marks=pytest.mark.slow)],  # killed on 2 decoding threads (the default) or 1
 )
 def test_resume_after_sigkill_equals_uninterrupted_run(dataset, result, tmp_path, threads):
     out = tmp_path / "killed.h5"
@@ -220,7 +220,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(dataset, result, tmp_path
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists() and len(list(parts.glob("*.shard"))) >= 1
-    resume = {"workers": 2} if threads == 1 else {"threads": 2}
+    resume = {"workers": 2} if threads is None else {"threads": 2}
     report = preprocess(dataset, out, frame_size=SIZE, progress=False, **resume)
     assert report.resumed >= 1 and report.rows == 4
     reference, _ = result
@@ -242,7 +242,7 @@ def test_clean_set_written_while_decoding_equals_rebuild_from_shards(dataset, re
     for name in SPLITS:
         (tmp_path / name).write_text("\n".join(lines) + "\n")
     reference, _ = result
-    for workers, threads in ((1, 1), (2, 1), (1, 2)):  # 1 thread, 2 processes, 2 threads
+    for workers, threads in ((1, 1), (2, None), (1, None)):  # 1 thread, 2 processes, the default threads
         out = tmp_path / f"w{workers}t{threads}.h5"
         report = preprocess(tmp_path, out, frame_size=SIZE, workers=workers, threads=threads, progress=False)
         assert (report.rows, report.decoded, report.failed) == (4, 3, [])
@@ -252,12 +252,12 @@ def test_clean_set_written_while_decoding_equals_rebuild_from_shards(dataset, re
                 np.testing.assert_array_equal(a[n][()], b[n][()], err_msg=f"{n}, {workers}w {threads}t")
 
 
-def test_threads_report_the_same_failures_and_write_the_same_file(dataset, result, tmp_path):
-    """Missing, empty, truncated and audio-less videos on 2 decoding threads: the report and the file of
-    the one-thread run (``result``)."""
+def test_one_thread_reports_the_same_failures_and_writes_the_same_file(dataset, result, tmp_path):
+    """Missing, empty, truncated and audio-less videos on one thread (frames on the main thread, audio on
+    the writer): the report and the file of the default run on 2 decoding threads (``result``)."""
     reference, one = result
-    out = tmp_path / "t2.h5"
-    report = preprocess(dataset, out, frame_size=SIZE, threads=2, progress=False)
+    out = tmp_path / "t1.h5"
+    report = preprocess(dataset, out, frame_size=SIZE, threads=1, progress=False)
     assert report.failed == one.failed and len(report.failed) == 4
     assert (report.rows, report.decoded, report.videos) == (one.rows, one.decoded, one.videos)
     assert json.loads(Path(f"{out}.report.json").read_text())["failed"] == one.failed

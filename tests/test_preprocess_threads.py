@@ -1,7 +1,8 @@
-"""``avel preprocess --threads N``: N decoding threads in one process write the file a one-thread run writes
-(every dataset with its layout, every attribute but the time it was written), with decord and torchcodec;
-a run resumes from the shards an earlier run left; --shard runs decode on threads too; the option is checked
-in one line; torch computes on one thread while a run decodes, and gets its own count back after it.
+"""``avel preprocess --threads N``: N decoding threads in one process (2 by default) write the file a
+one-thread run writes (every dataset with its layout, every attribute but the time it was written), with
+decord and torchcodec; a run resumes from the shards an earlier run left; --shard runs decode on threads
+too; the option is checked in one line; torch computes on one thread while a run decodes, and gets its own
+count back after it.
 Failing videos and clip layouts on threads: tests/test_preprocess.py and tests/test_clip_shards.py."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import avel.preprocessing.pipeline as pipeline
 from avel.cli import app
 from avel.preprocessing.decoders import Decoder, torchcodec_unavailable
 from avel.preprocessing.pipeline import preprocess
+from avel.preprocessing.runs import DEFAULT_THREADS, check_parallel
 from avel.preprocessing.workers import run_jobs
 
 WHY_NOT = torchcodec_unavailable()
@@ -50,9 +52,15 @@ def test_thread_results_come_in_job_order_from_decoding_threads():
     assert [r["here"] for r in run_jobs(job, [0], 1, threads=3)] == [True]  # one job: no pool
 
 
-def test_threads_write_the_one_thread_file_and_torch_runs_on_one_thread(tiny_ave, tiny_h5, tmp_path):
-    """decord, 2 threads (tiny_h5: 1 thread): the same file; each job sees one torch thread; the
-    caller's torch thread count is back after the run."""
+def test_default_threads_are_two_with_one_process_and_one_per_worker_process():
+    assert DEFAULT_THREADS == 2
+    assert (check_parallel(1, None), check_parallel(4, None), check_parallel(1, 3)) == (2, 1, 3)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threads_write_the_default_file_and_torch_runs_on_one_thread(tiny_ave, tiny_h5, tmp_path, threads):
+    """decord on 1 and 3 threads (tiny_h5: the default, 2): the same file; each job sees one torch thread
+    (on the main thread and on decoding threads); the caller's torch thread count is back after the run."""
     seen: set[int] = set()
     decode = pipeline._decode_job
 
@@ -64,8 +72,8 @@ def test_threads_write_the_one_thread_file_and_torch_runs_on_one_thread(tiny_ave
     torch.set_num_threads(2)
     pipeline._decode_job = counted
     try:
-        out = tmp_path / "t2.h5"
-        report = preprocess(tiny_ave, out, frame_size=32, threads=2, progress=False)
+        out = tmp_path / f"t{threads}.h5"
+        report = preprocess(tiny_ave, out, frame_size=32, threads=threads, progress=False)
         assert torch.get_num_threads() == 2
     finally:
         pipeline._decode_job = decode
@@ -87,7 +95,7 @@ def test_torchcodec_threads_write_the_one_thread_file(tiny_ave, tmp_path):
 
 def test_threaded_shard_run_then_threaded_run_resumes(tiny_ave, tiny_h5, tmp_path):
     """--shard 0/2 on threads writes half the shards; a whole run on threads resumes them (decodes the
-    other half) and writes the one-thread file."""
+    other half) and writes the file of an uninterrupted run."""
     out = tmp_path / "resumed.h5"
     common = ["--frame-size", "32", "--no-progress", "--threads", "2"]
     r = runner.invoke(app, ["preprocess", str(tiny_ave), str(out), "--shard", "0/2", *common])

@@ -170,7 +170,7 @@ def preprocess_clips(
     params: ClipParams = ClipParams(),
     *,
     workers: int = 1,
-    threads: int = 1,
+    threads: int | None = None,
     progress: bool = True,
     wait: bool = False,
     shard: tuple[int, int] | None = None,
@@ -183,10 +183,11 @@ def preprocess_clips(
     file refuses, naming the first); each clip becomes a shard ``OUT.h5.parts/<id>.shard``, so a killed run
     resumes where it stopped; ``shard=(I, N)`` decodes shard I of N only, ``merge`` writes OUT.h5 from the
     shards of every ``--shard I/N`` run: the file one run writes. ``workers``: decoding processes;
-    ``threads``: decoding threads of this process instead."""
+    ``threads``: decoding threads of this process instead (default: ``runs.DEFAULT_THREADS`` with one
+    process)."""
     params.check()
     decoder.check()
-    check_parallel(workers, threads)
+    threads = check_parallel(workers, threads)
     return run_preprocess(
         clips_decoding(clip_list, params, decoder),
         out_h5,

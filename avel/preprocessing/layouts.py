@@ -35,7 +35,7 @@ class PreprocessOptions:
     """Everything ``avel preprocess`` takes besides the dataset and the output file."""
 
     workers: int = 1  # decoding processes
-    threads: int = 1  # decoding threads of this process instead (decord and torchcodec release the GIL)
+    threads: int | None = None  # decoding threads of this process instead (None: runs.DEFAULT_THREADS)
     progress: bool = True
     frame_size: int = 224
     frames_per_segment: int = 1  # per-second layouts: frames per one-second segment

@@ -3,11 +3,11 @@
 Crash-safe and resumable, shardable across machines (``avel.preprocessing.runs``, as for clip sets): each
 decoded video becomes a shard ``OUT.h5.parts/<id>.shard``, a re-run skips finished shards, and the final
 file is filled in ``OUT.h5.tmp`` while decoding goes on (``avel.preprocessing.assemble``) and renamed onto
-``OUT.h5`` only when complete. With one process and one thread, a video's audio, spectrogram, shard and
-rows are done on a writer thread while the main thread decodes the next video's frames (decord releases
-the GIL while it decodes); with ``threads`` N, N threads decode whole videos into their shards (decord and
-torchcodec release the GIL while they decode) and the writer thread writes their rows. Bad videos
-(missing, no audio stream, undecodable, zero length) go to ``OUT.h5.report.json`` while the rest go on.
+``OUT.h5`` only when complete. In one process, ``threads`` N (2 by default) threads decode whole videos
+into their shards (decord and torchcodec release the GIL while they decode) and a writer thread writes
+their rows; with one thread, a video's audio, spectrogram, shard and rows are done on the writer thread
+while the main thread decodes the next video's frames. Bad videos (missing, no audio stream, undecodable,
+zero length) go to ``OUT.h5.report.json`` while the rest go on.
 
 Policy for clips that are not exactly 10 s (the AVE file always has 10 segments): longer clips keep
 their first 10 s; shorter clips repeat their last decoded frame for the missing seconds and their audio
@@ -198,7 +198,7 @@ def preprocess(
     out_h5: str | Path,
     *,
     workers: int = 1,
-    threads: int = 1,
+    threads: int | None = None,
     frame_size: int = 224,
     frames_per_segment: int = 1,
     audio_pad: str = "zero",
@@ -223,7 +223,8 @@ def preprocess(
     ``spectrogram`` names the transform (``avel.preprocessing.audio.SPECTROGRAMS``): "avel", "pmr" (the
     released PMR code's: 22.05 kHz, Tukey window, log power spectral density) or "pmr16" (the same at 16 kHz).
     ``decoder``: decord (default) or torchcodec (``avel.preprocessing.decoders``). ``workers``: decoding
-    processes; ``threads``: decoding threads of this process instead (the same file either way).
+    processes; ``threads``: decoding threads of this process instead (default: ``runs.DEFAULT_THREADS``
+    with one process; the same file for any number).
     """
     spec = spectrogram_params(spectrogram)
     decoder.check()
@@ -233,7 +234,7 @@ def preprocess(
         raise ValueError(
             f"frame_size and frames_per_segment must be >= 1, got {frame_size}, {frames_per_segment}"
         )
-    check_parallel(workers, threads)
+    threads = check_parallel(workers, threads)
     dataset_dir, out_h5 = Path(dataset_dir), Path(out_h5)
     if not dataset_dir.is_dir():
         raise FileNotFoundError(f"{dataset_dir}: no such folder (an AVE-layout dataset folder)")

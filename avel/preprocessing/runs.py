@@ -11,9 +11,10 @@ rest, the same way for every layout:
 - OUT.h5 is filled in ``OUT.h5.tmp`` while decoding goes on (``Assembler``), gets its completion marker
   last and is renamed onto OUT.h5 only when whole; when some ids failed it is written again from the shards
   without their rows; failures go to ``OUT.h5.report.json``; the shards are removed once OUT.h5 exists;
-- decoding runs on this thread (frames; the writer thread does the rest), on ``threads`` threads of this
-  process (each video whole; the writer thread writes its rows) or in ``workers`` processes (each video
-  into its shard, which the writer reads): the same file every way;
+- decoding runs on ``threads`` threads of this process (each video whole; the writer thread writes its
+  rows; ``DEFAULT_THREADS`` unless asked), on this thread (``threads`` 1: frames; the writer thread does
+  the rest) or in ``workers`` processes (each video into its shard, which the writer reads): the same file
+  every way;
 - one run per output (``avel.preprocessing.lock``): ``OUT.h5.lock`` for a whole run or ``--merge``,
   ``OUT.h5.shard-I-of-N.lock`` for ``--shard I/N``, which decodes the ids ``shard_ids`` gives it into
   OUT.h5.parts/ and writes ``OUT.h5.shard-I-of-N.report.json``; ``--merge`` writes OUT.h5 from those
@@ -71,6 +72,9 @@ class PreprocessReport:
 FRAMES = "frames"  # one thread here: its frames; ``Decoding.finish`` does the rest on the writer thread
 ARRAYS = "arrays"  # decoding threads here: its shard is written and its arrays come back for its rows
 SHARD = "shard"  # worker processes and --shard runs: its shard is written, nothing comes back
+# decoding threads of a one-process run unless asked: on two idle cores 2 threads decode 1.06-1.09x the
+# videos/s of 1 with torchcodec, 1.2-1.4x with decord (BENCHMARKS.md, #30)
+DEFAULT_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ def run_preprocess(
     out_h5: str | Path,
     *,
     workers: int = 1,
-    threads: int = 1,
+    threads: int | None = None,
     progress: bool = True,
     wait: bool = False,
     shard: tuple[int, int] | None = None,
@@ -123,7 +127,7 @@ def run_preprocess(
     ``workers`` processes or ``threads`` threads of this one (``check_parallel``)."""
     out_h5 = Path(out_h5)
     check_output(out_h5)
-    check_parallel(workers, threads)
+    threads = check_parallel(workers, threads)
     if shard is not None:
         index, count = check_shard(shard)
         with output_lock(f"{out_h5}.shard-{index}-of-{count}", "avel preprocess --shard", wait=wait):
@@ -133,8 +137,12 @@ def run_preprocess(
         return _run_whole(d, out_h5, workers, threads, progress, merge)
 
 
-def check_parallel(workers: int, threads: int) -> None:
-    """--workers N (processes) or --threads N (threads of this process), each >= 1, not both above 1."""
+def check_parallel(workers: int, threads: int | None) -> int:
+    """The decoding threads of a run: ``threads``, or when None ``DEFAULT_THREADS`` with one process and
+    1 with worker processes; a one-line error unless --workers N (processes) and --threads N (threads of
+    this process) are >= 1 and not both above 1."""
+    if threads is None:
+        threads = DEFAULT_THREADS if workers == 1 else 1
     for name, n in (("workers", workers), ("threads", threads)):
         if n < 1:
             raise ValueError(f"--{name} must be >= 1, got {n}")
@@ -142,6 +150,7 @@ def check_parallel(workers: int, threads: int) -> None:
         raise ValueError(
             f"--workers {workers} and --threads {threads}: choose one (decoding processes or threads)"
         )
+    return threads
 
 
 def decode_all(
