@@ -148,6 +148,23 @@ def test_the_probe_refuses_the_shape_that_crashes_and_proves_one_that_runs():
     assert set(verdict.proven) == {((2, 1, 64, 64), True, "fp32"), ((4, 3, 32, 32), True, "fp32")}
 
 
+@pytest.mark.slow
+def test_the_probe_proves_bf16_passes_apart_and_a_timeout_is_a_refusal_not_cached():
+    """Under bf16 autocast the proven passes carry the autocast dtype (an fp32 pass of the same shape stays
+    NCHW); a probe that runs past its time is killed, refused with the reason, and not cached (it depends
+    on the machine's load)."""
+    fine = conv_probe.Case("train batch 2", (2, 1, 64, 64), (2, 2, 3, 32, 32), F32, F32)
+    verdict = conv_probe.run_probe(W8, [fine], amp=True, threads=1)
+    assert verdict.layout == "channels_last", verdict.reason
+    assert verdict.reason.endswith(", bf16 autocast)")
+    assert set(verdict.proven) == {((2, 1, 64, 64), True, "bfloat16"), ((4, 3, 32, 32), True, "bfloat16")}
+    late = conv_probe.run_probe(W8, [fine], amp=False, threads=1, timeout=0.5)
+    assert (late.layout, late.cacheable) == ("nchw", False)
+    assert late.reason == "the probe ran past 0 s before its first case" or late.reason.startswith(
+        "the probe ran past 0 s at train batch 2"
+    )
+
+
 @pytest.fixture(scope="module")
 def clips_224(tmp_path_factory) -> Path:
     """16 CREMA-D-form clips at 224 px (width 8 crashes in channels_last there)."""

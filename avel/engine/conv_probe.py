@@ -13,7 +13,9 @@ line naming why (a signal, an exit, a mismatch, a timeout).
 
 Then only the encoder passes the probe saw (``avel.models.encoders.layout_key``: the encoder's input
 shape, gradients on, the autocast dtype) get channels_last; any other pass (evaluation, prototype passes,
-a balancer's pass of another shape) stays NCHW. The verdict is cached per CPU (model, flags), torch version,
+a balancer's pass of another shape) stays NCHW. The parameters stay NCHW too: with channels_last weights
+PyTorch's CPU convolution takes the channels_last path whatever its input's layout (their reorder costs the
+proven passes ~9 %: BENCHMARKS.md). The verdict is cached per CPU (model, flags), torch version,
 thread count, model and shapes in ``cache_dir()`` (a timeout is not cached: it depends on the load).
 """
 
