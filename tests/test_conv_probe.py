@@ -80,6 +80,7 @@ def test_a_cached_verdict_is_read_for_the_same_key_only(tmp_path, monkeypatch):
     verdict = conv_probe.proven_layout(kwargs, [case], False, 1)
     assert (verdict.layout, verdict.reason, verdict.cached) == ("nchw", "stored", True)
     assert conv_probe.cache_path(conv_probe.cache_key(kwargs, [case], True, 1)) != path  # amp: another key
+    assert conv_probe.cache_path(conv_probe.cache_key(kwargs, [case], False, 2)) != path  # threads
     assert conv_probe.cache_path(conv_probe.cache_key({**kwargs, "width": 16}, [case], False, 1)) != path
 
 

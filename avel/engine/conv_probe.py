@@ -158,9 +158,12 @@ def proven_layout(
     if verdict.cacheable:
         from avel.preprocessing.lock import write_text_atomic
 
-        path.parent.mkdir(parents=True, exist_ok=True)
         record = {"key": key, "layout": verdict.layout, "reason": verdict.reason, "seconds": verdict.seconds}
-        write_text_atomic(path, json.dumps({**record, "proven": verdict.proven}, indent=1, default=str))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps({**record, "proven": verdict.proven}, indent=1, default=str))
+        except OSError:  # a read-only cache: the verdict holds for this run, the next one probes again
+            pass
     return verdict
 
 
