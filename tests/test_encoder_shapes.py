@@ -94,6 +94,7 @@ def test_encoder_forward_backward(case: str, encoder_results: dict[str, str]) ->
     assert encoder_results[case] == "ok", f"{case}: {encoder_results[case]}"
 
 
+@pytest.mark.slow  # spawns a crashing worker process
 def test_a_crash_fails_its_case_and_the_others_still_run() -> None:
     """A worker killed by SIGSEGV in the middle case: that case names the signal, the next one still runs."""
     results = run_cases(["cgconvnet-32px", "crash-sigsegv", "cg-mmtm-32px"])

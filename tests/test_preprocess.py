@@ -231,6 +231,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(dataset, result, tmp_path
             np.testing.assert_array_equal(a[n][()], b[n][()], err_msg=n)
 
 
+@pytest.mark.slow  # two whole preprocess runs (the fast tier keeps the resume-after-kill one)
 def test_clean_set_written_while_decoding_equals_rebuild_from_shards(dataset, result, tmp_path):
     """No failures: OUT.h5 is filled while decoding (1 process: on the writer thread; 2: from the workers'
     shards). With failures it is rebuilt from the shards (``result``). Same arrays either way."""
