@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from avel.data.splits import SplitData
-from avel.engine.provenance import cpu_model
+from avel.engine.provenance import cpu_flags, cpu_model
 from avel.models.encoders import LayoutKey, cpu_channels_last
 
 PROBE_VERSION = 4  # bump when what the probe runs changes: older cached verdicts are then not read
@@ -108,16 +108,6 @@ def cache_dir() -> Path:
     if os.environ.get("AVEL_CACHE_DIR"):
         return Path(os.environ["AVEL_CACHE_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "avel"
-
-
-def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return sorted(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return []
 
 
 def cache_key(kwargs: dict[str, Any], cases: list[Case], amp: bool, threads: int) -> dict[str, Any]:

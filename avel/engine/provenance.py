@@ -40,14 +40,24 @@ def code_version(repo: Path = REPO) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
-def cpu_model() -> str:
+def cpuinfo(field: str) -> str | None:
+    """The first ``field`` line's value in /proc/cpuinfo ("model name", "flags"), None where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags, sorted (empty where /proc/cpuinfo has none)."""
+    return sorted((cpuinfo("flags") or "").split())
 
 
 def machine(device: torch.device | str = "cpu") -> dict[str, Any]:
