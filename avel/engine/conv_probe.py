@@ -140,7 +140,7 @@ def proven_layout(
     try:
         stored = json.loads(path.read_text())
         if stored["key"] == json.loads(json.dumps(key, default=str)):
-            proven = [(tuple(s), bool(g), str(d)) for s, g, d in stored["proven"]]
+            proven = _layout_keys(stored["proven"])
             return Verdict(stored["layout"], stored["reason"], proven, stored["seconds"], cached=True)
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -155,6 +155,11 @@ def proven_layout(
         except OSError:  # a read-only cache: the verdict holds for this run, the next one probes again
             pass
     return verdict
+
+
+def _layout_keys(rows: list) -> list[LayoutKey]:
+    """``layout_key`` tuples back from their JSON lists (the cache's and the subprocess's)."""
+    return [(tuple(shape), bool(grad), str(dtype)) for shape, grad, dtype in rows]
 
 
 def run_probe(
@@ -190,7 +195,7 @@ def run_probe(
         result = json.loads(result_path.read_text())
     if result.get("mismatch"):
         return Verdict("nchw", result["mismatch"], seconds=seconds)
-    proven = [(tuple(s), bool(g), str(d)) for s, g, d in result["proven"]]
+    proven = _layout_keys(result["proven"])
     largest, used = max(result["errors"].values(), default=0.0), max(result["scores"].values(), default=0.0)
     reason = (
         f"proven: {len(cases)} batch shape(s), outputs and gradients as NCHW's (at most {used:.2g} of the "
