@@ -17,6 +17,8 @@ import json
 import statistics
 from pathlib import Path
 
+from avel.experiments.ablate import stopped
+
 EQ11 = "PMR, Eq. 11 coefficients"
 PAPER = {
     "naive": 58.4,
@@ -33,28 +35,28 @@ def runs(grid: Path, cell: str) -> tuple[list[dict], list[str]]:
     """(results.json of the finished seeds, 'seedK: epoch E' of the unfinished or stopped ones)."""
     done, partial = [], []
     for run in sorted((grid / cell).glob("seed*")):
-        res, stop = run / "results.json", run / "stopped.json"
+        res, stop = run / "results.json", stopped(run)
         if res.is_file():
             done.append(json.loads(res.read_text()))
-        elif stop.is_file():
-            partial.append(
-                f"{run.name}: non-finite loss, stopped at epoch {json.loads(stop.read_text())['epoch']}"
-            )
+        elif stop is not None:
+            partial.append(f"{run.name}: non-finite loss, stopped at epoch {stop['epoch']}")
         elif (run / "metrics.jsonl").is_file():
             lines = [ln for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
             partial.append(f"{run.name}: epoch {len(lines) - 1 if lines else '-'}")
     return done, partial
 
 
-def fmt(values: list[float | None], pct: bool = True, n: bool = True) -> str:
+def fmt(values: list[float | None], pct: bool = True, n: bool = True, digits: int = 1) -> str:
+    """mean ± sample std; with ``n``, the count and each seed's value, in seed order."""
     vals = [v for v in values if v is not None]
     if not vals:
         return "—"
     k = 100 if pct else 1
     mean = statistics.fmean(vals) * k
     std = statistics.stdev(vals) * k if len(vals) > 1 else 0.0
-    count = f" (n={len(vals)})" if n else ""
-    return f"{mean:.1f} ± {std:.1f}{count}" if pct else f"{mean:.2f}{count}"
+    seeds = ", ".join(f"{v * k:.{digits}f}" for v in vals)
+    count = f" (n={len(vals)}: {seeds})" if n else ""
+    return f"{mean:.{digits}f} ± {std:.{digits}f}{count}" if pct else f"{mean:.2f}{count}"
 
 
 def block(results: list[dict], key: str) -> str:
@@ -85,7 +87,7 @@ def main() -> None:
         released = block(rel, "best_test_epoch") if rel else "—"
         last = block(clean, "last_test") if clean else "—"
         val = (
-            f"{block(clean, 'test')} (val {fmt([r['val_accuracy'] for r in clean], n=False)})"
+            f"{block(clean, 'test')} (val {fmt([r['val_accuracy'] for r in clean], n=False, digits=2)})"
             if clean
             else "—"
         )

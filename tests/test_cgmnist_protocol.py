@@ -143,3 +143,30 @@ def test_a_released_grid_table_carries_the_label(cg_small, tmp_path):
     assert "RELEASED PROTOCOL: reads the test split while training" in released
     clean = run_grid("fusions", tmp_path / "clean", overrides={"data": str(cg_small)}, **kw).markdown()
     assert "RELEASED" not in clean and "(selected on val)" in clean
+
+
+def test_protocol_table_lists_each_seed_and_never_averages_a_stopped_run(tmp_path, capsys, monkeypatch):
+    import runpy
+    from pathlib import Path
+
+    from avel.engine.train import STOPPED
+
+    cell = tmp_path / "clean" / "concat__pmr"
+    for seed, acc in ((0, 0.461), (1, 0.353)):
+        (cell / f"seed{seed}").mkdir(parents=True)
+        res = {
+            "test_accuracy": acc,
+            "last_test_accuracy": acc + 0.02,
+            "val_accuracy": 0.9997,
+            "last_rho": 1.0,
+        }
+        (cell / f"seed{seed}" / "results.json").write_text(json.dumps(res))
+    (cell / "seed2").mkdir()
+    (cell / "seed2" / STOPPED).write_text(json.dumps({"epoch": 32, "batch": 7, "message": "non-finite"}))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cgmnist_protocol_table.py"
+    monkeypatch.setattr("sys.argv", [str(script), str(tmp_path / "x"), "--eq11", str(tmp_path / "clean")])
+    runpy.run_path(str(script), run_name="__main__")
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| PMR, Eq. 11"))
+    assert "40.7 ± 7.6 (n=2: 46.1, 35.3)" in row  # val-selected: mean ± sample std of seeds 0, 1 only
+    assert "42.7 ± 7.6 (n=2: 48.1, 37.3)" in row  # last epoch
+    assert "clean seed2: non-finite loss, stopped at epoch 32" in row

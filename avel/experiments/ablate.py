@@ -464,7 +464,7 @@ def _grid_cells(grid: dict[str, Any], out_dir: Path) -> list[Cell]:
     return cells
 
 
-def _stop(run_dir: Path) -> dict[str, Any] | None:
+def stopped(run_dir: Path) -> dict[str, Any] | None:
     """``RUN/stopped.json`` of a run stopped at a non-finite step (avel.engine.train), or None."""
     from avel.engine.train import STOPPED
 
@@ -486,7 +486,7 @@ def tabulate(out_dir: Path) -> Table:
         summary = CellSummary(cell, grid["seeds"])
         for seed in range(grid["seeds"]):
             res = _results(out_dir / cell.name / f"seed{seed}")
-            stop = _stop(out_dir / cell.name / f"seed{seed}") if res is None else None
+            stop = stopped(out_dir / cell.name / f"seed{seed}") if res is None else None
             if stop is not None and not cell.na_reason:
                 summary.stopped.append(f"seed{seed} at epoch {stop['epoch']}")
             if res is not None and not cell.na_reason:
@@ -560,7 +560,7 @@ def run_state(run_dir: Path) -> str:
     res = _results(run_dir)
     if res is not None:
         return f"done (test {100 * res['test_accuracy']:.1f}%)"
-    stop = _stop(run_dir)
+    stop = stopped(run_dir)
     if stop is not None:
         return f"stopped (non-finite loss at epoch {stop['epoch']})"
     metrics = run_dir / "metrics.jsonl"
@@ -650,7 +650,7 @@ def run_grid(
             run_dir = out_dir / cell.name / f"seed{seed}"
             if (run_dir / "results.json").is_file():
                 continue  # finished: never re-run
-            stop = _stop(run_dir)
+            stop = stopped(run_dir)
             if stop is not None:  # re-training would stop at the same step: reported, not re-run
                 log(f"stopped earlier (delete its stopped.json to train it again): {stop['message']}")
                 continue
