@@ -52,7 +52,8 @@ def layout_note(variant: str, res: dict[str, Any]) -> str:
         return "; NO PROBE VERDICT RECORDED: this run did not train channels_last, the check is VACUOUS"
     if verdict["layout"] != "channels_last":
         return f"; PROBE REFUSED channels_last, trained NCHW, the check is VACUOUS: {verdict['reason']}"
-    return f"; channels_last used ({verdict['reason']})"
+    passes = ", ".join(f"{n} {k}" for k, n in verdict.get("encoder_passes", {}).items())
+    return f"; channels_last used ({verdict['reason']}; encoder passes: {passes or 'not recorded'})"
 
 
 def run(args: argparse.Namespace, seed: int, variant: str) -> dict[str, Any]:

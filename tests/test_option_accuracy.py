@@ -37,5 +37,9 @@ def test_a_refused_or_missing_probe_verdict_makes_the_row_vacuous(script):
     note = script.layout_note("channels_last", refused)
     assert "PROBE REFUSED" in note and "VACUOUS" in note and note.endswith("SIGSEGV at x")
     assert "VACUOUS" in script.layout_note("bf16+channels_last", {})
-    assert script.layout_note("channels_last", used) == "; channels_last used (proven: 2 batch shape(s))"
+    assert script.layout_note("channels_last", used).endswith(
+        "(proven: 2 batch shape(s); encoder passes: not recorded)"
+    )
+    used["cpu_conv_layout"]["encoder_passes"] = {"channels_last": 304, "nchw": 32}
+    assert script.layout_note("channels_last", used).endswith("encoder passes: 304 channels_last, 32 nchw)")
     assert script.layout_note("bf16", refused) == ""  # bf16 alone asks for no layout
