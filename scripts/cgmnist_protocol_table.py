@@ -6,8 +6,11 @@ seeds (n = how many); gray / colored: each modality's prototype accuracy on test
 the last epoch (PMR runs). Unfinished runs are listed with their last logged epoch, runs stopped at a
 non-finite loss (``stopped.json``) with the epoch they stopped at; neither is averaged in. ``--eq11 DIR``
 adds the row of PMR with the paper's Eq. 11 coefficients (``--set pmr_coef=paper``, clean protocol only).
+``--replace ROW:seedK=RUN`` reads the run RUN in place of a clean row's seed K (a stopped seed re-run another
+way, e.g. in fp32); its figures carry a ``*`` and a line under the table names RUN.
 
-    python scripts/cgmnist_protocol_table.py G/paper_clean G/paper_released --eq11 G/paper_clean_eq11
+    python scripts/cgmnist_protocol_table.py G/paper_clean G/paper_released --eq11 G/paper_clean_eq11 \
+        --replace eq11:seed2=docs/grids/cg-paper/fp32-probe/eq11-s2-fp32
 """
 
 from __future__ import annotations
@@ -27,16 +30,20 @@ PAPER = {
     "colored only": 60.4,
     "gray only": 99.3,
 }  # PMR Table 1, concat
+KEYS = {"naive": "naive", "pmr": "PMR", "eq11": EQ11, "colored": "colored only", "gray": "gray only"}
 CELLS = {"naive": "concat__baseline", "PMR": "concat__pmr", EQ11: "concat__pmr",
          "colored only": "colored-only__baseline", "gray only": "gray-only__baseline"}  # fmt: skip
 
 
-def runs(grid: Path, cell: str) -> tuple[list[dict], list[str]]:
-    """(results.json of the finished seeds, 'seedK: epoch E' of the unfinished or stopped ones)."""
+def runs(grid: Path, cell: str, replace: dict[str, Path] | None = None) -> tuple[list[dict], list[str]]:
+    """(results.json of the finished seeds, 'seedK: epoch E' of the unfinished or stopped ones); ``replace``:
+    seed directory name -> a run read in its place (marked ``*``)."""
     done, partial = [], []
     for run in sorted((grid / cell).glob("seed*")):
         res, stop = run / "results.json", stopped(run)
-        if res.is_file():
+        if run.name in (replace or {}):
+            done.append({**json.loads((replace[run.name] / "results.json").read_text()), "_mark": "*"})
+        elif res.is_file():
             done.append(json.loads(res.read_text()))
         elif stop is not None:
             partial.append(f"{run.name}: non-finite loss, stopped at epoch {stop['epoch']}")
@@ -46,15 +53,22 @@ def runs(grid: Path, cell: str) -> tuple[list[dict], list[str]]:
     return done, partial
 
 
-def fmt(values: list[float | None], pct: bool = True, n: bool = True, digits: int = 1) -> str:
-    """mean ± sample std; with ``n``, the count and each seed's value, in seed order."""
+def fmt(
+    values: list[float | None],
+    pct: bool = True,
+    n: bool = True,
+    digits: int = 1,
+    marks: list[str] | None = None,
+) -> str:
+    """mean ± sample std; with ``n``, the count and each seed's value, in seed order (with its mark)."""
+    marks = [m for v, m in zip(values, marks or [""] * len(values), strict=True) if v is not None]
     vals = [v for v in values if v is not None]
     if not vals:
         return "—"
     k = 100 if pct else 1
     mean = statistics.fmean(vals) * k
     std = statistics.stdev(vals) * k if len(vals) > 1 else 0.0
-    seeds = ", ".join(f"{v * k:.{digits}f}" for v in vals)
+    seeds = ", ".join(f"{v * k:.{digits}f}{m}" for v, m in zip(vals, marks, strict=True))
     count = f" (n={len(vals)}: {seeds})" if n else ""
     return f"{mean:.{digits}f} ± {std:.{digits}f}{count}" if pct else f"{mean:.2f}{count}"
 
@@ -62,7 +76,7 @@ def fmt(values: list[float | None], pct: bool = True, n: bool = True, digits: in
 def block(results: list[dict], key: str) -> str:
     """fused [gray / colored] of one reading of the runs (key: test, last_test or best_test_epoch)."""
     fused_key = "last_test_accuracy" if key == "last_test" else "test_accuracy"  # released: best test epoch
-    fused = fmt([r.get(fused_key) for r in results])
+    fused = fmt([r.get(fused_key) for r in results], marks=[r.get("_mark", "") for r in results])
     gray = fmt([r.get(f"{key}_audio_accuracy") for r in results], n=False)
     colored = fmt([r.get(f"{key}_visual_accuracy") for r in results], n=False)
     return f"{fused} [gray {gray} / colored {colored}]"
@@ -73,7 +87,17 @@ def main() -> None:
     ap.add_argument("clean", type=Path)
     ap.add_argument("released", type=Path, nargs="?")
     ap.add_argument("--eq11", type=Path, help="the grid of PMR with Eq. 11's coefficients (clean protocol)")
+    ap.add_argument(
+        "--replace", action="append", default=[], help="ROW:seedK=RUN (ROW: " + ", ".join(KEYS) + ")"
+    )
     args = ap.parse_args()
+    replace: dict[str, dict[str, Path]] = {}
+    for item in args.replace:
+        key, _, run = item.partition("=")
+        row, _, seed = key.partition(":")
+        if row not in KEYS or not seed.startswith("seed") or not run:
+            ap.error(f"--replace {item}: expected ROW:seedK=RUN with ROW one of {', '.join(KEYS)}")
+        replace.setdefault(KEYS[row], {})[seed] = Path(run)
     print(
         "| row | paper | released protocol: best test epoch (reads test while training) "
         "| clean: last epoch | clean: val-selected (val acc) | ρ end (clean, released) | unfinished |"
@@ -82,7 +106,7 @@ def main() -> None:
     for row, cell in CELLS.items():
         if row == EQ11 and args.eq11 is None:
             continue
-        clean, clean_part = runs(args.eq11 if row == EQ11 else args.clean, cell)
+        clean, clean_part = runs(args.eq11 if row == EQ11 else args.clean, cell, replace.get(row))
         rel, rel_part = runs(args.released, cell) if args.released and row != EQ11 else ([], [])
         released = block(rel, "best_test_epoch") if rel else "—"
         last = block(clean, "last_test") if clean else "—"
@@ -94,6 +118,9 @@ def main() -> None:
         rho = ", ".join(fmt([r.get("last_rho") for r in rs], False, False) for rs in (clean, rel))
         left = "; ".join([*(f"clean {p}" for p in clean_part), *(f"released {p}" for p in rel_part)])
         print(f"| {row} | {PAPER[row]} | {released} | {last} | {val} | {rho} | {left or '—'} |")
+    for row, seeds in replace.items():
+        for seed, run in seeds.items():
+            print(f"\\* {row}, {seed}: the run {run} in place of the grid's")
 
 
 if __name__ == "__main__":

@@ -170,3 +170,30 @@ def test_protocol_table_lists_each_seed_and_never_averages_a_stopped_run(tmp_pat
     assert "40.7 ± 7.6 (n=2: 46.1, 35.3)" in row  # val-selected: mean ± sample std of seeds 0, 1 only
     assert "42.7 ± 7.6 (n=2: 48.1, 37.3)" in row  # last epoch
     assert "clean seed2: non-finite loss, stopped at epoch 32" in row
+
+
+def test_protocol_table_reads_a_replacement_run_in_place_of_a_stopped_seed_and_marks_it(
+    tmp_path, capsys, monkeypatch
+):
+    import runpy
+    from pathlib import Path
+
+    from avel.engine.train import STOPPED
+
+    cell = tmp_path / "clean" / "concat__pmr"
+    (cell / "seed0").mkdir(parents=True)
+    (cell / "seed0" / "results.json").write_text(json.dumps({"test_accuracy": 0.40, "val_accuracy": 0.99}))
+    (cell / "seed1").mkdir()
+    (cell / "seed1" / STOPPED).write_text(json.dumps({"epoch": 32, "batch": 7, "message": "non-finite"}))
+    probe = tmp_path / "fp32-s1"
+    probe.mkdir()
+    (probe / "results.json").write_text(json.dumps({"test_accuracy": 0.50, "val_accuracy": 0.99}))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cgmnist_protocol_table.py"
+    argv = [str(script), str(tmp_path / "x"), "--eq11", str(tmp_path / "clean")]
+    argv += ["--replace", f"eq11:seed1={probe}"]
+    monkeypatch.setattr("sys.argv", argv)
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out.splitlines()
+    row = next(ln for ln in out if ln.startswith("| PMR, Eq. 11"))
+    assert "45.0 ± 7.1 (n=2: 40.0, 50.0*)" in row and "stopped" not in row
+    assert out[-1] == f"\\* PMR, Eq. 11 coefficients, seed1: the run {probe} in place of the grid's"
