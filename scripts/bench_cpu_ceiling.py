@@ -6,7 +6,8 @@ One thread, process CPU time, random inputs at the released shapes (batch 16, 3 
 1. the floating-point operations of one training step (forward + backward, ``FlopCounterMode``: a
    multiply-add is 2) of avel's ResNet18 pair and of the released ``AVClassifier`` (``compress`` block on);
 2. the released model's fp32 SGD step and avel's with its best options (bf16 autocast, channels_last
-   parameters and inputs: bench only, ``avel train`` proves the layout first), best of ``--steps``;
+   parameters; the encoders' ``conv_layout`` still hands the convolutions NCHW inputs, which PyTorch
+   reorders: bench only, ``avel train`` proves the layout first), best of ``--steps``;
 3. ``torch.profiler``'s split of avel's step: convolutions (forward and backward) against the rest
    (batch norm, ReLU, pooling, the optimizer), scaled to the step's CPU time;
 4. the ceiling of the convolutions: each 3x3 convolution shape of the model alone, forward, in the same
