@@ -40,12 +40,12 @@ def runs(grid: Path, cell: str, replace: dict[str, Path] | None = None) -> tuple
     seed directory name -> a run read in its place (marked ``*``)."""
     done, partial = [], []
     for run in sorted((grid / cell).glob("seed*")):
-        res, stop = run / "results.json", stopped(run)
+        res = run / "results.json"
         if run.name in (replace or {}):
             done.append({**json.loads((replace[run.name] / "results.json").read_text()), "_mark": "*"})
         elif res.is_file():
             done.append(json.loads(res.read_text()))
-        elif stop is not None:
+        elif (stop := stopped(run)) is not None:
             partial.append(f"{run.name}: non-finite loss, stopped at epoch {stop['epoch']}")
         elif (run / "metrics.jsonl").is_file():
             lines = [ln for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]

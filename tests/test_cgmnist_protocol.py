@@ -128,7 +128,9 @@ def test_a_released_run_reads_test_every_epoch_and_says_so(cg_small, tmp_path, m
     assert res["reads_test_while_training"] is True and res["protocol"] == "released"
     assert res["label"].startswith("RELEASED PROTOCOL")
     assert res["test_accuracy"] == best["test_accuracy"] and res["best_test_epoch"] == best["epoch"]
-    assert "val_selected_test_accuracy" in res
+    by_val = max(lines, key=lambda ln: ln["val_accuracy"])  # the first epoch reaching the best val
+    assert res["val_selected_epoch"] == res["best_epoch"] == by_val["epoch"]
+    assert res["val_selected_test_accuracy"] == pytest.approx(by_val["test_accuracy"])
     saved = json.loads((tmp_path / "rel" / "results.json").read_text())
     assert saved["reads_test_while_training"] is True
     assert "-released-" in str(train_mod.default_run_dir(cfg))
@@ -145,55 +147,58 @@ def test_a_released_grid_table_carries_the_label(cg_small, tmp_path):
     assert "RELEASED" not in clean and "(selected on val)" in clean
 
 
-def test_protocol_table_lists_each_seed_and_never_averages_a_stopped_run(tmp_path, capsys, monkeypatch):
+def write_run(run, results: dict | None = None, stopped_at: int | None = None) -> None:
+    """a run directory: a finished run's results.json, a stopped run's stopped.json (or both)."""
+    from avel.engine.train import STOPPED
+
+    run.mkdir(parents=True)
+    if results is not None:
+        (run / "results.json").write_text(json.dumps(results))
+    if stopped_at is not None:
+        (run / STOPPED).write_text(json.dumps({"epoch": stopped_at, "batch": 7, "message": "non-finite"}))
+
+
+def protocol_table(monkeypatch, capsys, *args: str) -> list[str]:
+    """the lines scripts/cgmnist_protocol_table.py prints for ``args``."""
     import runpy
     from pathlib import Path
 
-    from avel.engine.train import STOPPED
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cgmnist_protocol_table.py"
+    monkeypatch.setattr("sys.argv", [str(script), *args])
+    runpy.run_path(str(script), run_name="__main__")
+    return capsys.readouterr().out.splitlines()
 
+
+def test_protocol_table_lists_each_seed_and_never_averages_a_stopped_run(tmp_path, capsys, monkeypatch):
     cell = tmp_path / "clean" / "concat__pmr"
     for seed, acc in ((0, 0.461), (1, 0.353)):
-        (cell / f"seed{seed}").mkdir(parents=True)
         res = {
             "test_accuracy": acc,
             "last_test_accuracy": acc + 0.02,
             "val_accuracy": 0.9997,
             "last_rho": 1.0,
         }
-        (cell / f"seed{seed}" / "results.json").write_text(json.dumps(res))
-    (cell / "seed2").mkdir()
-    (cell / "seed2" / STOPPED).write_text(json.dumps({"epoch": 32, "batch": 7, "message": "non-finite"}))
-    script = Path(__file__).resolve().parents[1] / "scripts" / "cgmnist_protocol_table.py"
-    monkeypatch.setattr("sys.argv", [str(script), str(tmp_path / "x"), "--eq11", str(tmp_path / "clean")])
-    runpy.run_path(str(script), run_name="__main__")
-    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| PMR, Eq. 11"))
+        write_run(
+            cell / f"seed{seed}", res, stopped_at=5 if seed == 1 else None
+        )  # seed 1 stopped once, then finished
+    write_run(cell / "seed2", stopped_at=32)
+    out = protocol_table(monkeypatch, capsys, str(tmp_path / "x"), "--eq11", str(tmp_path / "clean"))
+    row = next(ln for ln in out if ln.startswith("| PMR, Eq. 11"))
     assert "40.7 ± 7.6 (n=2: 46.1, 35.3)" in row  # val-selected: mean ± sample std of seeds 0, 1 only
     assert "42.7 ± 7.6 (n=2: 48.1, 37.3)" in row  # last epoch
-    assert "clean seed2: non-finite loss, stopped at epoch 32" in row
+    assert "clean seed2: non-finite loss, stopped at epoch 32" in row and "seed1" not in row
 
 
 def test_protocol_table_reads_a_replacement_run_in_place_of_a_stopped_seed_and_marks_it(
     tmp_path, capsys, monkeypatch
 ):
-    import runpy
-    from pathlib import Path
-
-    from avel.engine.train import STOPPED
-
     cell = tmp_path / "clean" / "concat__pmr"
-    (cell / "seed0").mkdir(parents=True)
-    (cell / "seed0" / "results.json").write_text(json.dumps({"test_accuracy": 0.40, "val_accuracy": 0.99}))
-    (cell / "seed1").mkdir()
-    (cell / "seed1" / STOPPED).write_text(json.dumps({"epoch": 32, "batch": 7, "message": "non-finite"}))
+    write_run(cell / "seed0", {"test_accuracy": 0.40, "val_accuracy": 0.99})
+    write_run(cell / "seed1", stopped_at=32)
     probe = tmp_path / "fp32-s1"
-    probe.mkdir()
-    (probe / "results.json").write_text(json.dumps({"test_accuracy": 0.50, "val_accuracy": 0.99}))
-    script = Path(__file__).resolve().parents[1] / "scripts" / "cgmnist_protocol_table.py"
-    argv = [str(script), str(tmp_path / "x"), "--eq11", str(tmp_path / "clean")]
-    argv += ["--replace", f"eq11:seed1={probe}"]
-    monkeypatch.setattr("sys.argv", argv)
-    runpy.run_path(str(script), run_name="__main__")
-    out = capsys.readouterr().out.splitlines()
+    write_run(probe, {"test_accuracy": 0.50, "val_accuracy": 0.99})
+    args = [str(tmp_path / "x"), "--eq11", str(tmp_path / "clean"), "--replace", f"eq11:seed1={probe}"]
+    out = protocol_table(monkeypatch, capsys, *args)
     row = next(ln for ln in out if ln.startswith("| PMR, Eq. 11"))
     assert "45.0 ± 7.1 (n=2: 40.0, 50.0*)" in row and "stopped" not in row
     assert out[-1] == f"\\* PMR, Eq. 11 coefficients, seed1: the run {probe} in place of the grid's"

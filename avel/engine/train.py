@@ -831,6 +831,7 @@ def _finish(
     }
     if cfg.protocol == "released":
         results.update(released_results(lines, test["accuracy"], released_label(cfg)))
+        results["val_selected_epoch"] = best["epoch"]  # best_epoch stays best.pt's: the val-selected one
     if model.background is not None:
         results["test_always_background"] = float((data.test.labels == model.background).float().mean())
     if main and cfg.measures:
