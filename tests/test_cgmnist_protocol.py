@@ -178,9 +178,8 @@ def test_protocol_table_lists_each_seed_and_never_averages_a_stopped_run(tmp_pat
             "val_accuracy": 0.9997,
             "last_rho": 1.0,
         }
-        write_run(
-            cell / f"seed{seed}", res, stopped_at=5 if seed == 1 else None
-        )  # seed 1 stopped once, then finished
+        # seed 1 stopped once, then finished: its results.json is read, its stopped.json not
+        write_run(cell / f"seed{seed}", res, stopped_at=5 if seed == 1 else None)
     write_run(cell / "seed2", stopped_at=32)
     out = protocol_table(monkeypatch, capsys, str(tmp_path / "x"), "--eq11", str(tmp_path / "clean"))
     row = next(ln for ln in out if ln.startswith("| PMR, Eq. 11"))
