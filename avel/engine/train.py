@@ -830,8 +830,7 @@ def _finish(
         **({"cpu_conv_layout": layout} if layout else {}),
     }
     if cfg.protocol == "released":
-        results.update(released_results(lines, test["accuracy"], released_label(cfg)))
-        results["val_selected_epoch"] = best["epoch"]  # best_epoch stays best.pt's: the val-selected one
+        results.update(released_results(lines, test["accuracy"], best["epoch"], released_label(cfg)))
     if model.background is not None:
         results["test_always_background"] = float((data.test.labels == model.background).float().mean())
     if main and cfg.measures:
@@ -853,10 +852,11 @@ def _finish(
 
 
 def released_results(
-    lines: list[dict[str, Any]], val_selected: float, label: str = RELEASED_LABEL
+    lines: list[dict[str, Any]], val_selected: float, val_epoch: int, label: str = RELEASED_LABEL
 ) -> dict[str, Any]:
     """results.json of the released protocol: the best test epoch's figures (the released script logs test
-    every epoch and has no validation split), labelled; the val-selected test accuracy kept beside them."""
+    every epoch and has no validation split), labelled; the val-selected epoch and its test accuracy kept
+    beside them (``best_epoch`` stays best.pt's epoch: the val-selected one)."""
     tested = [ln for ln in lines if "test_accuracy" in ln]
     top = max(tested, key=lambda ln: ln["test_accuracy"])  # the first epoch reaching the maximum
     figures = {k[5:]: v for k, v in top.items() if k.startswith("test_") and k != "test_accuracy"}
@@ -865,6 +865,7 @@ def released_results(
         "label": label,
         "selected_on": "best test epoch (released protocol)",
         "val_selected_test_accuracy": val_selected,
+        "val_selected_epoch": val_epoch,
         "test_accuracy": top["test_accuracy"],
         "best_test_epoch": top["epoch"],
         **{f"best_test_epoch_{k}": v for k, v in figures.items()},
